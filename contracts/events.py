@@ -1,0 +1,124 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Urgency = Literal["routine", "soon", "urgent"]
+Channel = Literal["kiosk", "hotline", "app", "operator"]
+Hours = Annotated[
+    Decimal,
+    Field(gt=0, le=24, decimal_places=2, description="Service hours, exact to 0.01 h.", examples=["1.5"]),
+]
+Points = Annotated[Decimal, Field(decimal_places=2, description="Volunteer points, exact to 0.01.", examples=["15"])]
+
+
+class Event(BaseModel):
+    # Consumers ignore fields they do not know; producers only ever add fields.
+    model_config = ConfigDict(extra="ignore")
+
+
+class RequestCreated(Event):
+    request_id: str = Field(description="Id of the request.", examples=["r-3f2a..."])
+    district: str = Field(examples=["beibei"])
+    grid: str = Field(description="The resident's grid (网格).", examples=["quanwai-01"])
+    service: str = Field(description="Catalogue item id.", examples=["repair.plumbing"])
+    category: str = Field(description="Catalogue category id of the item.", examples=["repair"])
+    urgency: Urgency = Field(examples=["routine"])
+    description: str = Field(default="", description="What the resident needs, without contact data.")
+    window_start: datetime | None = Field(default=None, description="Earliest time the service is wanted.")
+    window_end: datetime | None = Field(default=None, description="Latest time the service is wanted.")
+    channel: Channel = Field(default="kiosk", description="Where the request was placed.")
+
+
+class RequestCancelled(Event):
+    request_id: str
+    reason: str = Field(default="", examples=["resident no longer needs it"])
+
+
+class RequestRated(Event):
+    request_id: str
+    volunteer_id: str
+    stars: int = Field(ge=1, le=5, examples=[5])
+    comment: str = Field(default="", examples=["师傅很细心"])
+
+
+class VolunteerRegistered(Event):
+    volunteer_id: str = Field(examples=["v-8c1d..."])
+    district: str = Field(examples=["beibei"])
+    grids: list[str] = Field(min_length=1, description="Grids where the volunteer lives or works.")
+    skills: list[str] = Field(min_length=1, description="Catalogue category or item ids.", examples=[["repair"]])
+    capacity: int = Field(ge=1, le=20, description="Open assignments the volunteer takes at once.", examples=[1])
+
+
+class VolunteerAssigned(Event):
+    request_id: str
+    volunteer_id: str
+    assignment_id: str
+    expires_at: datetime = Field(description="The offer lapses at this time unless accepted.")
+    service: str = Field(default="", examples=["repair.plumbing"])
+    category: str = Field(default="", examples=["repair"])
+    grid: str = Field(default="", examples=["quanwai-01"])
+    urgency: Urgency = "routine"
+
+
+class AssignmentEvent(Event):
+    request_id: str
+    volunteer_id: str
+    assignment_id: str
+
+
+class AssignmentAccepted(AssignmentEvent):
+    pass
+
+
+class AssignmentDeclined(AssignmentEvent):
+    reason: str = Field(default="", examples=["not at home this week"])
+
+
+class AssignmentExpired(AssignmentEvent):
+    pass
+
+
+class AssignmentCompleted(AssignmentEvent):
+    hours: Hours
+    note: str = ""
+
+
+class RequestUnmatched(Event):
+    request_id: str
+    reason: str = Field(examples=["no volunteer with this skill is free in the district"])
+    tried: list[str] = Field(default_factory=list, description="Volunteer ids that were offered and fell out.")
+
+
+class HoursLogged(Event):
+    volunteer_id: str
+    request_id: str
+    assignment_id: str = ""
+    hours: Hours
+    category: str = Field(examples=["repair"])
+
+
+class PointsEarned(Event):
+    volunteer_id: str
+    request_id: str
+    hours: Hours
+    points: Points
+    balance_points: Points = Field(description="The volunteer's point balance after this credit.")
+    rate: Decimal = Field(description="Points per hour applied.", examples=["10"])
+
+
+class NotificationOutcome(Event):
+    notification_id: str
+    channel: str = Field(examples=["webhook"])
+    recipient: str = Field(description="volunteer:<id>, resident:<request id> or operators.")
+    kind: str = Field(description="What the notification was about.", examples=["offer"])
+    attempts: int = Field(ge=1)
+
+
+class NotificationDelivered(NotificationOutcome):
+    pass
+
+
+class NotificationFailed(NotificationOutcome):
+    error: str = ""

@@ -1,0 +1,219 @@
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import wraps
+from typing import Any, TypeVar
+
+from faststream import BaseMiddleware
+from faststream.exceptions import HandlerException, NackMessage, RejectMessage
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.js.api import ConsumerConfig, StorageType
+from pydantic import BaseModel, ValidationError
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contracts import ApiError, Envelope, event_subject
+from contracts.subjects import STREAM, STREAM_SUBJECTS
+from services.common.config import BusSettings
+
+log = logging.getLogger("linli.bus")
+M = TypeVar("M", bound=BaseModel)
+
+
+def event_stream(settings: BusSettings) -> JStream:
+    return JStream(
+        name=STREAM,
+        subjects=list(STREAM_SUBJECTS),
+        storage=StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+        # JetStream drops a re-published event whose Nats-Msg-Id it saw within this window.
+        duplicate_window=settings.duplicate_window,
+    )
+
+
+class RetryLater(BaseMiddleware):
+    """Turns a failed event handler into a delayed redelivery, and a malformed event into a dead letter.
+
+    A plain nak is redelivered at once; the delay grows with each delivery so a dependency that is
+    down is not hammered. After max_deliver the server stops and publishes the advisory that the
+    dead-letter recorder stores.
+    """
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        if not (msg.raw_message.reply or "").startswith("$JS.ACK."):
+            return await call_next(msg)  # a core NATS call, answered by its own error handling
+        metadata = msg.raw_message.metadata
+        try:
+            return await call_next(msg)
+        except HandlerException:
+            raise
+        except ValidationError as exc:
+            log.error("malformed event on %s, sent to dead letters: %s", msg.raw_message.subject, exc)
+            raise RejectMessage() from exc
+        except Exception as exc:
+            delivered = metadata.num_delivered or 1
+            delay = min(self.base_delay * 2 ** (delivered - 1), 60.0)
+            log.warning(
+                "handler failed on %s (delivery %s), retrying in %.1fs: %r",
+                msg.raw_message.subject, delivered, delay, exc,
+            )
+            raise NackMessage(delay=delay) from exc
+
+    base_delay = 0.5
+
+
+def make_broker(settings: BusSettings, service: str) -> NatsBroker:
+    retry = type("RetryLater", (RetryLater,), {"base_delay": settings.retry_base_delay})
+    return NatsBroker(
+        settings.nats_url,
+        name=f"linli-{service}",
+        middlewares=[retry],
+        max_reconnect_attempts=-1,
+        graceful_timeout=10.0,
+    )
+
+
+def on_event(
+    broker: NatsBroker, settings: BusSettings, service: str, event_type: str, *, workers: int = 1
+) -> Any:
+    """A durable pull consumer shared by every replica of `service`, with explicit acks."""
+    return broker.subscriber(
+        event_subject(event_type, "*"),
+        stream=event_stream(settings),
+        durable=f"{service}-{event_type.replace('.', '-')}",
+        pull_sub=PullSub(batch_size=max(8, workers * 2), timeout=2.0),
+        config=ConsumerConfig(
+            ack_wait=settings.ack_wait,
+            max_deliver=settings.max_deliver,
+            max_ack_pending=1000,
+        ),
+        ack_policy=AckPolicy.ACK,
+        max_workers=workers if workers > 1 else None,
+        title=f"{service}:{event_type}",
+    )
+
+
+def on_call(broker: NatsBroker, subject: str, service: str) -> Any:
+    return broker.subscriber(subject, queue=service, title=subject)
+
+
+def api_call(
+    model: type[M],
+) -> Callable[[Callable[[M], Awaitable[BaseModel | dict[str, Any]]]], Callable[[StreamMessage[Any]], Awaitable[dict[str, Any]]]]:
+    """Validate a call's JSON body; answer a bad call or a refused one with the error shape, never raise."""
+
+    def decorate(
+        handler: Callable[[M], Awaitable[BaseModel | dict[str, Any]]],
+    ) -> Callable[[StreamMessage[Any]], Awaitable[dict[str, Any]]]:
+        @wraps(handler)
+        async def answer(message: NatsMessage) -> dict[str, Any]:
+            try:
+                call = model.model_validate_json(message.body or b"{}")
+            except ValidationError as exc:
+                details = [
+                    {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
+                    for err in exc.errors(include_url=False)
+                ]
+                return ApiError("invalid_request", f"the {model.__name__} call is not valid", details).reply()
+            try:
+                result = await handler(call)
+            except ApiError as exc:
+                return exc.reply()
+            except Exception:
+                log.exception("call %s failed", model.__name__)
+                return ApiError("internal", "the service could not complete the call; try again").reply()
+            return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+        answer.__annotations__ = {"message": NatsMessage, "return": dict}
+        del answer.__wrapped__
+        return answer
+
+    return decorate
+
+
+class Outbox:
+    """Persist, then publish. What a crash leaves unpublished is re-sent by the relay."""
+
+    def __init__(self, db: AsyncDatabase[Any], broker: NatsBroker) -> None:
+        self.entries = db["outbox"]
+        self.broker = broker
+
+    async def ensure_indexes(self) -> None:
+        await self.entries.create_index("created")
+
+    async def store(self, events: Sequence[Envelope[Any]]) -> None:
+        now = time.time()
+        for offset, event in enumerate(events):
+            try:
+                await self.entries.insert_one(
+                    {
+                        "_id": event.id,
+                        "subject": event_subject(event.short_type, event.district),
+                        "body": event.model_dump_json(),
+                        "created": now + offset * 1e-6,
+                    }
+                )
+            except DuplicateKeyError:
+                pass  # stored by an earlier attempt at the same step
+
+    async def send(self, events: Sequence[Envelope[Any]]) -> None:
+        await self.store(events)
+        for event in events:
+            await self.publish_stored(event.id)
+
+    async def publish_stored(self, event_id: str) -> None:
+        entry = await self.entries.find_one({"_id": event_id})
+        if entry is None:
+            return
+        await self.broker.publish(
+            entry["body"].encode(),
+            entry["subject"],
+            headers={"Nats-Msg-Id": entry["_id"], "content-type": "application/json"},
+            stream=STREAM,
+        )
+        await self.entries.delete_one({"_id": event_id})
+
+    async def relay_pending(self, older_than: float = 2.0) -> int:
+        cutoff = time.time() - older_than
+        sent = 0
+        async for entry in self.entries.find({"created": {"$lt": cutoff}}).sort("created", 1).limit(500):
+            await self.publish_stored(entry["_id"])
+            sent += 1
+        return sent
+
+    async def relay_forever(self, interval: float) -> None:
+        while True:
+            try:
+                if sent := await self.relay_pending():
+                    log.info("outbox relay re-published %d event(s)", sent)
+            except Exception as exc:
+                log.warning("outbox relay failed, will retry: %r", exc)
+            await asyncio.sleep(interval)
+
+
+class Inbox:
+    """Which events each consumer has already handled; written after the handler's effects."""
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.seen = db["processed"]
+
+    @asynccontextmanager
+    async def once(self, consumer: str, event: Envelope[Any]) -> AsyncIterator[bool]:
+        key = f"{consumer}:{event.id}"
+        first = await self.seen.find_one({"_id": key}) is None
+        yield first
+        if first:
+            try:
+                await self.seen.insert_one({"_id": key, "at": time.time(), "type": event.type})
+            except DuplicateKeyError:
+                pass
+
+
+def envelope_json(event: Envelope[Any]) -> bytes:
+    return json.dumps(event.model_dump(mode="json"), ensure_ascii=False).encode()

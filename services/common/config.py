@@ -1,0 +1,27 @@
+import os
+from dataclasses import dataclass, field
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    nats_url: str = field(default_factory=lambda: os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    mongo_url: str = field(default_factory=lambda: os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017"))
+    # Each service keeps its own database named <prefix>_<service>.
+    db_prefix: str = field(default_factory=lambda: os.environ.get("LINLI_DB_PREFIX", "linli"))
+    stream_replicas: int = field(default_factory=lambda: env_int("LINLI_STREAM_REPLICAS", 1))
+    duplicate_window: float = field(default_factory=lambda: env_float("LINLI_DUPLICATE_WINDOW", 600))
+    max_deliver: int = field(default_factory=lambda: env_int("LINLI_MAX_DELIVER", 8))
+    ack_wait: float = field(default_factory=lambda: env_float("LINLI_ACK_WAIT", 30))
+    retry_base_delay: float = field(default_factory=lambda: env_float("LINLI_RETRY_BASE_DELAY", 0.5))
+    outbox_relay_interval: float = field(default_factory=lambda: env_float("LINLI_OUTBOX_RELAY_INTERVAL", 1.0))
+
+    def database(self, service: str) -> str:
+        return f"{self.db_prefix}_{service}"

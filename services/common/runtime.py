@@ -1,0 +1,87 @@
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream.nats import NatsBroker
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.common.bus import Inbox, Outbox, make_broker
+from services.common.config import BusSettings
+
+log = logging.getLogger("linli")
+
+
+@dataclass
+class Service:
+    """One running service: its broker, its own database, its start-up steps and background loops."""
+
+    name: str
+    settings: BusSettings
+    broker: NatsBroker
+    mongo: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
+    outbox: Outbox
+    inbox: Inbox
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    loops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, name: str, settings: BusSettings) -> "Service":
+        broker = make_broker(settings, name)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True
+        )
+        db = mongo[settings.database(name)]
+        service = cls(name, settings, broker, mongo, db, Outbox(db, broker), Inbox(db))
+        service.on_start.append(service.outbox.ensure_indexes)
+        service.loops.append(lambda: service.outbox.relay_forever(settings.outbox_relay_interval))
+        return service
+
+    async def start(self) -> None:
+        for step in self.on_start:
+            await step()
+        await self.broker.start()
+        self._tasks = [asyncio.create_task(self._guard(loop)) for loop in self.loops]
+        log.info("%s started (pid %d)", self.name, os.getpid())
+
+    async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s background loop failed; restarting it in 1 s", self.name)
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.broker.stop()
+        await self.mongo.close()
+        log.info("%s stopped", self.name)
+
+    async def run_until_signalled(self) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.start()
+        await stopping.wait()
+        await self.stop()
+
+
+def configure_logging(name: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("LINLI_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("faststream").setLevel(os.environ.get("LINLI_FASTSTREAM_LOG_LEVEL", "WARNING"))

@@ -1,0 +1,180 @@
+"""Intake's decisions: plain functions over plain data, no I/O."""
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contracts import ApiError, Envelope, new_event
+from contracts.calls import Catalog, CatalogItem, RegisterVolunteer, SubmitRequest
+from contracts.envelope import derived_id
+from contracts.events import RequestCancelled, RequestCreated, RequestRated, VolunteerRegistered
+
+SOURCE = "linli/intake"
+
+# How far along a request is, as the resident sees it. Events can arrive out of order or twice;
+# a status only ever moves to a higher rank, so a late or repeated event changes nothing.
+RANK = {"submitted": 0, "unmatched": 1, "accepted": 1, "completed": 2, "rated": 3, "cancelled": 4}
+CANCELLABLE = {"submitted", "unmatched", "accepted"}
+
+
+class Menu:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.item_category = {item.id: cat.id for cat in catalog.categories for item in cat.items}
+        self.items: dict[str, CatalogItem] = {item.id: item for cat in catalog.categories for item in cat.items}
+        self.categories = {cat.id for cat in catalog.categories}
+
+    @classmethod
+    def load(cls, path: Path) -> "Menu":
+        return cls(Catalog.model_validate(yaml.safe_load(path.read_text(encoding="utf-8"))))
+
+    def category_of(self, service: str) -> str:
+        try:
+            return self.item_category[service]
+        except KeyError:
+            raise ApiError("unknown_service", f"{service!r} is not on the service menu", {"service": service}) from None
+
+    def check_skills(self, skills: list[str]) -> None:
+        unknown = [s for s in skills if s not in self.categories and s not in self.items]
+        if unknown:
+            raise ApiError("unknown_skill", "skills must be menu categories or items", {"unknown": unknown})
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def request_id_for(district: str, idempotency_key: str) -> str:
+    return "r-" + derived_id("request", district, idempotency_key)
+
+
+def volunteer_id_for(district: str, phone: str) -> str:
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    return "v-" + derived_id("volunteer", district, digits)
+
+
+def new_request(call: SubmitRequest, menu: Menu, now: datetime) -> tuple[dict[str, Any], Envelope[Any]]:
+    category = menu.category_of(call.service)
+    request_id = request_id_for(call.district, call.idempotency_key)
+    doc = {
+        "_id": request_id,
+        "fingerprint": fingerprint(call.model_dump(mode="json")),
+        "district": call.district,
+        "grid": call.grid,
+        "service": call.service,
+        "category": category,
+        "urgency": call.urgency,
+        "description": call.description,
+        "window_start": call.window_start.isoformat() if call.window_start else None,
+        "window_end": call.window_end.isoformat() if call.window_end else None,
+        "channel": call.channel,
+        "resident": call.resident.model_dump(),
+        "status": "submitted",
+        "rank": RANK["submitted"],
+        "created_at": now.isoformat(),
+        "created": now.timestamp(),
+        "announced": False,
+    }
+    return doc, created_event(doc)
+
+
+def created_event(doc: dict[str, Any]) -> Envelope[Any]:
+    data = RequestCreated(
+        request_id=doc["_id"],
+        district=doc["district"],
+        grid=doc["grid"],
+        service=doc["service"],
+        category=doc["category"],
+        urgency=doc["urgency"],
+        description=doc["description"],
+        window_start=doc["window_start"],
+        window_end=doc["window_end"],
+        channel=doc["channel"],
+    )
+    return new_event(
+        data,
+        source=SOURCE,
+        district=doc["district"],
+        subject=doc["_id"],
+        correlationid=doc["_id"],
+        event_id=derived_id("request.created", doc["_id"]),
+        time=datetime.fromisoformat(doc["created_at"]),
+    )
+
+
+def same_submission(existing: dict[str, Any], call: SubmitRequest) -> None:
+    if existing["fingerprint"] != fingerprint(call.model_dump(mode="json")):
+        raise ApiError(
+            "idempotency_key_reused",
+            "this idempotency_key was already used for a different request",
+            {"request_id": existing["_id"]},
+        )
+
+
+def new_volunteer(call: RegisterVolunteer, menu: Menu, now: datetime) -> tuple[dict[str, Any], Envelope[Any]]:
+    menu.check_skills(call.skills)
+    volunteer_id = volunteer_id_for(call.district, call.phone)
+    profile = {
+        "district": call.district,
+        "grids": sorted(set(call.grids)),
+        "skills": sorted(set(call.skills)),
+        "capacity": call.capacity,
+    }
+    doc = {"_id": volunteer_id, "name": call.name, "phone": call.phone, **profile, "updated_at": now.isoformat()}
+    event = new_event(
+        VolunteerRegistered(volunteer_id=volunteer_id, **profile),
+        source=SOURCE,
+        district=call.district,
+        subject=volunteer_id,
+        correlationid=volunteer_id,
+        # The same profile registered twice is one event; a changed profile is a new one.
+        event_id=derived_id("volunteer.registered", volunteer_id, fingerprint(profile)),
+        time=now,
+    )
+    return doc, event
+
+
+def check_rating(doc: dict[str, Any], stars: int) -> str:
+    """Returns 'rate' to record it, 'repeat' when this exact rating is already recorded."""
+    if doc["status"] == "rated":
+        if doc.get("stars") == stars:
+            return "repeat"
+        raise ApiError("already_rated", "this request was already rated", {"stars": doc.get("stars")})
+    if doc["status"] != "completed":
+        raise ApiError(
+            "not_completed", "a request can be rated once its service is completed", {"status": doc["status"]}
+        )
+    return "rate"
+
+
+def rated_event(doc: dict[str, Any], stars: int, comment: str, now: datetime) -> Envelope[Any]:
+    return new_event(
+        RequestRated(request_id=doc["_id"], volunteer_id=doc["volunteer_id"], stars=stars, comment=comment),
+        source=SOURCE,
+        district=doc["district"],
+        subject=doc["_id"],
+        correlationid=doc["_id"],
+        event_id=derived_id("request.rated", doc["_id"]),
+        time=now,
+    )
+
+
+def check_cancel(doc: dict[str, Any]) -> None:
+    if doc["status"] not in CANCELLABLE:
+        raise ApiError("not_cancellable", f"a {doc['status']} request cannot be cancelled", {"status": doc["status"]})
+
+
+def cancelled_event(doc: dict[str, Any], reason: str, now: datetime) -> Envelope[Any]:
+    return new_event(
+        RequestCancelled(request_id=doc["_id"], reason=reason),
+        source=SOURCE,
+        district=doc["district"],
+        subject=doc["_id"],
+        correlationid=doc["_id"],
+        event_id=derived_id("request.cancelled", doc["_id"]),
+        time=now,
+    )

@@ -1,0 +1,127 @@
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from linli.embedded import Server, start_mongo, start_nats
+from services.common.config import BusSettings
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_mongo(tmp_path_factory.mktemp("mongo"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[Server]:
+    # A fresh server per test: durable consumers and stream contents never leak between tests.
+    server = start_nats(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(nats_server: Server, mongo_server: Server) -> BusSettings:
+    return BusSettings(
+        nats_url=nats_server.url,
+        mongo_url=mongo_server.url,
+        db_prefix=f"t{uuid.uuid4().hex[:10]}",
+        retry_base_delay=0.1,
+        outbox_relay_interval=0.2,
+        max_deliver=5,
+        ack_wait=5,
+    )
+
+
+class Bus:
+    """What a kiosk or a district system sees: calls on linli.api.*, events on linli.evt.*."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+
+    async def watch(self) -> None:
+        async def collect(msg: Any) -> None:
+            async with self._changed:
+                self.events.append(json.loads(msg.data))
+                self._changed.notify_all()
+
+        await self.nc.subscribe("linli.evt.>", cb=collect)
+        await self.nc.flush()
+
+    async def call(self, subject: str, payload: dict[str, Any] | bytes, timeout: float = 10.0) -> dict[str, Any]:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload, default=str).encode()
+        reply = await self.nc.request(subject, data, timeout=timeout)
+        result: dict[str, Any] = json.loads(reply.data)
+        return result
+
+    def of_type(self, event_type: str, **data: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.events
+            if e["type"] == f"linli.{event_type}" and all(e["data"].get(k) == v for k, v in data.items())
+        ]
+
+    async def wait_for(
+        self, event_type: str, timeout: float = 15.0, count: int = 1, **data: Any
+    ) -> list[dict[str, Any]]:
+        async def enough() -> list[dict[str, Any]]:
+            async with self._changed:
+                while len(found := self.of_type(event_type, **data)) < count:
+                    await self._changed.wait()
+                return found
+
+        try:
+            return await asyncio.wait_for(enough(), timeout)
+        except TimeoutError:
+            seen = [(e["type"], e["data"]) for e in self.events[-20:]]
+            raise AssertionError(f"no {count}x {event_type} {data} within {timeout}s; last events: {seen}") from None
+
+
+@pytest.fixture
+async def bus(nats_server: Server) -> AsyncIterator[Bus]:
+    nc = await nats.connect(nats_server.url)
+    watcher = Bus(nc)
+    await watcher.watch()
+    yield watcher
+    await nc.close()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async or sync check until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def stored_events(nc: NATS, event_type: str) -> list[dict[str, Any]]:
+    """The events JetStream actually kept (after de-duplication), oldest first."""
+    from nats.js.errors import NotFoundError
+
+    js = nc.jetstream()
+    info = await js.stream_info("LINLI")
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg("LINLI", seq)
+        except NotFoundError:
+            continue
+        if msg.subject.startswith(f"linli.evt.{event_type}."):
+            found.append(json.loads(msg.data or b"{}"))
+    return found
