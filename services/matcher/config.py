@@ -1,0 +1,16 @@
+from dataclasses import dataclass, field
+
+from services.common.config import BusSettings, env_float, env_int
+
+
+@dataclass(frozen=True)
+class MatcherSettings:
+    bus: BusSettings = field(default_factory=BusSettings)
+    # How long a volunteer has to accept an offer before it moves on.
+    offer_ttl: float = field(default_factory=lambda: env_float("MATCHER_OFFER_TTL", 300))
+    # How often each replica looks for lapsed offers and work a crashed replica left behind.
+    sweep_interval: float = field(default_factory=lambda: env_float("MATCHER_SWEEP_INTERVAL", 1.0))
+    # A replica placing a request holds it this long; after that another replica may take over.
+    lease: float = field(default_factory=lambda: env_float("MATCHER_LEASE", 30))
+    # Requests handled at once by one replica.
+    workers: int = field(default_factory=lambda: env_int("MATCHER_WORKERS", 4))

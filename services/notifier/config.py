@@ -1,0 +1,30 @@
+import os
+from dataclasses import dataclass, field
+
+from services.common.config import BusSettings, env_float, env_int
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    bus: BusSettings = field(default_factory=BusSettings)
+    # Unset: notifications go to the console log only.
+    webhook_url: str | None = field(default_factory=lambda: os.environ.get("NOTIFIER_WEBHOOK_URL") or None)
+    webhook_secret: str = field(default_factory=lambda: os.environ.get("NOTIFIER_WEBHOOK_SECRET", ""))
+    webhook_attempts: int = field(default_factory=lambda: env_int("NOTIFIER_WEBHOOK_ATTEMPTS", 5))
+    webhook_backoff: float = field(default_factory=lambda: env_float("NOTIFIER_WEBHOOK_BACKOFF", 0.5))
+    webhook_backoff_cap: float = field(default_factory=lambda: env_float("NOTIFIER_WEBHOOK_BACKOFF_CAP", 8.0))
+    webhook_timeout: float = field(default_factory=lambda: env_float("NOTIFIER_WEBHOOK_TIMEOUT", 10.0))
+    contact_timeout: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_TIMEOUT", 5.0))
+    # A cached contact older than this is fetched again; a stale one is still used while intake is down.
+    contact_max_age: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_MAX_AGE", 24 * 3600.0))
+    # Times in messages are shown in the readers' local time.
+    timezone: str = field(default_factory=lambda: os.environ.get("NOTIFIER_TIMEZONE", "Asia/Shanghai"))
+
+    @property
+    def channel(self) -> str:
+        return "webhook" if self.webhook_url else "console"
+
+    @property
+    def claim_seconds(self) -> float:
+        # Long enough for one attempt and the pause after it; renewed before every attempt.
+        return self.webhook_timeout + self.webhook_backoff_cap + 10.0
