@@ -2,7 +2,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 D = TypeVar("D", bound=BaseModel)
 
@@ -39,6 +39,14 @@ class Envelope(BaseModel, Generic[D]):
     correlationid: str = Field(description="The request this event belongs to (or the volunteer, for sign-ups).")
     causationid: str | None = Field(default=None, description="Id of the event or call that caused this one.")
     data: D
+
+    @field_validator("dataschema")
+    @classmethod
+    def understood_version(cls, value: str) -> str:
+        version = value.rsplit(":", 1)[-1]
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise ValueError(f"schema version {version} is newer than the {SCHEMA_VERSION} this consumer understands")
+        return value
 
     @property
     def schema_version(self) -> int:

@@ -53,10 +53,13 @@ class RetryLater(BaseMiddleware):
             return await call_next(msg)
         except HandlerException:
             raise
-        except ValidationError as exc:
-            log.error("malformed event on %s, sent to dead letters: %s", msg.raw_message.subject, exc)
-            raise RejectMessage() from exc
         except Exception as exc:
+            if isinstance(exc, ValidationError) and malformed_event(exc):
+                log.error(
+                    "malformed event on %s (correlation %s), sent to dead letters: %s",
+                    msg.raw_message.subject, msg.correlation_id, exc,
+                )
+                raise RejectMessage() from exc
             delivered = metadata.num_delivered or 1
             delay = min(self.base_delay * 2 ** (delivered - 1), 60.0)
             log.warning(
@@ -66,6 +69,15 @@ class RetryLater(BaseMiddleware):
             raise NackMessage(delay=delay) from exc
 
     base_delay = 0.5
+
+
+def malformed_event(exc: ValidationError) -> bool:
+    """The message itself failed validation, as opposed to a model built inside the handler.
+
+    Every event handler names its parameter `event`, so FastStream's argument validation reports
+    locations under it; a bug that builds a bad model elsewhere is retried like any failure.
+    """
+    return all(err["loc"][:1] == ("event",) for err in exc.errors())
 
 
 def make_broker(settings: BusSettings, service: str) -> NatsBroker:

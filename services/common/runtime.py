@@ -10,6 +10,7 @@ from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.common import deadletters
 from services.common.bus import Inbox, Outbox, make_broker
 from services.common.config import BusSettings
 
@@ -39,6 +40,7 @@ class Service:
         )
         db = mongo[settings.database(name)]
         service = cls(name, settings, broker, mongo, db, Outbox(db, broker), Inbox(db))
+        deadletters.wire(broker, db, name)
         service.on_start.append(service.outbox.ensure_indexes)
         service.loops.append(lambda: service.outbox.relay_forever(settings.outbox_relay_interval))
         return service

@@ -1,0 +1,191 @@
+"""linli: run the system on one machine, and act on it as an operator, a resident or a volunteer would."""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from contracts import API
+from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
+from linli.show import console, print_event
+
+
+def split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linli", description=__doc__)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where `linli up` keeps its data (.linli-data)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start servers, the four services and the demo; Ctrl-C stops everything")
+    up.add_argument("--no-demo", action="store_true", help="start without seeding and playing the demo")
+    up.add_argument("--matchers", type=int, default=2, help="matcher processes to run (default 2)")
+    up.add_argument("--fresh", action="store_true", help="delete the data folder first")
+    up.add_argument("--once", action="store_true", help="stop after the demo instead of running until Ctrl-C")
+
+    s = sub.add_parser("submit", help="a resident's request")
+    s.add_argument("--district", required=True)
+    s.add_argument("--grid", required=True)
+    s.add_argument("--service", required=True, help="catalogue item id, see `linli catalog`")
+    s.add_argument("--name", required=True)
+    s.add_argument("--phone", required=True)
+    s.add_argument("--address", default="")
+    s.add_argument("--description", default="")
+    s.add_argument("--urgency", choices=["routine", "soon", "urgent"], default="routine")
+    s.add_argument("--channel", choices=["kiosk", "hotline", "app", "operator"], default="operator")
+    s.add_argument("--key", help="idempotency key (default: a new one)")
+
+    r = sub.add_parser("register", help="register a volunteer")
+    r.add_argument("--name", required=True)
+    r.add_argument("--phone", required=True)
+    r.add_argument("--district", required=True)
+    r.add_argument("--grids", required=True, help="comma-separated grid ids")
+    r.add_argument("--skills", required=True, help="comma-separated catalogue category or item ids")
+    r.add_argument("--capacity", type=int, default=1)
+
+    a = sub.add_parser("respond", help="accept or decline an offer for a volunteer")
+    a.add_argument("assignment")
+    a.add_argument("--volunteer", required=True)
+    choice = a.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--accept", action="store_true")
+    choice.add_argument("--decline", action="store_true")
+    a.add_argument("--reason", default="")
+
+    c = sub.add_parser("complete", help="report an assignment done, with its hours")
+    c.add_argument("assignment")
+    c.add_argument("--volunteer", required=True)
+    c.add_argument("--hours", required=True)
+    c.add_argument("--note", default="")
+
+    rate = sub.add_parser("rate", help="a resident's rating of a completed request")
+    rate.add_argument("request")
+    rate.add_argument("--stars", type=int, required=True)
+    rate.add_argument("--comment", default="")
+
+    for name, helptext, arg in [
+        ("status", "a request as the resident sees it", "request"),
+        ("cancel", "cancel a request", "request"),
+        ("balance", "a volunteer's hours and points", "volunteer"),
+        ("assignments", "a volunteer's open offers and assignments", "volunteer"),
+    ]:
+        one = sub.add_parser(name, help=helptext)
+        one.add_argument(arg)
+    sub.add_parser("catalog", help="the service menu")
+    tail = sub.add_parser("tail", help="print events as they happen")
+    tail.add_argument("--subject", default="linli.evt.>")
+    tail.add_argument("--json", action="store_true", help="print whole CloudEvents")
+    sub.add_parser("asyncapi", help="print the AsyncAPI document of every service's channels")
+    return p
+
+
+async def act(args: argparse.Namespace) -> dict[str, Any] | list[Any] | None:
+    client = await Client.connect(nats_url(args.data))
+    try:
+        match args.command:
+            case "submit":
+                return await client.call(API.INTAKE_SUBMIT, {
+                    "idempotency_key": args.key or f"cli-{uuid.uuid4()}", "district": args.district,
+                    "grid": args.grid, "service": args.service, "description": args.description,
+                    "urgency": args.urgency, "channel": args.channel,
+                    "resident": {"name": args.name, "phone": args.phone, "address": args.address},
+                })
+            case "register":
+                return await client.call(API.INTAKE_REGISTER_VOLUNTEER, {
+                    "name": args.name, "phone": args.phone, "district": args.district,
+                    "grids": split(args.grids), "skills": split(args.skills), "capacity": args.capacity,
+                })
+            case "respond":
+                return await client.call(API.MATCHER_RESPOND, {
+                    "assignment_id": args.assignment, "volunteer_id": args.volunteer,
+                    "accept": args.accept, "reason": args.reason,
+                })
+            case "complete":
+                return await client.call(API.MATCHER_COMPLETE, {
+                    "assignment_id": args.assignment, "volunteer_id": args.volunteer,
+                    "hours": args.hours, "note": args.note,
+                })
+            case "rate":
+                return await client.call(
+                    API.INTAKE_RATE, {"request_id": args.request, "stars": args.stars, "comment": args.comment}
+                )
+            case "status":
+                return await client.call(API.INTAKE_STATUS, {"request_id": args.request})
+            case "cancel":
+                return await client.call(API.INTAKE_CANCEL, {"request_id": args.request})
+            case "balance":
+                return await client.call(API.LEDGER_BALANCE, {"volunteer_id": args.volunteer})
+            case "assignments":
+                return await client.call(API.MATCHER_ASSIGNMENTS, {"volunteer_id": args.volunteer})
+            case "catalog":
+                return await client.call(API.INTAKE_CATALOG, {})
+            case "tail":
+                await tail(client, args)
+                return None
+    finally:
+        await client.close()
+    return None
+
+
+async def tail(client: Client, args: argparse.Namespace) -> None:
+    async def show(event: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+        else:
+            print_event(event)
+
+    await client.on_events(show, args.subject)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+
+
+def asyncapi() -> str:
+    from faststream.specification import AsyncAPI
+
+    from services.intake.app import build as intake
+    from services.ledger.app import build as ledger
+    from services.matcher.app import build as matcher
+    from services.notifier.app import build as notifier
+
+    documents = {}
+    for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
+        spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
+        documents[name] = json.loads(spec.to_json())
+    return json.dumps(documents, indent=2, ensure_ascii=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "up":
+        from linli.demo import up
+
+        return up(args.data, demo=not args.no_demo, matchers=args.matchers, fresh=args.fresh, once=args.once)
+    if args.command == "asyncapi":
+        print(asyncapi())
+        return 0
+    try:
+        result = asyncio.run(act(args))
+    except CallFailed as exc:
+        console.print(f"[bold red]refused[/] {exc}")
+        if exc.error.get("details"):
+            console.print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2))
+        return 1
+    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        url = nats_url(args.data)
+        console.print(f"[bold red]cannot reach the system[/] at {url}: {exc!r}. Is `linli up` running?")
+        return 2
+    if result is not None:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

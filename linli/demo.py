@@ -1,0 +1,208 @@
+"""`linli up`: the whole system on this machine, a demo district, and a short scripted scenario."""
+
+import asyncio
+import os
+import shutil
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+from contracts import API
+from linli.client import Client
+from linli.show import console, print_event
+from linli.system import System
+
+DISTRICT = "beibei"
+GRIDS = ["quanwai-01", "quanwai-02", "quanwai-03"]
+VOLUNTEERS = [
+    ("袁文", "repair.mending,repair.keys", 0, 2),
+    ("陈兴群", "repair.mending", 0, 1),
+    ("张建国", "repair", 0, 2),
+    ("刘师傅", "repair.plumbing,repair.appliance", 1, 1),
+    ("李红梅", "haircut", 0, 2),
+    ("王丽", "haircut,elderly.visit", 1, 1),
+    ("赵大夫", "health", 1, 2),
+    ("孙老师", "tutoring", 2, 2),
+    ("周明", "tutoring.homework,tutoring.reading", 2, 1),
+    ("吴芳", "elderly", 0, 2),
+    ("郑阿姨", "elderly.visit,elderly.phone", 1, 3),
+    ("冯磊", "meals", 2, 2),
+    ("陈静", "meals.delivery,elderly.chores", 2, 1),
+    ("褚强", "employment", 1, 1),
+    ("卫心", "counselling", 0, 1),
+    ("蒋涛", "repair.appliance", 2, 1),
+    ("沈红", "elderly.escort,health.medicine", 0, 1),
+    ("韩冰", "tutoring.reading", 1, 1),
+    ("杨帆", "employment.training", 2, 1),
+    ("朱敏", "repair.plumbing", 2, 1),
+]
+
+
+class Watch:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.changed = asyncio.Condition()
+
+    async def see(self, event: dict[str, Any]) -> None:
+        print_event(event)
+        async with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def matching(self, kind: str, **data: Any) -> list[dict[str, Any]]:
+        return [
+            e for e in self.events
+            if e["type"] == f"linli.{kind}" and all(e["data"].get(k) == v for k, v in data.items())
+        ]
+
+    async def until(self, kind: str, count: int = 1, timeout: float = 30.0, **data: Any) -> list[dict[str, Any]]:
+        async def wait() -> list[dict[str, Any]]:
+            async with self.changed:
+                while len(found := self.matching(kind, **data)) < count:
+                    await self.changed.wait()
+                return found
+
+        return await asyncio.wait_for(wait(), timeout)
+
+
+def step(text: str) -> None:
+    console.print()
+    console.rule(f"[bold]{text}", align="left")
+
+
+async def scenario(client: Client, watch: Watch) -> None:
+    menu = await client.call(API.INTAKE_CATALOG, {})
+    step(f"1. The service menu: {len(menu['categories'])} categories")
+    for category in menu["categories"]:
+        console.print(f"   {category['name']:<6} {', '.join(item['name'] for item in category['items'])}")
+
+    step(f"2. {len(VOLUNTEERS)} volunteers sign up in three grids of Quanwaiyuan community, Beibei")
+    ids: dict[str, str] = {}
+    for n, (name, skills, grid, capacity) in enumerate(VOLUNTEERS):
+        reply = await client.call(API.INTAKE_REGISTER_VOLUNTEER, {
+            "name": name, "phone": f"1390023{n:04d}", "district": DISTRICT, "grids": [GRIDS[grid]],
+            "skills": skills.split(","), "capacity": capacity,
+        })
+        ids[name] = reply["volunteer_id"]
+    await watch.until("volunteer.registered", count=len(VOLUNTEERS))
+    await asyncio.sleep(1.5)  # the matcher builds its roster from those events
+
+    step("3. 王秀英 (78, lives alone) asks at the kiosk: the kitchen tap is leaking")
+    request = await client.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-03",
+        "service": "repair.plumbing", "description": "厨房水龙头漏水", "urgency": "soon", "channel": "kiosk",
+        "resident": {"name": "王秀英", "phone": "13800138000", "address": "泉外园3栋2单元401"},
+    })
+    request_id = request["request_id"]
+    first = (await watch.until("volunteer.assigned", request_id=request_id))[0]["data"]
+    names = {v: k for k, v in ids.items()}
+    console.print(f"   offered to {names[first['volunteer_id']]}, the plumber in her own grid")
+
+    step(f"4. {names[first['volunteer_id']]} is at work and declines; the offer moves on")
+    await client.call(API.MATCHER_RESPOND, {
+        "assignment_id": first["assignment_id"], "volunteer_id": first["volunteer_id"], "accept": False,
+        "reason": "在上班",
+    })
+    second = (await watch.until("volunteer.assigned", count=2, request_id=request_id))[1]["data"]
+    helper = second["volunteer_id"]
+    console.print(f"   offered to {names[helper]}")
+
+    step(f"5. {names[helper]} accepts; the resident can see who is coming")
+    await client.call(API.MATCHER_RESPOND, {
+        "assignment_id": second["assignment_id"], "volunteer_id": helper, "accept": True,
+    })
+    await watch.until("assignment.accepted", request_id=request_id)
+    status = await wait_status(client, request_id, "accepted")
+    console.print(f"   status: {status['status']} — " + "; ".join(h["note"] for h in status["history"]))
+
+    step("6. The repair takes 1.5 hours; the hours become points in the civilization bank")
+    await client.call(API.MATCHER_COMPLETE, {
+        "assignment_id": second["assignment_id"], "volunteer_id": helper, "hours": "1.5", "note": "换了阀芯",
+    })
+    await watch.until("points.earned", request_id=request_id)
+
+    step("7. 王秀英 rates the service")
+    await wait_status(client, request_id, "completed")
+    await client.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5, "comment": "师傅很细心"})
+    await watch.until("request.rated", request_id=request_id)
+    await asyncio.sleep(0.5)
+    balance = await client.call(API.LEDGER_BALANCE, {"volunteer_id": helper})
+    console.print(
+        f"   {names[helper]}: {balance['hours']} h, {balance['points']} points, "
+        f"{balance['services']} service(s), average {balance.get('average_stars') or '-'} stars"
+    )
+
+    step("8. An urgent request nobody on the roster can take goes to an operator, not into silence")
+    urgent = await client.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-01",
+        "service": "legal.advice", "description": "房屋租赁纠纷", "urgency": "urgent", "channel": "hotline",
+        "resident": {"name": "李淑君", "phone": "13800138001"},
+    })
+    await watch.until("request.unmatched", request_id=urgent["request_id"])
+    await asyncio.sleep(1.0)
+
+    step("The system keeps running. In another terminal, try:")
+    console.print(
+        f"   linli submit --district {DISTRICT} --grid quanwai-01 --service haircut.home --name 张奶奶 --phone 13800000002\n"
+        f"   linli assignments {ids['李红梅']}\n"
+        f"   linli status {request_id}\n"
+        f"   linli balance {helper}\n"
+        "   linli tail\n"
+        "Ctrl-C stops everything."
+    )
+
+
+async def wait_status(client: Client, request_id: str, status: str, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        view = await client.call(API.INTAKE_STATUS, {"request_id": request_id})
+        if view["status"] == status or asyncio.get_running_loop().time() > deadline:
+            return view
+        await asyncio.sleep(0.1)
+
+
+async def run(system: System, demo: bool, once: bool) -> None:
+    client = await Client.connect(system.nats_url)
+    watch = Watch()
+    await client.on_events(watch.see)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if demo:
+            await scenario(client, watch)
+        if not once:
+            await stop.wait()
+    finally:
+        await client.close()
+
+
+def up(data_dir: Path, demo: bool = True, matchers: int = 2, fresh: bool = False, once: bool = False) -> int:
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    external = {k: os.environ[k] for k in ("NATS_URL", "MONGO_URL") if os.environ.get(k)}
+    console.rule("[bold]邻里 Linli — neighbourhood volunteer services")
+    console.print(
+        f"starting {'external servers ' + str(external) if external else 'nats-server and nx-27017 on loopback'}, "
+        f"then intake, {matchers} matcher(s), notifier and ledger; data and logs in {data_dir}/"
+    )
+    system = System.start(
+        data_dir,
+        nats_url=external.get("NATS_URL"),
+        mongo_url=external.get("MONGO_URL"),
+        replicas={"matcher": matchers},
+        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120")},
+    )
+    console.print(f"[green]running[/]: NATS {system.nats_url}, MongoDB {system.mongo_url}; "
+                  f"processes {', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
+    try:
+        asyncio.run(run(system, demo, once))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("\nstopping…")
+        system.stop()
+        console.print("stopped cleanly.")
+    return 0

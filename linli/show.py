@@ -1,0 +1,64 @@
+"""How events and results look in a terminal: one readable line each."""
+
+from typing import Any
+
+from rich.console import Console
+
+console = Console(highlight=False)
+
+STYLE = {
+    "request.created": "bold cyan",
+    "volunteer.registered": "dim",
+    "volunteer.assigned": "yellow",
+    "assignment.accepted": "green",
+    "assignment.declined": "red",
+    "assignment.expired": "red",
+    "assignment.completed": "bold green",
+    "request.unmatched": "bold red",
+    "hours.logged": "magenta",
+    "points.earned": "bold magenta",
+    "request.rated": "cyan",
+    "request.cancelled": "red",
+    "notification.delivered": "blue",
+    "notification.failed": "bold red",
+}
+
+
+def short(value: str | None) -> str:
+    return (value or "")[:10]
+
+
+def describe(event: dict[str, Any]) -> str:
+    kind = event["type"].removeprefix("linli.")
+    d = event.get("data", {})
+    match kind:
+        case "request.created":
+            return f"{short(d['request_id'])} {d['service']} in grid {d['grid']} ({d['urgency']}, via {d['channel']})"
+        case "volunteer.registered":
+            return f"{short(d['volunteer_id'])} grids={','.join(d['grids'])} skills={','.join(d['skills'])}"
+        case "volunteer.assigned":
+            return f"offer {short(d['assignment_id'])}: request {short(d['request_id'])} -> {short(d['volunteer_id'])}"
+        case "assignment.accepted" | "assignment.expired":
+            return f"{short(d['volunteer_id'])} on request {short(d['request_id'])}"
+        case "assignment.declined":
+            return f"{short(d['volunteer_id'])} on request {short(d['request_id'])}: {d.get('reason') or 'no reason'}"
+        case "assignment.completed":
+            return f"{short(d['volunteer_id'])} finished request {short(d['request_id'])} in {d['hours']} h"
+        case "request.unmatched":
+            return f"{short(d['request_id'])}: {d['reason']} -> operator"
+        case "hours.logged":
+            return f"{d['hours']} h of {d['category']} for {short(d['volunteer_id'])}"
+        case "points.earned":
+            return f"{short(d['volunteer_id'])} +{d['points']} points (balance {d['balance_points']})"
+        case "request.rated":
+            return f"{short(d['request_id'])} {'★' * d['stars']} {d.get('comment', '')}"
+        case "notification.delivered" | "notification.failed":
+            return f"{d['kind']} to {d['recipient'][:18]} by {d['channel']} after {d['attempts']} attempt(s)"
+        case _:
+            return str(d)[:100]
+
+
+def print_event(event: dict[str, Any]) -> None:
+    kind = event["type"].removeprefix("linli.")
+    at = event.get("time", "")[11:19]
+    console.print(f"[dim]{at}[/dim] [{STYLE.get(kind, 'white')}]{kind:<24}[/] {describe(event)}")
