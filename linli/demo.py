@@ -66,6 +66,9 @@ class Watch:
         return await asyncio.wait_for(wait(), timeout)
 
 
+PAUSE = float(os.environ.get("LINLI_DEMO_PAUSE", "1.0"))  # seconds between steps, so a person can follow
+
+
 def step(text: str) -> None:
     console.print()
     console.rule(f"[bold]{text}", align="left")
@@ -88,6 +91,7 @@ async def scenario(client: Client, watch: Watch) -> None:
     await watch.until("volunteer.registered", count=len(VOLUNTEERS))
     await asyncio.sleep(1.5)  # the matcher builds its roster from those events
 
+    await asyncio.sleep(PAUSE)
     step("3. 王秀英 (78, lives alone) asks at the kiosk: the kitchen tap is leaking")
     request = await client.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-03",
@@ -99,6 +103,7 @@ async def scenario(client: Client, watch: Watch) -> None:
     names = {v: k for k, v in ids.items()}
     console.print(f"   offered to {names[first['volunteer_id']]}, the plumber in her own grid")
 
+    await asyncio.sleep(PAUSE)
     step(f"4. {names[first['volunteer_id']]} is at work and declines; the offer moves on")
     await client.call(API.MATCHER_RESPOND, {
         "assignment_id": first["assignment_id"], "volunteer_id": first["volunteer_id"], "accept": False,
@@ -108,6 +113,7 @@ async def scenario(client: Client, watch: Watch) -> None:
     helper = second["volunteer_id"]
     console.print(f"   offered to {names[helper]}")
 
+    await asyncio.sleep(PAUSE)
     step(f"5. {names[helper]} accepts; the resident can see who is coming")
     await client.call(API.MATCHER_RESPOND, {
         "assignment_id": second["assignment_id"], "volunteer_id": helper, "accept": True,
@@ -116,12 +122,14 @@ async def scenario(client: Client, watch: Watch) -> None:
     status = await wait_status(client, request_id, "accepted")
     console.print(f"   status: {status['status']} — " + "; ".join(h["note"] for h in status["history"]))
 
+    await asyncio.sleep(PAUSE)
     step("6. The repair takes 1.5 hours; the hours become points in the civilization bank")
     await client.call(API.MATCHER_COMPLETE, {
         "assignment_id": second["assignment_id"], "volunteer_id": helper, "hours": "1.5", "note": "换了阀芯",
     })
     await watch.until("points.earned", request_id=request_id)
 
+    await asyncio.sleep(PAUSE)
     step("7. 王秀英 rates the service")
     await wait_status(client, request_id, "completed")
     await client.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5, "comment": "师傅很细心"})
@@ -133,6 +141,7 @@ async def scenario(client: Client, watch: Watch) -> None:
         f"{balance['services']} service(s), average {balance.get('average_stars') or '-'} stars"
     )
 
+    await asyncio.sleep(PAUSE)
     step("8. An urgent request nobody on the roster can take goes to an operator, not into silence")
     urgent = await client.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-01",

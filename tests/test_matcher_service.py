@@ -235,3 +235,33 @@ async def test_two_matchers_never_double_book(intake: Service, start_matcher: St
 async def _all_settled(bus: Bus, requests: list[str]) -> bool:
     settled = {e["data"]["request_id"] for e in bus.of_type("volunteer.assigned") + bus.of_type("request.unmatched")}
     return settled >= set(requests)
+
+
+async def test_work_left_by_a_replica_that_died_mid_placement_is_undone_and_redone(
+    intake: Service, start_matcher: StartMatcher, bus: Bus
+) -> None:
+    import time
+
+    from services.matcher.handlers import assignment_id_for
+
+    matcher = await start_matcher(lease=1.0)
+    volunteer = await register(bus, "13900000051", ["g1"], ["repair"])
+    await roster_ready(matcher, 1)
+    store = MatcherStore(matcher.db)
+    # What a replica killed between writing its offer and flipping the request leaves behind:
+    orphan = assignment_id_for("r-orphan", 1)
+    await store.add_request({"_id": "r-orphan", "district": "beibei", "grid": "g1", "service": "repair.plumbing",
+                             "category": "repair", "urgency": "routine", "state": "placing", "round": 1,
+                             "tried": [], "lease": time.time() - 1, "opened": time.time(), "created": time.time()})
+    assert await store.reserve(volunteer, orphan)
+    await store.add_assignment({"_id": orphan, "request_id": "r-orphan", "volunteer_id": volunteer,
+                                "district": "beibei", "service": "repair.plumbing", "grid": "g1",
+                                "urgency": "routine", "state": "offered", "round": 1, "created": time.time() - 10,
+                                "expires": time.time() + 600, "announced": False})
+
+    offer = (await bus.wait_for("volunteer.assigned", request_id="r-orphan"))[0]["data"]
+    assert offer["assignment_id"] == assignment_id_for("r-orphan", 2) and offer["volunteer_id"] == volunteer
+    assert (await store.assignment(orphan) or {})["state"] == "withdrawn"
+    assert await store.held() == {volunteer: [offer["assignment_id"]]}
+    await asyncio.sleep(1.0)
+    assert [e["data"]["assignment_id"] for e in bus.of_type("volunteer.assigned")] == [offer["assignment_id"]]

@@ -52,6 +52,7 @@ def build(settings: MatcherSettings | None = None) -> Service:
             "grid": request["grid"],
             "urgency": request["urgency"],
             "state": "offered",
+            "round": request["round"],
             "created": now,
             "expires": now + settings.offer_ttl,
             "announced": False,
@@ -182,8 +183,10 @@ def build(settings: MatcherSettings | None = None) -> Service:
                 await outbox.send([handlers.expired(request, assignment)])
                 await reopen(assignment)
         for request in await store.stale_placements():
-            # A replica died while placing: undo its reservation for that round and start the round again.
-            await store.release(handlers.assignment_id_for(request["_id"], request["round"]))
+            # A replica died while placing: undo what it did in that round and start the round again.
+            orphan = handlers.assignment_id_for(request["_id"], request["round"])
+            await store.move_assignment(orphan, "offered", "withdrawn", reason="placing replica died")
+            await store.release(orphan)
             if await store.move_request(
                 request["_id"], {"state": "placing", "round": request["round"]}, state="open", opened=time.time()
             ):
@@ -191,8 +194,10 @@ def build(settings: MatcherSettings | None = None) -> Service:
         for request in await store.waiting(older_than=max(2 * settings.sweep_interval, 2.0)):
             await place(request["_id"])
         for assignment in await store.unannounced_offers(older_than=5.0):
-            request = await store.request(assignment["request_id"])
-            if request and assignment["state"] == "offered":
+            request = await store.request(assignment["request_id"]) or {}
+            if request.get("state") == "placing" and request.get("round") == assignment["round"]:
+                continue  # its placer may still be alive; if not, the lease repair above withdraws it
+            if request.get("assignment_id") == assignment["_id"] and assignment["state"] == "offered":
                 await outbox.send([handlers.offered(request, assignment)])
             await store.mark_announced(assignment["_id"])
 

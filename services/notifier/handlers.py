@@ -68,9 +68,7 @@ def text(event: Envelope[Any], name: str, labels: dict[str, str], zone: tzinfo) 
             return f"{greeting(name)}已有志愿者接下您的服务请求，将按约定上门。"
         case RequestUnmatched() as unmatched:
             tried = f"已联系{len(unmatched.tried)}位志愿者，" if unmatched.tried else ""
-            return (
-                f"[{event.district}] 请求{unmatched.request_id}无人接单：{unmatched.reason}。{tried}请尽快跟进。"
-            )
+            return f"[{event.district}] 请求{unmatched.request_id}无人接单：{unmatched.reason}。{tried}请尽快跟进。"
         case PointsEarned() as earned:
             return (
                 f"{greeting(name)}本次服务{number(earned.hours)}小时，获得{number(earned.points)}积分，"
@@ -116,9 +114,8 @@ def webhook_payload(doc: dict[str, Any]) -> dict[str, Any]:
     return {name: doc["_id"] if name == "notification_id" else doc[name] for name in WEBHOOK_FIELDS}
 
 
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """The pause after failed attempt number `attempt` (1-based)."""
-    return min(base * 2 ** (attempt - 1), cap)
+def backoff(after_attempt: int, base: float, cap: float) -> float:
+    return min(base * 2.0 ** (after_attempt - 1), cap)
 
 
 def retryable(status: int | None) -> bool:

@@ -1,0 +1,5 @@
+import sys
+
+from linli.cli import main
+
+sys.exit(main())

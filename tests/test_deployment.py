@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from linli.system import SERVICES
+
+pytestmark = pytest.mark.domain
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compose_runs_every_service_on_real_nats_and_mongo() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(SERVICES) <= set(services)
+    assert services["nats"]["image"].startswith("nats:")
+    assert services["mongo"]["image"].startswith("mongo:")
+    for name in SERVICES:
+        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+        env = services[name]["environment"]
+        assert env["NATS_URL"].startswith("nats://nats:") and env["MONGO_URL"].startswith("mongodb://mongo:")
+    assert services["matcher"]["deploy"]["replicas"] >= 2
+
+
+def test_production_nats_fsyncs_every_write() -> None:
+    config = (ROOT / "deploy" / "nats.conf").read_text()
+    assert "sync_interval: always" in config and "store_dir" in config
+
+
+def test_every_service_module_can_be_started_with_python_m() -> None:
+    for name in SERVICES:
+        assert (ROOT / "services" / name / "__main__.py").exists()

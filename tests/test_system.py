@@ -1,0 +1,146 @@
+"""The four services as separate processes, driven only through linli.api.* calls and linli.evt.* events."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import nats
+import pytest
+
+from contracts import API
+from linli.system import System
+from tests.conftest import Bus, eventually
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    running = System.start(
+        tmp_path_factory.mktemp("system"),
+        replicas={"matcher": 2},
+        # Offers outlive every test, so each volunteer's open work can be counted at the end; a killed
+        # replica's unacknowledged messages and placements come back after a few seconds.
+        env={"MATCHER_OFFER_TTL": "600", "MATCHER_SWEEP_INTERVAL": "0.3", "MATCHER_LEASE": "3",
+             "LINLI_ACK_WAIT": "3", "LEDGER_CATEGORY_RATES": "elderly=12"},
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def client(system: System) -> AsyncIterator[Bus]:
+    nc = await nats.connect(system.nats_url)
+    bus = Bus(nc)
+    await bus.watch()
+    yield bus
+    await nc.close()
+
+
+async def test_from_registration_to_a_credited_rated_service(system: System, client: Bus) -> None:
+    district = f"d{uuid.uuid4().hex[:6]}"
+    volunteer = (await client.call(API.INTAKE_REGISTER_VOLUNTEER, {
+        "name": "郑阿姨", "phone": "13911112222", "district": district, "grids": ["tieling-07"],
+        "skills": ["elderly"], "capacity": 1,
+    }))["volunteer_id"]
+    await client.wait_for("volunteer.registered", volunteer_id=volunteer)
+    await asyncio.sleep(1.0)  # the matchers build their roster from that event
+
+    request_id = (await client.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"hotline-{uuid.uuid4()}", "district": district, "grid": "tieling-07",
+        "service": "elderly.visit", "description": "独居老人，想有人来看看", "urgency": "soon",
+        "channel": "hotline", "resident": {"name": "张奶奶", "phone": "13800001111", "address": "7栋"},
+    }))["request_id"]
+
+    offer = (await client.wait_for("volunteer.assigned", request_id=request_id))[0]["data"]
+    assert offer["volunteer_id"] == volunteer
+    await client.wait_for("notification.delivered", kind="offer")
+
+    accepted = await client.call(API.MATCHER_RESPOND, {
+        "assignment_id": offer["assignment_id"], "volunteer_id": volunteer, "accept": True,
+    })
+    assert accepted["status"] == "accepted"
+    await eventually(lambda: _status(client, request_id, "accepted"))
+
+    await client.call(API.MATCHER_COMPLETE, {
+        "assignment_id": offer["assignment_id"], "volunteer_id": volunteer, "hours": "2.25", "note": "聊天、量血压",
+    })
+    earned = (await client.wait_for("points.earned", request_id=request_id))[0]["data"]
+    assert Decimal(earned["points"]) == Decimal("27.00")  # 2.25 h at the configured 12 points an hour
+
+    await eventually(lambda: _status(client, request_id, "completed"))
+    rated = await client.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5, "comment": "很暖心"})
+    assert rated["status"] == "rated"
+    await client.wait_for("request.rated", request_id=request_id)
+
+    balance = await eventually(lambda: _rated_balance(client, volunteer))
+    assert Decimal(balance["hours"]) == Decimal("2.25") and Decimal(balance["points"]) == Decimal("27")
+    assert balance["services"] == 1 and Decimal(balance["average_stars"]) == 5
+
+    history = [h["status"] for h in (await client.call(API.INTAKE_STATUS, {"request_id": request_id}))["history"]]
+    assert history == ["submitted", "accepted", "completed", "rated"]
+    # the whole chain of events belongs to the request
+    for kind in ("request.created", "volunteer.assigned", "assignment.accepted", "assignment.completed",
+                 "hours.logged", "points.earned", "request.rated"):
+        assert client.of_type(kind, request_id=request_id)[0]["correlationid"] == request_id
+
+
+async def test_a_request_nobody_can_take_reaches_an_operator(system: System, client: Bus) -> None:
+    district = f"d{uuid.uuid4().hex[:6]}"
+    request_id = (await client.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": district, "grid": "g1",
+        "service": "legal.advice", "urgency": "urgent", "resident": {"name": "李淑君", "phone": "13800002222"},
+    }))["request_id"]
+    unmatched = (await client.wait_for("request.unmatched", request_id=request_id))[0]["data"]
+    assert "skill" in unmatched["reason"]
+    await client.wait_for("notification.delivered", kind="unmatched")
+    assert (await eventually(lambda: _status(client, request_id, "unmatched")))["status"] == "unmatched"
+
+
+async def test_a_killed_matcher_loses_no_request(system: System, client: Bus) -> None:
+    district = f"d{uuid.uuid4().hex[:6]}"
+    volunteers = []
+    for n in range(3):
+        volunteers.append((await client.call(API.INTAKE_REGISTER_VOLUNTEER, {
+            "name": f"学生{n}", "phone": f"1370000{n:04d}", "district": district, "grids": ["g1"],
+            "skills": ["tutoring"], "capacity": 2,
+        }))["volunteer_id"])
+    await client.wait_for("volunteer.registered", count=3, timeout=20)
+    await asyncio.sleep(1.0)
+    requests = []
+    for n in range(10):
+        if n == 3:
+            system.kill("matcher-0")
+        reply = await client.call(API.INTAKE_SUBMIT, {
+            "idempotency_key": f"app-{uuid.uuid4()}", "district": district, "grid": "g1",
+            "service": "tutoring.homework", "resident": {"name": "家长", "phone": "13600000000"},
+        })
+        requests.append(reply["request_id"])
+
+    async def settled() -> bool:
+        done = {e["data"]["request_id"] for e in client.of_type("volunteer.assigned") + client.of_type("request.unmatched")}
+        return done >= set(requests)
+
+    await eventually(settled, timeout=60)
+    await asyncio.sleep(1.0)
+    open_work = {
+        v: (await client.call(API.MATCHER_ASSIGNMENTS, {"volunteer_id": v}))["assignments"] for v in volunteers
+    }
+    assert all(len(work) <= 2 for work in open_work.values()), open_work
+    live = [a["request_id"] for work in open_work.values() for a in work]
+    assert len(live) == len(set(live)) == 6  # every slot used, no request offered twice
+    unmatched = {e["data"]["request_id"] for e in client.of_type("request.unmatched")}
+    assert set(live) | unmatched == set(requests) and not set(live) & unmatched
+    system.spawn("matcher", 0)
+
+
+async def _status(client: Bus, request_id: str, status: str) -> dict[str, object] | None:
+    view = await client.call(API.INTAKE_STATUS, {"request_id": request_id})
+    return view if view.get("status") == status else None
+
+
+async def _rated_balance(client: Bus, volunteer: str) -> dict[str, object] | None:
+    balance = await client.call(API.LEDGER_BALANCE, {"volunteer_id": volunteer})
+    return balance if balance.get("ratings") == 1 else None
