@@ -75,6 +75,7 @@ class RegisterVolunteer(Call):
     grids: list[str] = Field(min_length=1, max_length=20)
     skills: list[str] = Field(min_length=1, max_length=50)
     capacity: int = Field(default=1, ge=1, le=20)
+    team: str = Field(default="", max_length=80, description="The volunteer team (志愿服务队).")
 
     @model_validator(mode="after")
     def ids_well_formed(self) -> "RegisterVolunteer":

@@ -29,6 +29,10 @@ class RequestCreated(Event):
     window_start: datetime | None = Field(default=None, description="Earliest time the service is wanted.")
     window_end: datetime | None = Field(default=None, description="Latest time the service is wanted.")
     channel: Channel = Field(default="kiosk", description="Where the request was placed.")
+    resident_ref: str = Field(
+        default="",
+        description="A pseudonym of the resident (the same person gives the same value), never a name or phone.",
+    )
 
 
 class RequestCancelled(Event):
@@ -49,6 +53,7 @@ class VolunteerRegistered(Event):
     grids: list[str] = Field(min_length=1, description="Grids where the volunteer lives or works.")
     skills: list[str] = Field(min_length=1, description="Catalogue category or item ids.", examples=[["repair"]])
     capacity: int = Field(ge=1, le=20, description="Open assignments the volunteer takes at once.", examples=[1])
+    team: str = Field(default="", description="The volunteer team (志愿服务队) the volunteer belongs to.")
 
 
 class VolunteerAssigned(Event):
@@ -97,6 +102,11 @@ class HoursLogged(Event):
     assignment_id: str = ""
     hours: Hours
     category: str = Field(examples=["repair"])
+    service: str = Field(default="", examples=["repair.plumbing"])
+    grid: str = Field(default="", description="The grid where the service was done.")
+    urgency: Urgency = "routine"
+    resident_ref: str = Field(default="", description="Pseudonym of the resident served.")
+    completed_at: datetime | None = Field(default=None, description="When the volunteer reported it done.")
 
 
 class PointsEarned(Event):

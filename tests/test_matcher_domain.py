@@ -88,5 +88,6 @@ def test_completion_logs_exact_hours_caused_by_the_completion() -> None:
     assignment = {"_id": "a1", "request_id": "r1", "volunteer_id": "v1", "hours": "1.25"}
     done, logged = handlers.completed(request, assignment)
     assert logged.data.hours == Decimal("1.25") and logged.data.category == "repair"
+    assert (logged.data.service, logged.data.grid, logged.data.urgency) == ("repair.plumbing", "g1", "routine")
     assert logged.causationid == done.id and logged.correlationid == "r1"
     assert handlers.completed(request, assignment)[1].id == logged.id

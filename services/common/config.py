@@ -18,7 +18,7 @@ class BusSettings:
     db_prefix: str = field(default_factory=lambda: os.environ.get("LINLI_DB_PREFIX", "linli"))
     stream_replicas: int = field(default_factory=lambda: env_int("LINLI_STREAM_REPLICAS", 1))
     duplicate_window: float = field(default_factory=lambda: env_float("LINLI_DUPLICATE_WINDOW", 600))
-    max_deliver: int = field(default_factory=lambda: env_int("LINLI_MAX_DELIVER", 8))
+    max_deliver: int = field(default_factory=lambda: env_int("LINLI_MAX_DELIVER", 20))
     ack_wait: float = field(default_factory=lambda: env_float("LINLI_ACK_WAIT", 30))
     retry_base_delay: float = field(default_factory=lambda: env_float("LINLI_RETRY_BASE_DELAY", 0.5))
     outbox_relay_interval: float = field(default_factory=lambda: env_float("LINLI_OUTBOX_RELAY_INTERVAL", 1.0))

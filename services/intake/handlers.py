@@ -57,6 +57,11 @@ def volunteer_id_for(district: str, phone: str) -> str:
     return "v-" + derived_id("volunteer", district, digits)
 
 
+def resident_ref_for(district: str, phone: str) -> str:
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    return "p-" + derived_id("resident", district, digits)
+
+
 def new_request(call: SubmitRequest, menu: Menu, now: datetime) -> tuple[dict[str, Any], Envelope[Any]]:
     category = menu.category_of(call.service)
     request_id = request_id_for(call.district, call.idempotency_key)
@@ -73,6 +78,7 @@ def new_request(call: SubmitRequest, menu: Menu, now: datetime) -> tuple[dict[st
         "window_end": call.window_end.isoformat() if call.window_end else None,
         "channel": call.channel,
         "resident": call.resident.model_dump(),
+        "resident_ref": resident_ref_for(call.district, call.resident.phone),
         "status": "submitted",
         "rank": RANK["submitted"],
         "created_at": now.isoformat(),
@@ -94,6 +100,7 @@ def created_event(doc: dict[str, Any]) -> Envelope[Any]:
         window_start=doc["window_start"],
         window_end=doc["window_end"],
         channel=doc["channel"],
+        resident_ref=doc.get("resident_ref", ""),
     )
     return new_event(
         data,
@@ -123,6 +130,7 @@ def new_volunteer(call: RegisterVolunteer, menu: Menu, now: datetime) -> tuple[d
         "grids": sorted(set(call.grids)),
         "skills": sorted(set(call.skills)),
         "capacity": call.capacity,
+        "team": call.team,
     }
     doc = {"_id": volunteer_id, "name": call.name, "phone": call.phone, **profile, "updated_at": now.isoformat()}
     event = new_event(

@@ -87,7 +87,7 @@ def build(settings: MatcherSettings | None = None) -> Service:
                 data = event.data
                 await store.save_volunteer(
                     {"_id": data.volunteer_id, "district": data.district, "grids": data.grids,
-                     "skills": data.skills, "capacity": data.capacity, "updated": time.time()}
+                     "skills": data.skills, "capacity": data.capacity, "team": data.team, "updated": time.time()}
                 )
 
     @on_event(broker, settings.bus, "matcher", "request.created", workers=settings.workers)
@@ -96,7 +96,8 @@ def build(settings: MatcherSettings | None = None) -> Service:
         # Repeats are recognised by the request id: the insert is a no-op and place() finds it taken.
         await store.add_request(
             {"_id": data.request_id, "district": data.district, "grid": data.grid, "service": data.service,
-             "category": data.category, "urgency": data.urgency, "state": "open", "round": 0, "tried": [],
+             "category": data.category, "urgency": data.urgency, "resident_ref": data.resident_ref,
+             "state": "open", "round": 0, "tried": [],
              "cause": event.id, "opened": time.time(), "created": time.time()}
         )
         await place(data.request_id)
@@ -148,7 +149,8 @@ def build(settings: MatcherSettings | None = None) -> Service:
     async def complete(call: Complete) -> AssignmentReply:
         assignment = handlers.check_responder(await store.assignment(call.assignment_id), call.volunteer_id)
         if not await store.move_assignment(
-            assignment["_id"], "accepted", "completed", hours=str(call.hours), note=call.note
+            assignment["_id"], "accepted", "completed", hours=str(call.hours), note=call.note,
+            completed_at=time.time(),
         ):
             assignment = await store.assignment(call.assignment_id) or assignment
             handlers.refuse_completion(assignment, call.hours)

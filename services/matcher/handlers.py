@@ -156,6 +156,11 @@ def completed(request: dict[str, Any], assignment: dict[str, Any]) -> list[Envel
             assignment_id=assignment["_id"],
             hours=hours,
             category=request["category"],
+            service=request["service"],
+            grid=request["grid"],
+            urgency=request["urgency"],
+            resident_ref=request.get("resident_ref", ""),
+            completed_at=datetime.fromtimestamp(assignment["completed_at"], UTC) if assignment.get("completed_at") else None,
         ),
         request, "hours.logged", assignment["_id"], done.id,
     )
