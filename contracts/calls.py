@@ -1,10 +1,10 @@
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.events import Channel, Hours, Urgency
+from contracts.events import AwayPeriod, Channel, Hours, Urgency, WeeklyWindow
 
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Lower-case id usable as a NATS subject token.")
 ItemId = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,80}$", description="Catalogue category or item id.")
@@ -55,6 +55,10 @@ class SubmitRequest(Call):
     window_end: datetime | None = None
     resident: Resident
     channel: Channel = "kiosk"
+    needs: list[str] = Field(
+        default_factory=list, max_length=10,
+        description="Hard constraints: sign-language, dialect:<name>, woman, wheelchair.",
+    )
 
     @model_validator(mode="after")
     def window_in_order(self) -> "SubmitRequest":
@@ -76,6 +80,9 @@ class RegisterVolunteer(Call):
     skills: list[str] = Field(min_length=1, max_length=50)
     capacity: int = Field(default=1, ge=1, le=20)
     team: str = Field(default="", max_length=80, description="The volunteer team (志愿服务队).")
+    attributes: list[str] = Field(default_factory=list, max_length=20, examples=[["sign-language", "woman"]])
+    availability: list[WeeklyWindow] = Field(default_factory=list, description="Weekly windows; empty means any time.")
+    away: list[AwayPeriod] = Field(default_factory=list, description="Periods the volunteer is away.")
 
     @model_validator(mode="after")
     def ids_well_formed(self) -> "RegisterVolunteer":
@@ -93,6 +100,7 @@ class RateRequest(Call):
     request_id: str = Field(min_length=1)
     stars: int = Field(ge=1, le=5)
     comment: str = Field(default="", max_length=500)
+    done: bool = Field(default=True, description="False when the resident says the service was not done.")
 
 
 class StatusQuery(Call):
@@ -102,6 +110,7 @@ class StatusQuery(Call):
 class CancelRequest(Call):
     request_id: str = Field(min_length=1)
     reason: str = Field(default="", max_length=500)
+    operator: str = Field(default="", max_length=80, description="Who cancelled it, when not the resident.")
 
 
 class StatusChange(BaseModel):
@@ -112,7 +121,7 @@ class StatusChange(BaseModel):
 
 class RequestStatus(BaseModel):
     request_id: str
-    status: Literal["submitted", "accepted", "completed", "rated", "unmatched", "cancelled"]
+    status: Literal["submitted", "accepted", "completed", "rated", "unmatched", "cancelled", "reopened"]
     district: str
     grid: str
     service: str
@@ -186,6 +195,219 @@ class Balance(BaseModel):
     average_stars: Decimal | None = None
 
 
+class ExplainQuery(Call):
+    request_id: str = Field(min_length=1)
+
+
+class Explanation(BaseModel):
+    request_id: str
+    state: str
+    urgency: Urgency
+    offers: list[dict[str, Any]] = Field(description="Every offer made, in order, with its stage and score breakdown.")
+    fell_out: list[dict[str, Any]] = Field(description="Volunteers offered who fell out, and why.")
+    not_considered: dict[str, int] = Field(default_factory=dict)
+    operator_actions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class OperatorAssign(Call):
+    request_id: str = Field(min_length=1)
+    volunteer_id: str = Field(min_length=1)
+    operator: str = Field(min_length=1, max_length=80, description="Who is assigning by hand.")
+    reason: str = Field(min_length=1, max_length=500, description="Why; kept with the assignment.")
+    confirmed: bool = Field(default=False, description="The operator already has the volunteer's yes.")
+
+
+class OperatorReassign(Call):
+    request_id: str = Field(min_length=1)
+    operator: str = Field(min_length=1, max_length=80)
+    reason: str = Field(min_length=1, max_length=500)
+    volunteer_id: str | None = Field(default=None, description="A named volunteer; without one, match again.")
+
+
+class PairResident(Call):
+    district: str = Slug
+    resident_phone: str = Field(pattern=r"^\+?[0-9][0-9 -]{4,19}$", description="Identifies the resident.")
+    volunteer_id: str = Field(min_length=1)
+    kind: Literal["caring-parent", "care-group", "other"] = "care-group"
+
+
+class Pairing(BaseModel):
+    pairing_id: str
+    volunteer_id: str
+    kind: str
+    active: bool
+
+
+class EndPairing(Call):
+    pairing_id: str = Field(min_length=1)
+    reason: str = Field(default="", max_length=500)
+
+
+SignedAmount = Annotated[
+    Decimal,
+    Field(ge=-100000, le=100000, decimal_places=2, description="A change, exact to 0.01; negative takes away."),
+]
+
+
+class LedgerEntry(BaseModel):
+    entry_id: str
+    kind: Literal["credit", "bonus", "spend", "adjust", "import", "confirm"]
+    volunteer_id: str
+    seq: int = Field(description="Position in the volunteer's chain of entries, from 1.")
+    hours: Decimal
+    points: Decimal
+    balance_hours: Decimal = Field(description="The volunteer's hours after this entry.")
+    balance_points: Decimal = Field(description="The volunteer's points after this entry.")
+    request_id: str = ""
+    reason: str = ""
+    rule_version: str = ""
+    cause: str = Field(description="The event id or call idempotency key that caused the entry.")
+    hash: str = Field(description="sha256 over the entry and the previous entry's hash.")
+
+
+class AdjustBalance(Call):
+    volunteer_id: str = Field(min_length=1)
+    hours: SignedAmount = Decimal("0")
+    points: SignedAmount = Decimal("0")
+    reason: str = Field(min_length=1, max_length=500, description="Why; kept in the entry for good.")
+    operator: str = Field(min_length=1, max_length=80)
+    idempotency_key: str = Field(min_length=8, max_length=128)
+    request_id: str = Field(default="", description="The reviewed request this settles, if any.")
+
+    @model_validator(mode="after")
+    def changes_something(self) -> "AdjustBalance":
+        if not self.hours and not self.points:
+            raise ValueError("an adjustment changes hours, points or both")
+        return self
+
+
+class ConfirmService(Call):
+    request_id: str = Field(min_length=1)
+    operator: str = Field(min_length=1, max_length=80)
+    reason: str = Field(default="", max_length=500)
+
+
+class ReviewQuery(Call):
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ReviewItem(BaseModel):
+    request_id: str
+    volunteer_id: str
+    state: Literal["disputed", "overdue"] = Field(
+        description="disputed: rated 1-2 stars or not done; overdue: not confirmed before the deadline."
+    )
+    hours: Decimal
+    credited_at: datetime | None = None
+    stars: int | None = None
+    done: bool | None = None
+    comment: str = ""
+
+
+class ReviewQueue(BaseModel):
+    items: list[ReviewItem]
+
+
+class PutRewardItem(Call):
+    item_id: str = ItemId
+    name: str = Field(min_length=1, max_length=80, examples=["大米 5kg"])
+    kind: Literal["goods", "course", "service"] = Field(description="Goods with stock, a course with seats, a service.")
+    points: Decimal = Field(gt=0, le=1000000, decimal_places=2, description="Price in points of one unit.")
+    stock: int | None = Field(default=None, ge=0, description="Units or seats on hand now; null is unlimited.")
+    active: bool = True
+    description: str = Field(default="", max_length=500)
+
+
+class RewardItem(BaseModel):
+    item_id: str
+    name: str
+    kind: str
+    points: Decimal
+    stock: int | None
+    active: bool
+    description: str = ""
+
+
+class RewardCatalogQuery(Call):
+    include_inactive: bool = False
+
+
+class RewardCatalog(BaseModel):
+    items: list[RewardItem]
+
+
+class Redeem(Call):
+    volunteer_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1)
+    quantity: int = Field(default=1, ge=1, le=100)
+    idempotency_key: str = Field(min_length=8, max_length=128)
+
+
+class Redemption(BaseModel):
+    redemption_id: str
+    volunteer_id: str
+    item_id: str
+    quantity: int
+    points: Decimal = Field(description="Points spent.")
+    balance_points: Decimal = Field(description="The volunteer's points after the spend.")
+    entry_id: str
+
+
+class StatementQuery(Call):
+    volunteer_id: str = Field(min_length=1)
+
+
+class StatementLine(BaseModel):
+    kind: str = Field(examples=["credit"])
+    category: str = Field(default="", description="For credits, the catalogue category.")
+    entries: int
+    hours: Decimal
+    points: Decimal
+
+
+class Statement(BaseModel):
+    """A district's signed account of one volunteer's hours, carried to another district (转移接续)."""
+
+    format: Literal["linli.statement/1"] = "linli.statement/1"
+    statement_id: str = Field(description="The same account state always gives the same id.")
+    district: str = Field(description="The issuing district; its public key verifies the signature.")
+    volunteer_id: str = Field(description="The volunteer's id in the issuing district.")
+    issued_at: datetime
+    head_seq: int = Field(description="The last entry of the volunteer's chain the statement covers.")
+    head_hash: str
+    hours: Decimal = Field(description="All hours on the account.")
+    confirmed_hours: Decimal = Field(description="Hours confirmed by the resident or an operator.")
+    points: Decimal = Field(description="The point balance in the issuing district (not carried over).")
+    services: int
+    summary: list[StatementLine]
+
+
+class SignedStatement(BaseModel):
+    statement: dict[str, Any] = Field(description="A Statement, exactly as signed.")
+    signature: str = Field(
+        description="Base64 Ed25519 signature of the statement as UTF-8 JSON, keys sorted, no spaces, non-ASCII as is."
+    )
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    key_id: str = Field(description="First 16 hex digits of sha256 over the public key (DER).")
+
+
+class ImportStatement(Call):
+    statement: dict[str, Any]
+    signature: str = Field(min_length=1)
+    volunteer_id: str = Field(min_length=1, description="The volunteer's id in this district.")
+
+
+class PublicKeyQuery(Call):
+    pass
+
+
+class PublicKey(BaseModel):
+    district: str
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_key: str = Field(description="PEM (SubjectPublicKeyInfo).")
+    key_id: str
+
+
 CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "intake.catalog": (CatalogQuery, Catalog),
     "intake.submit": (SubmitRequest, SubmitReply),
@@ -197,5 +419,19 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "matcher.respond": (Respond, AssignmentReply),
     "matcher.complete": (Complete, AssignmentReply),
     "matcher.assignments": (AssignmentsQuery, Assignments),
+    "matcher.explain": (ExplainQuery, Explanation),
+    "matcher.assign": (OperatorAssign, AssignmentReply),
+    "matcher.reassign": (OperatorReassign, AssignmentReply),
+    "intake.pair": (PairResident, Pairing),
+    "intake.unpair": (EndPairing, Pairing),
     "ledger.balance": (BalanceQuery, Balance),
+    "ledger.adjust": (AdjustBalance, LedgerEntry),
+    "ledger.confirm": (ConfirmService, LedgerEntry),
+    "ledger.review": (ReviewQuery, ReviewQueue),
+    "ledger.catalog_put": (PutRewardItem, RewardItem),
+    "ledger.catalog_list": (RewardCatalogQuery, RewardCatalog),
+    "ledger.redeem": (Redeem, Redemption),
+    "ledger.statement": (StatementQuery, SignedStatement),
+    "ledger.import_statement": (ImportStatement, LedgerEntry),
+    "ledger.public_key": (PublicKeyQuery, PublicKey),
 }

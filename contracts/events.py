@@ -1,4 +1,5 @@
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -33,6 +34,11 @@ class RequestCreated(Event):
         default="",
         description="A pseudonym of the resident (the same person gives the same value), never a name or phone.",
     )
+    needs: list[str] = Field(
+        default_factory=list,
+        description="Hard constraints a volunteer must meet: sign-language, dialect:<name>, woman, wheelchair.",
+        examples=[["sign-language"]],
+    )
 
 
 class RequestCancelled(Event):
@@ -45,6 +51,27 @@ class RequestRated(Event):
     volunteer_id: str
     stars: int = Field(ge=1, le=5, examples=[5])
     comment: str = Field(default="", examples=["师傅很细心"])
+    done: bool = Field(default=True, description="False when the resident says the service was not done.")
+
+
+class RequestReopened(Event):
+    request_id: str
+    volunteer_id: str
+    stars: int = Field(ge=1, le=5, examples=[2])
+    reason: str = Field(
+        description="Why the request needs an operator's review.", examples=["rated 2 stars: 没修好"]
+    )
+
+
+class WeeklyWindow(Event):
+    days: list[int] = Field(description="Days of the week, 0 = Monday.", examples=[[0, 1, 2, 3, 4]])
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Local time (Asia/Shanghai).")
+    end: str = Field(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$", examples=["18:00"])
+
+
+class AwayPeriod(Event):
+    start: date = Field(description="First day away.")
+    end: date = Field(description="Last day away.")
 
 
 class VolunteerRegistered(Event):
@@ -54,6 +81,14 @@ class VolunteerRegistered(Event):
     skills: list[str] = Field(min_length=1, description="Catalogue category or item ids.", examples=[["repair"]])
     capacity: int = Field(ge=1, le=20, description="Open assignments the volunteer takes at once.", examples=[1])
     team: str = Field(default="", description="The volunteer team (志愿服务队) the volunteer belongs to.")
+    attributes: list[str] = Field(
+        default_factory=list, description="What the volunteer offers beyond skills, matched against needs.",
+        examples=[["sign-language", "woman"]],
+    )
+    availability: list["WeeklyWindow"] = Field(
+        default_factory=list, description="When the volunteer can serve each week; empty means any time."
+    )
+    away: list["AwayPeriod"] = Field(default_factory=list, description="Exceptions, such as away this week.")
 
 
 class VolunteerAssigned(Event):
@@ -65,6 +100,10 @@ class VolunteerAssigned(Event):
     category: str = Field(default="", examples=["repair"])
     grid: str = Field(default="", examples=["quanwai-01"])
     urgency: Urgency = "routine"
+    stage: str = Field(default="", description="Dispatch stage: pairing, nearby, wider, fan-out or operator.")
+    explanation: dict[str, Any] = Field(
+        default_factory=dict, description="Why this volunteer: the score and each rule's part in it."
+    )
 
 
 class AssignmentEvent(Event):
@@ -85,15 +124,32 @@ class AssignmentExpired(AssignmentEvent):
     pass
 
 
+class AssignmentWithdrawn(AssignmentEvent):
+    reason: str = Field(examples=["another volunteer accepted first"])
+    by: str = Field(default="matcher", description="matcher, or the operator who withdrew it.")
+
+
 class AssignmentCompleted(AssignmentEvent):
     hours: Hours
     note: str = ""
+
+
+class FellOut(Event):
+    volunteer_id: str
+    why: str = Field(examples=["declined: 在上班", "did not answer in time", "at full capacity"])
 
 
 class RequestUnmatched(Event):
     request_id: str
     reason: str = Field(examples=["no volunteer with this skill is free in the district"])
     tried: list[str] = Field(default_factory=list, description="Volunteer ids that were offered and fell out.")
+    candidates: list[FellOut] = Field(
+        default_factory=list, description="Each volunteer considered and why they fell out."
+    )
+    not_considered: dict[str, int] = Field(
+        default_factory=dict, description="How many volunteers each hard rule left out.",
+        examples=[{"skill": 12, "needs": 3}],
+    )
 
 
 class HoursLogged(Event):
@@ -116,6 +172,35 @@ class PointsEarned(Event):
     points: Points
     balance_points: Points = Field(description="The volunteer's point balance after this credit.")
     rate: Decimal = Field(description="Points per hour applied.", examples=["10"])
+    bonus_points: Points = Field(
+        default=Decimal("0"), description="Bonus points credited with these hours (urgent, night, holiday)."
+    )
+    rule_version: str = Field(default="", description="Version of the points rules that priced it.")
+
+
+class PointsRedeemed(Event):
+    redemption_id: str
+    volunteer_id: str
+    item_id: str = Field(examples=["goods.rice-5kg"])
+    item_name: str = Field(default="", examples=["大米 5kg"])
+    quantity: int = Field(ge=1)
+    points: Points = Field(description="Points spent.")
+    balance_points: Points = Field(description="The volunteer's point balance after this spend.")
+
+
+class PairingCreated(Event):
+    pairing_id: str
+    district: str
+    resident_ref: str = Field(description="Pseudonym of the resident; no name or phone.")
+    volunteer_id: str
+    kind: str = Field(description="caring-parent (爱心家长), care-group (三人关爱小组) or other.", examples=["caring-parent"])
+
+
+class PairingEnded(Event):
+    pairing_id: str
+    resident_ref: str
+    volunteer_id: str
+    reason: str = ""
 
 
 class NotificationOutcome(Event):

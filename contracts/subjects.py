@@ -6,6 +6,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "request.created": ev.RequestCreated,
     "request.cancelled": ev.RequestCancelled,
     "request.rated": ev.RequestRated,
+    "request.reopened": ev.RequestReopened,
     "request.unmatched": ev.RequestUnmatched,
     "volunteer.registered": ev.VolunteerRegistered,
     "volunteer.assigned": ev.VolunteerAssigned,
@@ -13,8 +14,12 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "assignment.declined": ev.AssignmentDeclined,
     "assignment.expired": ev.AssignmentExpired,
     "assignment.completed": ev.AssignmentCompleted,
+    "assignment.withdrawn": ev.AssignmentWithdrawn,
+    "pairing.created": ev.PairingCreated,
+    "pairing.ended": ev.PairingEnded,
     "hours.logged": ev.HoursLogged,
     "points.earned": ev.PointsEarned,
+    "points.redeemed": ev.PointsRedeemed,
     "notification.delivered": ev.NotificationDelivered,
     "notification.failed": ev.NotificationFailed,
 }
@@ -47,5 +52,18 @@ class API:
     MATCHER_RESPOND = "linli.api.matcher.respond"
     MATCHER_COMPLETE = "linli.api.matcher.complete"
     MATCHER_ASSIGNMENTS = "linli.api.matcher.assignments"
+    MATCHER_EXPLAIN = "linli.api.matcher.explain"
+    MATCHER_ASSIGN = "linli.api.matcher.assign"
+    MATCHER_REASSIGN = "linli.api.matcher.reassign"
+    INTAKE_PAIR = "linli.api.intake.pair"
+    INTAKE_UNPAIR = "linli.api.intake.unpair"
     LEDGER_BALANCE = "linli.api.ledger.balance"
-    NOTIFIER_LIST = "linli.api.notifier.list"
+    LEDGER_ADJUST = "linli.api.ledger.adjust"
+    LEDGER_CONFIRM = "linli.api.ledger.confirm"
+    LEDGER_REVIEW = "linli.api.ledger.review"
+    LEDGER_CATALOG_PUT = "linli.api.ledger.catalog_put"
+    LEDGER_CATALOG_LIST = "linli.api.ledger.catalog_list"
+    LEDGER_REDEEM = "linli.api.ledger.redeem"
+    LEDGER_STATEMENT = "linli.api.ledger.statement"
+    LEDGER_IMPORT_STATEMENT = "linli.api.ledger.import_statement"
+    LEDGER_PUBLIC_KEY = "linli.api.ledger.public_key"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
+from linli import ledger_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
 from linli.show import console, print_event
 
@@ -82,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--subject", default="linli.evt.>")
     tail.add_argument("--json", action="store_true", help="print whole CloudEvents")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every service's channels")
+    report_cli.add_commands(sub)
+    ledger_cli.add_commands(sub)
     return p
 
 
@@ -171,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "asyncapi":
         print(asyncapi())
         return 0
+    if args.command == "report":
+        return report_cli.run(args)
+    if args.command == "ledger":
+        return ledger_cli.run(args)
     try:
         result = asyncio.run(act(args))
     except CallFailed as exc:

@@ -101,7 +101,8 @@ async def scenario(client: Client, watch: Watch) -> None:
     request_id = request["request_id"]
     first = (await watch.until("volunteer.assigned", request_id=request_id))[0]["data"]
     names = {v: k for k, v in ids.items()}
-    console.print(f"   offered to {names[first['volunteer_id']]}, the plumber in her own grid")
+    console.print(f"   offered to {names[first['volunteer_id']]}, the plumber in her own grid. Why:")
+    explain_offer(first["explanation"])
 
     await asyncio.sleep(PAUSE)
     step(f"4. {names[first['volunteer_id']]} is at work and declines; the offer moves on")
@@ -142,7 +143,26 @@ async def scenario(client: Client, watch: Watch) -> None:
     )
 
     await asyncio.sleep(PAUSE)
-    step("8. An urgent request nobody on the roster can take goes to an operator, not into silence")
+    step("8. An urgent escort to the clinic is offered to everyone suitable at once; the first to accept takes it")
+    escort = await client.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-01",
+        "service": "elderly.escort", "description": "头晕，需要陪同去社区医院", "urgency": "urgent",
+        "channel": "hotline", "resident": {"name": "赵大爷", "phone": "13800138002"},
+    })
+    await watch.until("volunteer.assigned", request_id=escort["request_id"])
+    await asyncio.sleep(0.5)  # the fan-out's offers go out together
+    offers = [e["data"] for e in watch.matching("volunteer.assigned", request_id=escort["request_id"])]
+    console.print(f"   offered at once to {', '.join(names[o['volunteer_id']] for o in offers)}")
+    winner = offers[-1]
+    await client.call(API.MATCHER_RESPOND, {
+        "assignment_id": winner["assignment_id"], "volunteer_id": winner["volunteer_id"], "accept": True,
+    })
+    if len(offers) > 1:
+        await watch.until("assignment.withdrawn", request_id=escort["request_id"], count=len(offers) - 1)
+    console.print(f"   {names[winner['volunteer_id']]} answered first; the other offers were withdrawn")
+
+    await asyncio.sleep(PAUSE)
+    step("9. A request nobody on the roster can take goes to an operator, not into silence")
     urgent = await client.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-01",
         "service": "legal.advice", "description": "房屋租赁纠纷", "urgency": "urgent", "channel": "hotline",
@@ -159,6 +179,15 @@ async def scenario(client: Client, watch: Watch) -> None:
         f"   linli balance {helper}\n"
         "   linli tail\n"
         "Ctrl-C stops everything."
+    )
+
+
+def explain_offer(explanation: dict[str, Any]) -> None:
+    parts = explanation.get("components", {})
+    console.print(
+        f"   rank {explanation.get('rank')} of {explanation.get('considered')} in stage {explanation.get('stage')}, "
+        f"score {explanation.get('score')} = "
+        + " + ".join(f"{name} {part['points']}" for name, part in parts.items())
     )
 
 

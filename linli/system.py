@@ -40,6 +40,11 @@ class System:
                 servers.append(start_mongo(data_dir))
                 mongo_url = servers[-1].url
             system = cls(data_dir, nats_url, mongo_url, servers, env={**(env or {})})
+        except BaseException:
+            for server in servers:
+                server.stop()
+            raise
+        try:
             (data_dir / "urls.env").write_text(f"NATS_URL={nats_url}\nMONGO_URL={mongo_url}\n")
             for name in SERVICES:
                 for n in range((replicas or {}).get(name, 1)):
@@ -47,8 +52,7 @@ class System:
             system.wait_ready()
             return system
         except BaseException:
-            for server in servers:
-                server.stop()
+            system.stop()  # whatever did start, services and servers alike
             raise
 
     def spawn(self, name: str, n: int = 0) -> subprocess.Popen[bytes]:

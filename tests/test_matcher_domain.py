@@ -1,60 +1,171 @@
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from contracts import ApiError
-from services.matcher import handlers
+from services.matcher import handlers, scoring
 
 pytestmark = pytest.mark.domain
 
-
-def volunteer(vid: str, grids: list[str], skills: list[str], capacity: int = 1, district: str = "d1") -> dict:
-    return {"_id": vid, "district": district, "grids": grids, "skills": skills, "capacity": capacity}
-
-
-REQUEST = {"_id": "r1", "district": "d1", "grid": "g1", "service": "repair.plumbing", "category": "repair",
-           "urgency": "routine", "tried": [], "round": 1}
-
-
-def test_same_grid_volunteers_come_before_others() -> None:
-    roster = [volunteer("a", ["g2"], ["repair"]), volunteer("b", ["g1"], ["repair"])]
-    ranked = handlers.rank(REQUEST, roster, {"a": 1, "b": 1})
-    assert [c.volunteer_id for c in ranked] == ["b", "a"]
+RULES = scoring.Rules.load(Path(scoring.__file__).with_name("matching.yaml"))
+PLACES = scoring.Places({"d1": {
+    "g1": {"community": "c1", "street": "s1", "neighbours": ["g2"]},
+    "g2": {"community": "c1", "street": "s1", "neighbours": ["g1", "g3"]},
+    "g3": {"community": "c1", "street": "s1", "neighbours": ["g2"]},
+    "g4": {"community": "c2", "street": "s1", "neighbours": []},
+    "g5": {"community": "c3", "street": "s2", "neighbours": []},
+}})
+ZONE = ZoneInfo("Asia/Shanghai")
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC).timestamp()  # Tuesday 10:00 in Shanghai
 
 
-def test_an_item_skill_matches_as_well_as_a_category_skill() -> None:
-    roster = [volunteer("a", ["g1"], ["repair.plumbing"]), volunteer("b", ["g1"], ["haircut"])]
-    assert [c.volunteer_id for c in handlers.rank(REQUEST, roster, {"a": 1, "b": 1})] == ["a"]
+def volunteer(vid: str, grids: list[str] | None = None, skills: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"_id": vid, "district": "d1", "grids": grids or ["g1"], "skills": skills or ["repair"], "capacity": 2,
+            **extra}
 
 
-def test_other_districts_full_volunteers_and_those_already_tried_are_left_out() -> None:
+def request(**extra: Any) -> dict[str, Any]:
+    return {"_id": "r1", "district": "d1", "grid": "g1", "service": "repair.plumbing", "category": "repair",
+            "urgency": "routine", "tried": [], "round": 1, "needs": [], **extra}
+
+
+def ranked(req: dict[str, Any], roster: list[dict[str, Any]], free: dict[str, int] | None = None,
+           histories: dict[str, dict[str, Any]] | None = None) -> tuple[list[str], dict[str, int]]:
+    result, out = scoring.rank(req, roster, free or {v["_id"]: 2 for v in roster}, histories or {}, PLACES, RULES,
+                               NOW, ZONE)
+    return [s.volunteer_id for s in result], dict(out)
+
+
+def test_place_tiers_follow_the_grid_hierarchy() -> None:
+    assert PLACES.tier("d1", "g1", ["g1"]) == "grid"
+    assert PLACES.tier("d1", "g1", ["g2"]) == "neighbour"
+    assert PLACES.tier("d1", "g1", ["g3"]) == "community"
+    assert PLACES.tier("d1", "g1", ["g4"]) == "street"
+    assert PLACES.tier("d1", "g1", ["g5"]) == "district"
+    assert PLACES.tier("d1", "unknown", ["g1"]) == "district"
+    assert PLACES.grids_within("d1", "g1", ("grid", "neighbour")) == ["g1", "g2"]
+    assert PLACES.grids_within("d1", "g1", ("grid", "neighbour", "community")) == ["g1", "g2", "g3"]
+    assert PLACES.grids_within("d1", "g1", scoring.TIERS) is None
+
+
+def test_nearer_volunteers_rank_higher_all_else_equal() -> None:
+    roster = [volunteer(v, [g]) for v, g in [("far", "g5"), ("street", "g4"), ("near", "g2"), ("here", "g1")]]
+    assert ranked(request(), roster)[0] == ["here", "near", "street", "far"]
+
+
+def test_an_item_skill_or_a_category_skill_qualifies_and_others_fall_out() -> None:
+    roster = [volunteer("item", skills=["repair.plumbing"]), volunteer("cat"), volunteer("barber", skills=["haircut"])]
+    order, out = ranked(request(), roster)
+    assert sorted(order) == ["cat", "item"] and out == {"skill": 1}
+
+
+@pytest.mark.parametrize("need, attributes, fits", [
+    ("sign-language", ["sign-language"], True),
+    ("sign-language", [], False),
+    ("dialect:sichuan", ["dialect:sichuan"], True),
+    ("dialect:sichuan", ["dialect:cantonese"], False),
+    ("woman", ["woman"], True),
+    ("woman", [], False),
+    ("wheelchair", ["wheelchair", "woman"], True),
+    ("wheelchair", ["sign-language"], False),
+])
+def test_each_stated_need_is_a_hard_constraint(need: str, attributes: list[str], fits: bool) -> None:
+    order, out = ranked(request(needs=[need]), [volunteer("v", attributes=attributes)])
+    assert (order == ["v"]) is fits
+    assert out == ({} if fits else {"needs": 1})
+
+
+def test_weekly_windows_and_away_periods_decide_availability() -> None:
+    weekday_days = {"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00"}
+    evenings = {"days": [1], "start": "18:00", "end": "21:00"}
     roster = [
-        volunteer("other", ["g1"], ["repair"], district="d2"),
-        volunteer("full", ["g1"], ["repair"]),
-        volunteer("tried", ["g1"], ["repair"]),
-        volunteer("ok", ["g9"], ["repair"]),
+        volunteer("daytime", availability=[weekday_days]),
+        volunteer("evenings", availability=[evenings]),
+        volunteer("any-time"),
+        volunteer("away", away=[{"start": "2026-11-23", "end": "2026-11-29"}]),
     ]
-    request = {**REQUEST, "tried": ["tried"]}
-    ranked = handlers.rank(request, roster, {"other": 1, "full": 0, "tried": 1, "ok": 1})
-    assert [c.volunteer_id for c in ranked] == ["ok"]
+    order, out = ranked(request(), roster)
+    assert sorted(order) == ["any-time", "daytime"] and out == {"unavailable": 1, "away": 1}
+    evening = request(window_start="2026-11-24T19:00:00+08:00")
+    assert "evenings" in ranked(evening, roster)[0] and "daytime" not in ranked(evening, roster)[0]
 
 
-def test_less_loaded_volunteers_come_first_within_a_grid() -> None:
-    roster = [volunteer("busy", ["g1"], ["repair"], capacity=3), volunteer("idle", ["g1"], ["repair"], capacity=3)]
-    ranked = handlers.rank(REQUEST, roster, {"busy": 1, "idle": 3})
-    assert [c.volunteer_id for c in ranked] == ["idle", "busy"]
+def test_full_volunteers_and_those_already_offered_are_left_out_with_a_reason() -> None:
+    roster = [volunteer("full"), volunteer("tried"), volunteer("ok")]
+    order, out = ranked(request(tried=["tried"]), roster, free={"full": 0, "tried": 2, "ok": 2})
+    assert order == ["ok"] and out == {"at full capacity": 1, "already offered": 1}
 
 
-def test_unmatched_reason_says_what_was_missing() -> None:
-    assert "skill" in handlers.unmatched_reason(REQUEST, [volunteer("a", ["g1"], ["haircut"])], {"a": 1})
-    tried = {**REQUEST, "tried": ["a"]}
-    assert "declined or did not answer" in handlers.unmatched_reason(tried, [volunteer("a", ["g1"], ["repair"])], {})
-    assert "capacity" in handlers.unmatched_reason(REQUEST, [volunteer("a", ["g1"], ["repair"])], {"a": 0})
+def test_fairness_prefers_volunteers_with_less_recent_work() -> None:
+    roster = [volunteer("busy", recent_work=6.0, recent_at=NOW), volunteer("rested")]
+    assert ranked(request(), roster)[0] == ["rested", "busy"]
+    # work long ago has decayed away, so the two are equal again and the id decides
+    old = [volunteer("busy", recent_work=6.0, recent_at=NOW - 120 * 86400), volunteer("rested")]
+    assert ranked(request(), old)[0] == ["busy", "rested"]
 
 
-def test_assignment_ids_differ_per_round_and_repeat_within_one() -> None:
-    assert handlers.assignment_id_for("r1", 1) == handlers.assignment_id_for("r1", 1)
-    assert handlers.assignment_id_for("r1", 1) != handlers.assignment_id_for("r1", 2)
+def test_continuity_prefers_a_well_rated_previous_helper_and_avoids_a_poorly_rated_one() -> None:
+    roster = [volunteer("a"), volunteer("b"), volunteer("c")]
+    liked = {"b": {"stars": 5, "at": NOW}, "c": {"stars": 1, "at": NOW}}
+    order, out = ranked(request(resident_ref="p1"), roster, histories=liked)
+    assert order == ["b", "a"] and out == {"rated poorly by this resident": 1}
+
+
+def test_a_better_rated_volunteer_ranks_higher() -> None:
+    roster = [volunteer("low", stars_sum=4, stars_n=2), volunteer("high", stars_sum=25, stars_n=5)]
+    assert ranked(request(), roster)[0] == ["high", "low"]
+
+
+def test_the_explanation_adds_up_to_the_score() -> None:
+    scored = scoring.score(volunteer("v", ["g2"]), "neighbour", 1, None, RULES, NOW)
+    parts = scored.components
+    assert set(parts) == {"place", "load", "fairness", "continuity", "rating"}
+    assert sum(p["points"] for p in parts.values()) == pytest.approx(scored.total)
+    assert parts["place"]["value"] == RULES.place_scores["neighbour"] and parts["load"]["value"] == 0.5
+    explained = scored.explanation(rank=1, stage="nearby", considered=4, rules_version=RULES.version)
+    assert explained["components"] is parts and explained["considered"] == 4
+
+
+def test_weights_come_from_configuration() -> None:
+    raw = {"version": 2, "weights": {"place": 0, "load": 0, "fairness": 0, "continuity": 0, "rating": 1},
+           "place_scores": RULES.place_scores, "fairness": {"half_life_days": 7, "hours_scale": 8},
+           "rating": {"prior_stars": 4, "prior_weight": 3}, "continuity": {"min_stars": 4, "avoid_below": 3},
+           "stages": {u: [{"name": "all", "tiers": list(scoring.TIERS)}] for u in ("routine", "soon", "urgent")}}
+    only_rating = scoring.Rules.parse(raw)
+    roster = [volunteer("near-but-low", ["g1"], stars_sum=2, stars_n=2), volunteer("far-but-high", ["g5"], stars_sum=10, stars_n=2)]
+    result, _ = scoring.rank(request(), roster, {"near-but-low": 2, "far-but-high": 2}, {}, PLACES, only_rating, NOW, ZONE)
+    assert [s.volunteer_id for s in result] == ["far-but-high", "near-but-low"]
+    with pytest.raises(ValueError, match="unknown tiers"):
+        scoring.Rules.parse({**raw, "stages": {u: [{"name": "x", "tiers": ["moon"]}] for u in ("routine", "soon", "urgent")}})
+    with pytest.raises(ValueError, match="incomplete"):
+        scoring.Rules.parse({"version": 1})
+
+
+def test_urgent_requests_fan_out_and_routine_ones_widen_step_by_step() -> None:
+    urgent = RULES.stages["urgent"][0]
+    assert urgent.offer_to >= 2 and urgent.ttl_factor < 1
+    tiers = [s.tiers for s in RULES.stages["routine"]]
+    assert all(set(a) < set(b) for a, b in zip(tiers, tiers[1:], strict=False))
+    assert scoring.stage_for(RULES, "routine", len(tiers)) is None
+
+
+def test_unmatched_reason_names_the_main_obstacle() -> None:
+    from collections import Counter
+
+    assert "skill" in scoring.unmatched_reason(Counter({"skill": 5, "needs": 1}), 0)
+    assert "needs" in scoring.unmatched_reason(Counter({"needs": 3}), 0)
+    assert "declined or did not answer" in scoring.unmatched_reason(Counter({"already offered": 2}), 2)
+
+
+def test_assignment_ids_differ_per_round_and_per_fan_out_slot_and_repeat_otherwise() -> None:
+    assert handlers.assignment_id_for("r1", 1) == handlers.assignment_id_for("r1", 1, 0)
+    ids = {handlers.assignment_id_for("r1", r, s) for r in (1, 2) for s in (0, 1, 2)}
+    assert len(ids) == 6
 
 
 def test_only_the_offered_volunteer_may_answer() -> None:
@@ -71,6 +182,9 @@ def test_a_repeated_answer_is_accepted_and_a_contradicting_one_refused() -> None
     with pytest.raises(ApiError) as err:
         handlers.refuse_response({"state": "offered", "expires": 5}, accept=True, now=10)
     assert err.value.code == "offer_expired"
+    with pytest.raises(ApiError) as err:
+        handlers.refuse_response({"state": "withdrawn", "reason": handlers.TAKEN, "expires": 0}, accept=True, now=1)
+    assert err.value.code == "taken"
 
 
 def test_completion_repeats_only_with_the_same_hours() -> None:
@@ -84,10 +198,17 @@ def test_completion_repeats_only_with_the_same_hours() -> None:
 
 
 def test_completion_logs_exact_hours_caused_by_the_completion() -> None:
-    request = {**REQUEST}
-    assignment = {"_id": "a1", "request_id": "r1", "volunteer_id": "v1", "hours": "1.25"}
-    done, logged = handlers.completed(request, assignment)
+    req = {**request(), "resident_ref": "p1"}
+    assignment = {"_id": "a1", "request_id": "r1", "volunteer_id": "v1", "hours": "1.25", "completed_at": time.time()}
+    done, logged = handlers.completed(req, assignment)
     assert logged.data.hours == Decimal("1.25") and logged.data.category == "repair"
-    assert (logged.data.service, logged.data.grid, logged.data.urgency) == ("repair.plumbing", "g1", "routine")
+    assert (logged.data.service, logged.data.grid, logged.data.resident_ref) == ("repair.plumbing", "g1", "p1")
     assert logged.causationid == done.id and logged.correlationid == "r1"
-    assert handlers.completed(request, assignment)[1].id == logged.id
+    assert handlers.completed(req, assignment)[1].id == logged.id
+
+
+def test_unmatched_event_lists_each_candidate_and_why() -> None:
+    event = handlers.unmatched({**request(), "tried": ["a", "b"], "why": {"a": "declined: 在上班", "b": "did not answer in time"},
+                                "not_considered": {"skill": 3}}, "nobody")
+    assert [(c.volunteer_id, c.why) for c in event.data.candidates] == [("a", "declined: 在上班"), ("b", "did not answer in time")]
+    assert event.data.not_considered == {"skill": 3}

@@ -161,3 +161,32 @@ def test_the_outcome_event_is_derived_from_the_notification_and_caused_by_its_ev
 def test_phones_are_masked_in_the_console_log() -> None:
     assert masked("139 0013 9000") == "139****9000"
     assert masked("12345") == "****"
+
+
+def test_a_withdrawn_offer_tells_the_volunteer_not_to_come() -> None:
+    from contracts import new_event
+    from contracts.events import AssignmentWithdrawn
+    from services.notifier import handlers as notifier
+
+    event = new_event(
+        AssignmentWithdrawn(request_id="r1", volunteer_id="v1", assignment_id="a-9", reason="another volunteer accepted first"),
+        source="linli/matcher", district="beibei", subject="r1", correlationid="r1",
+    )
+    route = notifier.route(event)
+    assert (route.kind, route.recipient, route.lookup) == ("offer_withdrawn", "volunteer:v1", ("volunteer", "v1"))
+    message = notifier.text(event, "袁文", {}, ZoneInfo("Asia/Shanghai"))
+    assert "a-9" in message and "无需前往" in message and message.startswith("袁文您好")
+
+
+def test_a_reopened_request_reaches_the_operators() -> None:
+    from contracts.events import RequestReopened
+    from services.notifier import handlers as notifier
+
+    event = new_event(
+        RequestReopened(request_id="r-7", volunteer_id="v-3", stars=1, reason="rated 1 star: 没修好"),
+        source="linli/intake", district="beibei", subject="r-7", correlationid="r-7",
+    )
+    route = notifier.route(event)
+    assert (route.kind, route.recipient, route.lookup) == ("reopened", "operators", None)
+    message = notifier.text(event, "", {}, ZoneInfo("Asia/Shanghai"))
+    assert "r-7" in message and "没修好" in message and "复核" in message

@@ -111,8 +111,9 @@ def on_event(
     )
 
 
-def on_call(broker: NatsBroker, subject: str, service: str) -> Any:
-    return broker.subscriber(subject, queue=service, title=subject)
+def on_call(broker: NatsBroker, subject: str, service: str, workers: int = 8) -> Any:
+    # Calls are answered concurrently: each waits on database round trips, not on the CPU.
+    return broker.subscriber(subject, queue=service, title=subject, max_workers=workers)
 
 
 def api_call(
@@ -159,43 +160,42 @@ class Outbox:
     async def ensure_indexes(self) -> None:
         await self.entries.create_index("created")
 
-    async def store(self, events: Sequence[Envelope[Any]]) -> None:
+    async def store(self, events: Sequence[Envelope[Any]]) -> list[dict[str, Any]]:
         now = time.time()
-        for offset, event in enumerate(events):
+        entries = [
+            {
+                "_id": event.id,
+                "subject": event_subject(event.short_type, event.district),
+                "body": event.model_dump_json(),
+                "created": now + offset * 1e-6,
+            }
+            for offset, event in enumerate(events)
+        ]
+        for entry in entries:
             try:
-                await self.entries.insert_one(
-                    {
-                        "_id": event.id,
-                        "subject": event_subject(event.short_type, event.district),
-                        "body": event.model_dump_json(),
-                        "created": now + offset * 1e-6,
-                    }
-                )
+                await self.entries.insert_one(entry)
             except DuplicateKeyError:
                 pass  # stored by an earlier attempt at the same step
+        return entries
 
     async def send(self, events: Sequence[Envelope[Any]]) -> None:
-        await self.store(events)
-        for event in events:
-            await self.publish_stored(event.id)
+        for entry in await self.store(events):
+            await self.publish(entry)
 
-    async def publish_stored(self, event_id: str) -> None:
-        entry = await self.entries.find_one({"_id": event_id})
-        if entry is None:
-            return
+    async def publish(self, entry: dict[str, Any]) -> None:
         await self.broker.publish(
             entry["body"].encode(),
             entry["subject"],
             headers={"Nats-Msg-Id": entry["_id"], "content-type": "application/json"},
             stream=STREAM,
         )
-        await self.entries.delete_one({"_id": event_id})
+        await self.entries.delete_one({"_id": entry["_id"]})
 
     async def relay_pending(self, older_than: float = 2.0) -> int:
         cutoff = time.time() - older_than
         sent = 0
         async for entry in self.entries.find({"created": {"$lt": cutoff}}).sort("created", 1).limit(500):
-            await self.publish_stored(entry["_id"])
+            await self.publish(entry)
             sent += 1
         return sent
 

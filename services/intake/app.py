@@ -11,6 +11,9 @@ from contracts.calls import (
     CatalogQuery,
     Contact,
     ContactQuery,
+    EndPairing,
+    PairResident,
+    Pairing,
     RateRequest,
     RegisterReply,
     RegisterVolunteer,
@@ -74,6 +77,7 @@ def build(settings: IntakeSettings | None = None) -> Service:
     @on_call(broker, API.INTAKE_SUBMIT, "intake")
     @api_call(SubmitRequest)
     async def submit(call: SubmitRequest) -> SubmitReply:
+        handlers.check_needs(call.needs)
         doc, _ = handlers.new_request(call, menu, datetime.now(UTC))
         if stored := await store.add_request(doc):
             handlers.same_submission(stored, call)
@@ -100,14 +104,16 @@ def build(settings: IntakeSettings | None = None) -> Service:
     async def rate(call: RateRequest) -> RequestStatus:
         doc = await existing(call.request_id)
         now = datetime.now(UTC)
-        if handlers.check_rating(doc, call.stars) == "rate":
+        if handlers.check_rating(doc, call.stars, call.done) == "rate":
             if not await store.advance(
-                doc["_id"], "rated", now.isoformat(), f"{call.stars} stars", stars=call.stars, comment=call.comment
+                doc["_id"], handlers.rating_outcome(call.stars, call.done), now.isoformat(),
+                handlers.rating_note(call.stars, call.done, call.comment),
+                stars=call.stars, comment=call.comment, done=call.done,
             ):
                 doc = await existing(call.request_id)
-                handlers.check_rating(doc, call.stars)  # a concurrent rating won; say why, or repeat it
+                handlers.check_rating(doc, call.stars, call.done)  # a concurrent rating won; say why, or repeat it
         doc = await existing(call.request_id)
-        await outbox.send([handlers.rated_event(doc, doc["stars"], doc.get("comment", ""), now)])
+        await outbox.send(handlers.rating_events(doc, now))
         return await view(doc)
 
     @on_call(broker, API.INTAKE_CANCEL, "intake")
@@ -117,13 +123,45 @@ def build(settings: IntakeSettings | None = None) -> Service:
         now = datetime.now(UTC)
         if doc["status"] != "cancelled":
             handlers.check_cancel(doc)
+            who = f" by {call.operator}" if call.operator else ""
             if not await store.advance(
-                doc["_id"], "cancelled", now.isoformat(), call.reason or "cancelled", below=handlers.RANK["completed"]
+                doc["_id"], "cancelled", now.isoformat(), f"cancelled{who}: {call.reason or 'no reason given'}",
+                below=handlers.RANK["completed"], cancelled_by=call.operator or "resident",
             ):
                 handlers.check_cancel(await existing(call.request_id))
         doc = await existing(call.request_id)
         await outbox.send([handlers.cancelled_event(doc, call.reason, now)])
         return await view(doc)
+
+    @on_call(broker, API.INTAKE_PAIR, "intake")
+    @api_call(PairResident)
+    async def pair(call: PairResident) -> Pairing:
+        volunteer = await store.volunteer(call.volunteer_id)
+        if volunteer is None or volunteer["district"] != call.district:
+            raise ApiError("unknown_volunteer", "no volunteer with this id in the district", {"volunteer_id": call.volunteer_id})
+        resident_ref = handlers.resident_ref_for(call.district, call.resident_phone)
+        pairing_id = "pr-" + handlers.derived_id("pairing", call.district, resident_ref, call.volunteer_id)
+        existing = await store.pairing(pairing_id)
+        if existing and existing["active"]:
+            return Pairing(pairing_id=pairing_id, volunteer_id=call.volunteer_id, kind=existing["kind"], active=True)
+        now = datetime.now(UTC)
+        await store.save_pairing({"_id": pairing_id, "district": call.district, "resident_ref": resident_ref,
+                                  "volunteer_id": call.volunteer_id, "kind": call.kind, "active": True,
+                                  "started": now.timestamp()})
+        await outbox.send([handlers.pairing_event(call.district, pairing_id, resident_ref, call.volunteer_id,
+                                                  call.kind, now)])
+        return Pairing(pairing_id=pairing_id, volunteer_id=call.volunteer_id, kind=call.kind, active=True)
+
+    @on_call(broker, API.INTAKE_UNPAIR, "intake")
+    @api_call(EndPairing)
+    async def unpair(call: EndPairing) -> Pairing:
+        pairing = await store.pairing(call.pairing_id)
+        if pairing is None:
+            raise ApiError("not_found", "no pairing with this id", {"pairing_id": call.pairing_id})
+        await store.end_pairing(call.pairing_id)
+        await outbox.send([handlers.pairing_ended_event(pairing, call.reason, datetime.now(UTC))])
+        return Pairing(pairing_id=pairing["_id"], volunteer_id=pairing["volunteer_id"], kind=pairing["kind"],
+                       active=False)
 
     @on_call(broker, API.INTAKE_CONTACT, "intake")
     @api_call(ContactQuery)

@@ -11,14 +11,24 @@ import yaml
 from contracts import ApiError, Envelope, new_event
 from contracts.calls import Catalog, CatalogItem, RegisterVolunteer, SubmitRequest
 from contracts.envelope import derived_id
-from contracts.events import RequestCancelled, RequestCreated, RequestRated, VolunteerRegistered
+from contracts.events import (
+    PairingCreated,
+    PairingEnded,
+    RequestCancelled,
+    RequestCreated,
+    RequestRated,
+    RequestReopened,
+    VolunteerRegistered,
+)
 
 SOURCE = "linli/intake"
 
 # How far along a request is, as the resident sees it. Events can arrive out of order or twice;
 # a status only ever moves to a higher rank, so a late or repeated event changes nothing.
-RANK = {"submitted": 0, "unmatched": 1, "accepted": 1, "completed": 2, "rated": 3, "cancelled": 4}
+# A rating closes a completed request either way: rated, or reopened for an operator when it went badly.
+RANK = {"submitted": 0, "unmatched": 1, "accepted": 1, "completed": 2, "rated": 3, "reopened": 3, "cancelled": 4}
 CANCELLABLE = {"submitted", "unmatched", "accepted"}
+KNOWN_NEEDS = ("sign-language", "woman", "wheelchair")
 
 
 class Menu:
@@ -79,6 +89,7 @@ def new_request(call: SubmitRequest, menu: Menu, now: datetime) -> tuple[dict[st
         "channel": call.channel,
         "resident": call.resident.model_dump(),
         "resident_ref": resident_ref_for(call.district, call.resident.phone),
+        "needs": sorted(set(call.needs)),
         "status": "submitted",
         "rank": RANK["submitted"],
         "created_at": now.isoformat(),
@@ -101,6 +112,7 @@ def created_event(doc: dict[str, Any]) -> Envelope[Any]:
         window_end=doc["window_end"],
         channel=doc["channel"],
         resident_ref=doc.get("resident_ref", ""),
+        needs=doc.get("needs", []),
     )
     return new_event(
         data,
@@ -131,6 +143,9 @@ def new_volunteer(call: RegisterVolunteer, menu: Menu, now: datetime) -> tuple[d
         "skills": sorted(set(call.skills)),
         "capacity": call.capacity,
         "team": call.team,
+        "attributes": sorted(set(call.attributes)),
+        "availability": [w.model_dump() for w in call.availability],
+        "away": [p.model_dump(mode="json") for p in call.away],
     }
     doc = {"_id": volunteer_id, "name": call.name, "phone": call.phone, **profile, "updated_at": now.isoformat()}
     event = new_event(
@@ -146,10 +161,36 @@ def new_volunteer(call: RegisterVolunteer, menu: Menu, now: datetime) -> tuple[d
     return doc, event
 
 
-def check_rating(doc: dict[str, Any], stars: int) -> str:
+def check_needs(needs: list[str]) -> None:
+    unknown = [n for n in needs if n not in KNOWN_NEEDS and not n.startswith("dialect:")]
+    if unknown:
+        raise ApiError("unknown_need", f"needs must be among {', '.join(KNOWN_NEEDS)} or dialect:<name>",
+                       {"unknown": unknown})
+
+
+def pairing_event(district: str, pairing_id: str, resident_ref: str, volunteer_id: str, kind: str,
+                  now: datetime) -> Envelope[Any]:
+    return new_event(
+        PairingCreated(pairing_id=pairing_id, district=district, resident_ref=resident_ref,
+                       volunteer_id=volunteer_id, kind=kind),
+        source=SOURCE, district=district, subject=volunteer_id, correlationid=pairing_id,
+        event_id=derived_id("pairing.created", pairing_id, str(now.timestamp())), time=now,
+    )
+
+
+def pairing_ended_event(pairing: dict[str, Any], reason: str, now: datetime) -> Envelope[Any]:
+    return new_event(
+        PairingEnded(pairing_id=pairing["_id"], resident_ref=pairing["resident_ref"],
+                     volunteer_id=pairing["volunteer_id"], reason=reason),
+        source=SOURCE, district=pairing["district"], subject=pairing["volunteer_id"], correlationid=pairing["_id"],
+        event_id=derived_id("pairing.ended", pairing["_id"], str(pairing.get("started", ""))), time=now,
+    )
+
+
+def check_rating(doc: dict[str, Any], stars: int, done: bool = True) -> str:
     """Returns 'rate' to record it, 'repeat' when this exact rating is already recorded."""
-    if doc["status"] == "rated":
-        if doc.get("stars") == stars:
+    if doc["status"] in ("rated", "reopened"):
+        if doc.get("stars") == stars and doc.get("done", True) == done:
             return "repeat"
         raise ApiError("already_rated", "this request was already rated", {"stars": doc.get("stars")})
     if doc["status"] != "completed":
@@ -159,9 +200,32 @@ def check_rating(doc: dict[str, Any], stars: int) -> str:
     return "rate"
 
 
+def rating_outcome(stars: int, done: bool) -> str:
+    # One or two stars, or "not done", must not silently count the hours: an operator looks first.
+    return "reopened" if stars <= 2 or not done else "rated"
+
+
+def rating_note(stars: int, done: bool, comment: str) -> str:
+    said = f"{stars} stars" + ("" if done else ", not done") + (f": {comment}" if comment else "")
+    return f"reopened for an operator's review: {said}" if rating_outcome(stars, done) == "reopened" else said
+
+
+def rating_events(doc: dict[str, Any], now: datetime) -> list[Envelope[Any]]:
+    events = [rated_event(doc, doc["stars"], doc.get("comment", ""), now)]
+    if doc["status"] == "reopened":
+        events.append(new_event(
+            RequestReopened(request_id=doc["_id"], volunteer_id=doc["volunteer_id"], stars=doc["stars"],
+                            reason=rating_note(doc["stars"], doc.get("done", True), doc.get("comment", ""))),
+            source=SOURCE, district=doc["district"], subject=doc["_id"], correlationid=doc["_id"],
+            event_id=derived_id("request.reopened", doc["_id"]), time=now,
+        ))
+    return events
+
+
 def rated_event(doc: dict[str, Any], stars: int, comment: str, now: datetime) -> Envelope[Any]:
     return new_event(
-        RequestRated(request_id=doc["_id"], volunteer_id=doc["volunteer_id"], stars=stars, comment=comment),
+        RequestRated(request_id=doc["_id"], volunteer_id=doc["volunteer_id"], stars=stars, comment=comment,
+                     done=doc.get("done", True)),
         source=SOURCE,
         district=doc["district"],
         subject=doc["_id"],

@@ -13,6 +13,7 @@ class IntakeStore:
         self.volunteers = db["volunteers"]
         # A separate collection, not an array in the request: nx-27017 mangles $push of sub-documents.
         self.changes = db["status_changes"]
+        self.pairings = db["pairings"]
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("announced", 1), ("created", 1)])
@@ -60,6 +61,16 @@ class IntakeStore:
 
     async def history(self, request_id: str) -> list[dict[str, Any]]:
         return await self.changes.find({"request_id": request_id}).sort("seq", 1).to_list()
+
+    async def save_pairing(self, doc: dict[str, Any]) -> None:
+        await self.pairings.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def pairing(self, pairing_id: str) -> dict[str, Any] | None:
+        return await self.pairings.find_one({"_id": pairing_id})
+
+    async def end_pairing(self, pairing_id: str) -> bool:
+        result = await self.pairings.update_one({"_id": pairing_id, "active": True}, {"$set": {"active": False}})
+        return result.modified_count == 1
 
     async def save_volunteer(self, doc: dict[str, Any]) -> None:
         await self.volunteers.replace_one({"_id": doc["_id"]}, doc, upsert=True)

@@ -1,11 +1,29 @@
-import time
-
 from contracts import API, Envelope
-from contracts.calls import Balance, BalanceQuery
+from contracts.calls import (
+    AdjustBalance,
+    Balance,
+    BalanceQuery,
+    ConfirmService,
+    ImportStatement,
+    LedgerEntry,
+    PublicKey,
+    PublicKeyQuery,
+    PutRewardItem,
+    Redeem,
+    Redemption,
+    ReviewQuery,
+    ReviewQueue,
+    RewardCatalog,
+    RewardCatalogQuery,
+    RewardItem,
+    SignedStatement,
+    StatementQuery,
+)
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
 from services.common.bus import api_call, on_call, on_event
 from services.common.runtime import Service
 from services.ledger import handlers
+from services.ledger.bank import Bank
 from services.ledger.config import LedgerSettings
 from services.ledger.store import LedgerStore
 
@@ -14,35 +32,79 @@ def build(settings: LedgerSettings | None = None) -> Service:
     settings = settings or LedgerSettings()
     service = Service.create("ledger", settings.bus)
     broker, outbox, inbox = service.broker, service.outbox, service.inbox
-    store = LedgerStore(service.db)
-    tariff = handlers.Tariff(settings.points_per_hour, settings.category_rates)
-    service.on_start.append(store.ensure_indexes)
+    bank = Bank(LedgerStore(service.db), outbox, settings)
+    service.on_start.append(bank.start)
+    service.loops.append(bank.sweep_forever)
 
     @on_event(broker, settings.bus, "ledger", "hours.logged")
     async def hours_logged(event: Envelope[HoursLogged]) -> None:
         async with inbox.once("ledger-hours", event) as first:
             if first:
-                # The entry id is derived from the event id: a repeat finds the stored entry and re-sends its event.
-                entry = await store.add_entry(handlers.credit_entry(event, tariff, time.time()))
-                balance = await store.points_through(entry["volunteer_id"], entry["posted"])
-                await outbox.send([handlers.earned_event(entry, balance)])
+                # Entry ids derive from the event id: a repeat finds the stored entries and re-sends their event.
+                credit, bonuses = await bank.credit(event)
+                await outbox.send([handlers.earned_event(credit, bonuses)])
 
     @on_event(broker, settings.bus, "ledger", "request.rated")
     async def request_rated(event: Envelope[RequestRated]) -> None:
         async with inbox.once("ledger-ratings", event) as first:
             if first:
-                await store.add_rating(handlers.rating(event))  # keyed on the request id
+                await bank.rated(event)  # the rating is keyed on the request, its entries on the request too
 
     @on_event(broker, settings.bus, "ledger", "volunteer.registered")
     async def volunteer_registered(event: Envelope[VolunteerRegistered]) -> None:
         async with inbox.once("ledger-volunteers", event) as first:
             if first:
-                await store.open_account(handlers.account(event))  # keyed on the volunteer id
+                await bank.registered(event)  # keyed on the volunteer id
 
     @on_call(broker, API.LEDGER_BALANCE, "ledger")
     @api_call(BalanceQuery)
     async def balance(call: BalanceQuery) -> Balance:
-        ratings, stars = await store.rating_totals(call.volunteer_id)
-        return handlers.balance_view(call.volunteer_id, await store.totals(call.volunteer_id), ratings, stars)
+        return await bank.balance(call.volunteer_id)
+
+    @on_call(broker, API.LEDGER_ADJUST, "ledger")
+    @api_call(AdjustBalance)
+    async def adjust(call: AdjustBalance) -> LedgerEntry:
+        return handlers.entry_view(await bank.adjust(call))  # keyed on the idempotency key
+
+    @on_call(broker, API.LEDGER_CONFIRM, "ledger")
+    @api_call(ConfirmService)
+    async def confirm(call: ConfirmService) -> LedgerEntry:
+        return handlers.entry_view(await bank.confirm(call))  # one confirmation per request
+
+    @on_call(broker, API.LEDGER_REVIEW, "ledger")
+    @api_call(ReviewQuery)
+    async def review(call: ReviewQuery) -> ReviewQueue:
+        return ReviewQueue(items=await bank.review(call.limit))
+
+    @on_call(broker, API.LEDGER_CATALOG_PUT, "ledger")
+    @api_call(PutRewardItem)
+    async def catalog_put(call: PutRewardItem) -> RewardItem:
+        return await bank.put_reward(call)
+
+    @on_call(broker, API.LEDGER_CATALOG_LIST, "ledger")
+    @api_call(RewardCatalogQuery)
+    async def catalog_list(call: RewardCatalogQuery) -> RewardCatalog:
+        return RewardCatalog(items=await bank.rewards(call.include_inactive))
+
+    @on_call(broker, API.LEDGER_REDEEM, "ledger")
+    @api_call(Redeem)
+    async def redeem(call: Redeem) -> Redemption:
+        return handlers.redemption_view(await bank.redeem(call))  # keyed on the idempotency key
+
+    @on_call(broker, API.LEDGER_STATEMENT, "ledger")
+    @api_call(StatementQuery)
+    async def statement(call: StatementQuery) -> SignedStatement:
+        return await bank.statement(call.volunteer_id)
+
+    @on_call(broker, API.LEDGER_IMPORT_STATEMENT, "ledger")
+    @api_call(ImportStatement)
+    async def import_statement(call: ImportStatement) -> LedgerEntry:
+        return handlers.entry_view(await bank.import_statement(call))  # once per statement id
+
+    @on_call(broker, API.LEDGER_PUBLIC_KEY, "ledger")
+    @api_call(PublicKeyQuery)
+    async def public_key(call: PublicKeyQuery) -> PublicKey:
+        public, key_id = bank.public_key()
+        return PublicKey(district=settings.district, public_key=public, key_id=key_id)
 
     return service

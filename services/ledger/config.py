@@ -2,8 +2,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
-from services.common.config import BusSettings
+from services.common.config import BusSettings, env_float
+from services.ledger.rules import DEFAULT_RULES, Rules, load_rules, with_overrides
 
 
 def parse_rate(text: str, setting: str) -> Decimal:
@@ -28,13 +30,43 @@ def parse_category_rates(text: str, setting: str = "LEDGER_CATEGORY_RATES") -> d
     return rates
 
 
+def rules_from_env() -> Rules:
+    path = Path(os.environ.get("LEDGER_RULES") or DEFAULT_RULES)
+    per_hour = os.environ.get("LEDGER_POINTS_PER_HOUR", "").strip()
+    return with_overrides(
+        load_rules(path),
+        parse_rate(per_hour, "LEDGER_POINTS_PER_HOUR") if per_hour else None,
+        parse_category_rates(os.environ.get("LEDGER_CATEGORY_RATES", "")),
+    )
+
+
+def parse_trusted_keys(text: str, setting: str = "LEDGER_TRUSTED_KEYS") -> dict[str, str]:
+    """district=path/to/public.pem,... -> {district: PEM text}"""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        district, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not district or not path:
+            raise ValueError(f"{setting}: {item!r} is not district=path/to/public.pem")
+        try:
+            keys[district] = Path(path).read_text(encoding="ascii")
+        except OSError as exc:
+            raise ValueError(f"{setting}: cannot read the key of {district!r}: {exc}") from None
+    return keys
+
+
 @dataclass(frozen=True)
 class LedgerSettings:
     bus: BusSettings = field(default_factory=BusSettings)
-    # Points for one hour of service where no category rate applies: 10, the Qufu rule.
-    points_per_hour: Decimal = field(
-        default_factory=lambda: parse_rate(os.environ.get("LEDGER_POINTS_PER_HOUR", "10"), "LEDGER_POINTS_PER_HOUR")
-    )
-    category_rates: Mapping[str, Decimal] = field(
-        default_factory=lambda: parse_category_rates(os.environ.get("LEDGER_CATEGORY_RATES", ""))
+    rules: Rules = field(default_factory=rules_from_env)
+    # Hours not confirmed by a rating or an operator within this many seconds go to the review queue.
+    confirm_deadline: float = field(default_factory=lambda: env_float("LEDGER_CONFIRM_DEADLINE", 7 * 24 * 3600))
+    # How often the repair sweep runs: projections behind their entries, redemptions a crash left open.
+    sweep_interval: float = field(default_factory=lambda: env_float("LEDGER_SWEEP_INTERVAL", 5.0))
+    # A redemption still pending after this many seconds is taken over by the sweep.
+    redeem_timeout: float = field(default_factory=lambda: env_float("LEDGER_REDEEM_TIMEOUT", 30.0))
+    # The issuing district named in statements; empty means the volunteer's own district.
+    district: str = field(default_factory=lambda: os.environ.get("LEDGER_DISTRICT", "").strip())
+    signing_key_path: str = field(default_factory=lambda: os.environ.get("LEDGER_SIGNING_KEY", "").strip())
+    trusted_keys: Mapping[str, str] = field(
+        default_factory=lambda: parse_trusted_keys(os.environ.get("LEDGER_TRUSTED_KEYS", ""))
     )

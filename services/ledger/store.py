@@ -1,75 +1,312 @@
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+Doc = dict[str, Any]
+# Appends to one chain only collide with other appends to the same chain; a few hundred tries is a pile-up.
+MAX_ATTEMPTS = 500
+
 
 class LedgerStore:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
-        # Append-only; every balance is summed from these, so there is no counter to drift.
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        # Append-only. Each volunteer's entries are a hash chain; (volunteer_id, seq) is unique, so two
+        # writers that read the same head cannot both append after it.
         self.entries = db["entries"]
-        self.ratings = db["ratings"]
+        # Projections, rebuilt from the entries: balances per volunteer, proof of service per request.
         self.accounts = db["accounts"]
+        self.proofs = db["proofs"]
+        self.ratings = db["ratings"]
+        self.rewards = db["rewards"]
+        # Stock is a chain of movements per item, unique on (item_id, seq), for the same reason as entries.
+        self.stock = db["stock_moves"]
+        self.redemptions = db["redemptions"]
+        # One document per (issuing district, volunteer there): how many of their hours came in so far.
+        self.transfers = db["transfers"]
+        self.keys = db["keys"]
+        self.rule_sets = db["rule_sets"]
 
     async def ensure_indexes(self) -> None:
-        await self.entries.create_index([("volunteer_id", 1), ("posted", 1)])
+        await self.entries.create_index([("volunteer_id", 1), ("seq", 1)], unique=True)
+        await self.entries.create_index("posted")
+        await self.entries.create_index("request_id")
         await self.ratings.create_index("volunteer_id")
+        await self.proofs.create_index([("confirmed", 1), ("settled", 1), ("disputed", 1)])
+        await self.stock.create_index([("item_id", 1), ("seq", 1)], unique=True)
+        await self.redemptions.create_index([("state", 1), ("created", 1)])
 
-    async def add_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """Stores an entry; returns the one already stored under its id instead, if any."""
+    # --- chains -------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def append(
+        chain: AsyncCollection[Doc], key: Mapping[str, str], doc_id: str, build: Callable[[Doc | None], Doc]
+    ) -> tuple[Doc, bool]:
+        """Appends build(head) to a chain, once: returns the stored document and whether this call wrote it."""
+        for _ in range(MAX_ATTEMPTS):
+            if (stored := await chain.find_one({"_id": doc_id})) is not None:
+                return stored, False
+            heads = await chain.find(dict(key)).sort("seq", -1).limit(1).to_list()
+            doc = build(heads[0] if heads else None)
+            try:
+                await chain.insert_one(doc)
+                return doc, True
+            except DuplicateKeyError:
+                continue  # another writer took this seq (or wrote this very id): read the head again
+        raise RuntimeError(f"could not append {doc_id} after {MAX_ATTEMPTS} attempts")
+
+    async def append_entry(self, volunteer_id: str, entry_id: str, build: Callable[[Doc | None], Doc]) -> Doc:
+        stored, _ = await self.append(self.entries, {"volunteer_id": volunteer_id}, entry_id, build)
+        return stored
+
+    async def entry(self, entry_id: str) -> Doc | None:
+        return await self.entries.find_one({"_id": entry_id})
+
+    async def entries_after(self, volunteer_id: str, seq: int, limit: int = 200) -> list[Doc]:
+        cursor = self.entries.find({"volunteer_id": volunteer_id, "seq": {"$gt": seq}})
+        return await cursor.sort("seq", 1).limit(limit).to_list()
+
+    async def credit_for(self, request_id: str) -> Doc | None:
+        return await self.entries.find_one({"request_id": request_id, "kind": "credit"})
+
+    # --- accounts -----------------------------------------------------------------------------------
+
+    async def account(self, volunteer_id: str) -> Doc | None:
+        return await self.accounts.find_one({"_id": volunteer_id})
+
+    async def ensure_account(self, volunteer_id: str) -> Doc:
+        if (found := await self.account(volunteer_id)) is not None:
+            return found
+        # Inserted whole and never upserted: nx-27017 ignores $setOnInsert.
         try:
-            await self.entries.insert_one(entry)
-            return entry
+            await self.accounts.insert_one({
+                "_id": volunteer_id, "seq": 0, "head": "", "hours_cents": 0, "points_cents": 0, "services": 0,
+                "district": "", "team": "", "first_seen": time.time(),
+            })
         except DuplicateKeyError:
-            stored = await self.entries.find_one({"_id": entry["_id"]})
-            assert stored is not None  # entries are never deleted
-            return stored
+            pass
+        found = await self.account(volunteer_id)
+        assert found is not None  # accounts are never deleted
+        return found
 
-    async def points_through(self, volunteer_id: str, posted: float) -> int:
-        rows = await self._sum(
-            self.entries,
-            {"volunteer_id": volunteer_id, "posted": {"$lte": posted}},
-            {"_id": None, "points_cents": {"$sum": "$points_cents"}},
-        )
-        return int(rows[0]["points_cents"]) if rows else 0
+    async def register(self, volunteer_id: str, profile: Mapping[str, Any]) -> None:
+        await self.ensure_account(volunteer_id)
+        await self.accounts.update_one({"_id": volunteer_id}, {"$set": dict(profile)})
 
-    async def totals(self, volunteer_id: str) -> dict[str, dict[str, int]]:
-        rows = await self._sum(
-            self.entries,
-            {"volunteer_id": volunteer_id},
+    async def adopt_district(self, volunteer_id: str, district: str) -> None:
+        # Only while none is known: volunteer.registered, whenever it comes, has the last word.
+        await self.accounts.update_one({"_id": volunteer_id, "district": ""}, {"$set": {"district": district}})
+
+    async def project(self, stored: Mapping[str, Any]) -> bool:
+        """Moves the account from the entry before this one to this one; False when it was not there."""
+        result = await self.accounts.update_one(
+            {"_id": stored["volunteer_id"], "seq": stored["seq"] - 1},
             {
-                "_id": "$kind",
-                "hours_cents": {"$sum": "$hours_cents"},
-                "points_cents": {"$sum": "$points_cents"},
-                "entries": {"$sum": 1},
+                "$set": {"seq": stored["seq"], "head": stored["hash"], "hours_cents": stored["balance_hours_cents"],
+                         "points_cents": stored["balance_points_cents"]},
+                "$inc": {"services": 1 if stored["kind"] == "credit" else 0},
             },
         )
-        return {row.pop("_id"): row for row in rows}
+        return result.modified_count == 1
 
-    async def rating_totals(self, volunteer_id: str) -> tuple[int, int]:
-        """(number of ratings, sum of their stars)."""
-        rows = await self._sum(
-            self.ratings, {"volunteer_id": volunteer_id}, {"_id": None, "n": {"$sum": 1}, "stars": {"$sum": "$stars"}}
+    async def chain_heads(self, since: float | None = None) -> dict[str, int]:
+        """The last seq of each volunteer's chain (of those with an entry posted since `since`)."""
+        match: Doc = {} if since is None else {"posted": {"$gt": since}}
+        rows = await self._group(self.entries, match, {"_id": "$volunteer_id", "seq": {"$max": "$seq"}})
+        return {row["_id"]: int(row["seq"] or 0) for row in rows}
+
+    async def all_accounts(self) -> dict[str, Doc]:
+        return {doc["_id"]: doc async for doc in self.accounts.find({})}
+
+    # --- proof of service ---------------------------------------------------------------------------
+
+    async def note_proof(self, request_id: str, facts: Mapping[str, Any]) -> None:
+        """Records what is now known about a request; every fact only ever turns on, so order does not matter."""
+        if (await self.proofs.update_one({"_id": request_id}, {"$set": dict(facts)})).matched_count:
+            return
+        try:
+            await self.proofs.insert_one({
+                "_id": request_id, "volunteer_id": "", "credited": False, "confirmed": False, "disputed": False,
+                "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
+            })
+        except DuplicateKeyError:
+            await self.proofs.update_one({"_id": request_id}, {"$set": dict(facts)})  # inserted meanwhile
+
+    async def proof(self, request_id: str) -> Doc | None:
+        return await self.proofs.find_one({"_id": request_id})
+
+    async def review(self, overdue_before: float, limit: int) -> list[Doc]:
+        open_items = {"confirmed": False, "settled": False}
+        disputed = await self.proofs.find({**open_items, "disputed": True}).limit(limit).to_list()
+        overdue = await self.proofs.find(
+            {**open_items, "disputed": False, "credited": True, "credited_at": {"$lt": overdue_before}}
+        ).sort("credited_at", 1).limit(limit).to_list()
+        return (disputed + overdue)[:limit]
+
+    async def confirmed_hours(self, volunteer_id: str) -> int:
+        rows = await self._group(
+            self.proofs, {"volunteer_id": volunteer_id, "confirmed": True},
+            {"_id": None, "hours_cents": {"$sum": "$hours_cents"}},
         )
-        return (int(rows[0]["n"]), int(rows[0]["stars"])) if rows else (0, 0)
+        return int(rows[0]["hours_cents"] or 0) if rows else 0
 
-    async def add_rating(self, doc: dict[str, Any]) -> None:
+    # --- ratings ------------------------------------------------------------------------------------
+
+    async def add_rating(self, doc: Doc) -> None:
         try:
             await self.ratings.insert_one(doc)
         except DuplicateKeyError:
             pass  # one rating per request; the first one recorded stands
 
-    async def open_account(self, doc: dict[str, Any]) -> None:
+    async def rating(self, request_id: str) -> Doc | None:
+        return await self.ratings.find_one({"_id": request_id})
+
+    async def rating_totals(self, volunteer_id: str) -> tuple[int, int]:
+        """(number of ratings, sum of their stars)."""
+        rows = await self._group(
+            self.ratings, {"volunteer_id": volunteer_id}, {"_id": None, "n": {"$sum": 1}, "stars": {"$sum": "$stars"}}
+        )
+        return (int(rows[0]["n"]), int(rows[0]["stars"] or 0)) if rows else (0, 0)
+
+    # --- the redemption catalogue and its stock -----------------------------------------------------
+
+    async def put_reward(self, doc: Doc) -> None:
+        await self.rewards.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def reward(self, item_id: str) -> Doc | None:
+        return await self.rewards.find_one({"_id": item_id})
+
+    async def rewards_list(self, include_inactive: bool) -> list[Doc]:
+        return await self.rewards.find({} if include_inactive else {"active": True}).sort("_id", 1).to_list()
+
+    async def stock_on_hand(self, item_id: str) -> int:
+        heads = await self.stock.find({"item_id": item_id}).sort("seq", -1).limit(1).to_list()
+        return int(heads[0]["stock_after"]) if heads else 0
+
+    async def move_stock(self, item_id: str, move_id: str, build: Callable[[Doc | None], Doc]) -> Doc:
+        stored, _ = await self.append(self.stock, {"item_id": item_id}, move_id, build)
+        return stored
+
+    async def stock_move(self, move_id: str) -> Doc | None:
+        return await self.stock.find_one({"_id": move_id})
+
+    async def stock_chains(self) -> AsyncIterator[Doc]:
+        async for move in self.stock.find({}).sort([("item_id", 1), ("seq", 1)]):
+            yield move
+
+    # --- redemptions --------------------------------------------------------------------------------
+
+    async def add_redemption(self, doc: Doc) -> Doc:
+        """Stores a new redemption; returns the one already stored under its id instead, if any."""
         try:
-            await self.accounts.insert_one(doc)
+            await self.redemptions.insert_one(doc)
+            return doc
         except DuplicateKeyError:
-            pass  # seen before; first_seen stays
+            stored = await self.redemption(doc["_id"])
+            assert stored is not None
+            return stored
+
+    async def redemption(self, redemption_id: str) -> Doc | None:
+        return await self.redemptions.find_one({"_id": redemption_id})
+
+    async def decide_redemption(self, redemption_id: str, state: str, **fields: Any) -> bool:
+        """pending -> done or refused, once: of two attempts that race, exactly one decides."""
+        result = await self.redemptions.update_one(
+            {"_id": redemption_id, "state": "pending"}, {"$set": {"state": state, **fields}}
+        )
+        return result.modified_count == 1
+
+    async def mark_redemption(self, redemption_id: str, **fields: Any) -> None:
+        await self.redemptions.update_one({"_id": redemption_id}, {"$set": fields})
+
+    async def unfinished_redemptions(self, created_before: float) -> list[Doc]:
+        pending = await self.redemptions.find({"state": "pending", "created": {"$lt": created_before}}).to_list()
+        to_undo = await self.redemptions.find({"state": "refused", "undone": False}).to_list()
+        unannounced = await self.redemptions.find(
+            {"state": "done", "announced": False, "created": {"$lt": created_before}}
+        ).to_list()
+        return pending + to_undo + unannounced
+
+    async def all_redemptions(self) -> dict[str, Doc]:
+        return {doc["_id"]: doc async for doc in self.redemptions.find({})}
+
+    # --- statements from other districts ------------------------------------------------------------
+
+    async def transfer(self, key: str) -> Doc:
+        try:
+            await self.transfers.insert_one({"_id": key, "hours_cents": 0, "statement_id": "", "delta_cents": 0,
+                                             "volunteer_id": ""})
+        except DuplicateKeyError:
+            pass
+        found = await self.transfers.find_one({"_id": key})
+        assert found is not None
+        return found
+
+    async def advance_transfer(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+        result = await self.transfers.update_one(
+            {"_id": before["_id"], "hours_cents": before["hours_cents"], "statement_id": before["statement_id"]},
+            {"$set": dict(after)},
+        )
+        return result.modified_count == 1
+
+    # --- keys and rules -----------------------------------------------------------------------------
+
+    async def signing_key(self, generate: Callable[[], bytes]) -> bytes:
+        """This district's private key, made on first start; every replica then reads the same one."""
+        try:
+            await self.keys.insert_one({"_id": "signing", "pem": generate().decode("ascii"), "created": time.time()})
+        except DuplicateKeyError:
+            pass
+        found = await self.keys.find_one({"_id": "signing"})
+        assert found is not None
+        return str(found["pem"]).encode("ascii")
+
+    async def record_rules(self, version: str, fingerprint: str, content: Mapping[str, Any]) -> str:
+        """Returns the fingerprint stored for this version: the first one seen is the version's content."""
+        try:
+            await self.rule_sets.insert_one(
+                {"_id": version, "fingerprint": fingerprint, "content": dict(content), "first_used": time.time()}
+            )
+        except DuplicateKeyError:
+            pass
+        found = await self.rule_sets.find_one({"_id": version})
+        assert found is not None
+        return str(found["fingerprint"])
+
+    # --- summaries ----------------------------------------------------------------------------------
+
+    async def totals_by_kind(self, volunteer_id: str, through_seq: int) -> dict[str, dict[str, int]]:
+        match = {"volunteer_id": volunteer_id, "seq": {"$lte": through_seq}}
+        rows = await self._group(self.entries, match, self._totals("$kind"))
+        return {row.pop("_id"): self._ints(row) for row in rows}
+
+    async def credits_by_category(self, volunteer_id: str, through_seq: int) -> dict[str, dict[str, int]]:
+        match = {"volunteer_id": volunteer_id, "kind": "credit", "seq": {"$lte": through_seq}}
+        rows = await self._group(self.entries, match, self._totals("$category"))
+        return {row.pop("_id"): self._ints(row) for row in rows}
+
+    async def totals_by_volunteer(self) -> dict[str, dict[str, int]]:
+        rows = await self._group(self.entries, {}, self._totals("$volunteer_id"))
+        return {row.pop("_id"): self._ints(row) for row in rows}
+
+    async def all_entries(self) -> AsyncIterator[Doc]:
+        async for doc in self.entries.find({}).sort([("volunteer_id", 1), ("seq", 1)]):
+            yield doc
 
     @staticmethod
-    async def _sum(
-        collection: AsyncCollection[dict[str, Any]], match: dict[str, Any], group: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _totals(key: str) -> Doc:
+        return {"_id": key, "hours_cents": {"$sum": "$hours_cents"}, "points_cents": {"$sum": "$points_cents"},
+                "entries": {"$sum": 1}}
+
+    @staticmethod
+    def _ints(row: Doc) -> dict[str, int]:
+        # nx-27017 sums a group with no such field to null where MongoDB gives 0.
+        return {k: int(v or 0) for k, v in row.items()}
+
+    @staticmethod
+    async def _group(collection: AsyncCollection[Doc], match: Doc, group: Doc) -> list[Doc]:
         cursor = await collection.aggregate([{"$match": match}, {"$group": group}])
-        rows: list[dict[str, Any]] = await cursor.to_list()
+        rows: list[Doc] = await cursor.to_list()
         return rows

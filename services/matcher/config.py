@@ -1,4 +1,6 @@
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.common.config import BusSettings, env_float, env_int
 
@@ -14,3 +16,10 @@ class MatcherSettings:
     lease: float = field(default_factory=lambda: env_float("MATCHER_LEASE", 30))
     # Requests handled at once by one replica.
     workers: int = field(default_factory=lambda: env_int("MATCHER_WORKERS", 4))
+    rules_path: Path = field(
+        default_factory=lambda: Path(os.environ.get("MATCHER_RULES", Path(__file__).with_name("matching.yaml")))
+    )
+    places_path: Path = field(
+        default_factory=lambda: Path(os.environ.get("MATCHER_PLACES", Path(__file__).with_name("places.yaml")))
+    )
+    timezone: str = field(default_factory=lambda: os.environ.get("MATCHER_TIMEZONE", "Asia/Shanghai"))

@@ -1,6 +1,6 @@
-"""The matcher's decisions: plain functions over plain data, no I/O."""
+"""The matcher's refusals and the events it publishes: plain functions over plain data, no I/O."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,6 +12,8 @@ from contracts.events import (
     AssignmentCompleted,
     AssignmentDeclined,
     AssignmentExpired,
+    AssignmentWithdrawn,
+    FellOut,
     HoursLogged,
     RequestUnmatched,
     VolunteerAssigned,
@@ -20,51 +22,9 @@ from contracts.events import (
 SOURCE = "linli/matcher"
 
 
-@dataclass(frozen=True)
-class Candidate:
-    volunteer_id: str
-    same_grid: bool
-    free: int
-    capacity: int
-
-    @property
-    def load(self) -> float:
-        return 1 - self.free / self.capacity
-
-
-def assignment_id_for(request_id: str, round_: int) -> str:
-    return "a-" + derived_id("assignment", request_id, str(round_))
-
-
-def skilled(volunteer: dict[str, Any], request: dict[str, Any]) -> bool:
-    return request["service"] in volunteer["skills"] or request["category"] in volunteer["skills"]
-
-
-def rank(request: dict[str, Any], volunteers: list[dict[str, Any]], free: dict[str, int]) -> list[Candidate]:
-    """Who to offer the request to, best first: skilled, in the district, with a free slot, not yet tried.
-
-    Same grid first; then the least loaded, so work spreads; the id breaks ties so every replica agrees.
-    """
-    tried = set(request.get("tried", []))
-    candidates = [
-        Candidate(v["_id"], request["grid"] in v["grids"], free.get(v["_id"], 0), v["capacity"])
-        for v in volunteers
-        if v["district"] == request["district"]
-        and skilled(v, request)
-        and v["_id"] not in tried
-        and free.get(v["_id"], 0) > 0
-    ]
-    return sorted(candidates, key=lambda c: (not c.same_grid, c.load, c.volunteer_id))
-
-
-def unmatched_reason(request: dict[str, Any], volunteers: list[dict[str, Any]], free: dict[str, int]) -> str:
-    skilled_here = [v for v in volunteers if v["district"] == request["district"] and skilled(v, request)]
-    if not skilled_here:
-        return f"no volunteer in {request['district']} has the skill {request['service']}"
-    tried = set(request.get("tried", []))
-    if all(v["_id"] in tried for v in skilled_here):
-        return f"all {len(skilled_here)} skilled volunteer(s) were offered it and declined or did not answer"
-    return "every skilled volunteer who was not yet asked is at full capacity"
+def assignment_id_for(request_id: str, round_: int, slot: int = 0) -> str:
+    parts = ("assignment", request_id, str(round_)) if slot == 0 else ("assignment", request_id, str(round_), str(slot))
+    return "a-" + derived_id(*parts)
 
 
 def check_responder(assignment: dict[str, Any] | None, volunteer_id: str) -> dict[str, Any]:
@@ -82,6 +42,8 @@ def refuse_response(assignment: dict[str, Any], accept: bool, now: float) -> Non
         return
     if state == "offered" and assignment["expires"] <= now:
         raise ApiError("offer_expired", "the offer lapsed before the answer arrived", {"state": "expired"})
+    if state == "withdrawn" and assignment.get("reason") == TAKEN:
+        raise ApiError("taken", "another volunteer accepted this request first", {"state": state})
     raise ApiError("offer_closed", f"the offer is {state} and can no longer be answered", {"state": state})
 
 
@@ -96,7 +58,10 @@ def refuse_completion(assignment: dict[str, Any], hours: Decimal) -> None:
     raise ApiError("not_accepted", f"only an accepted assignment can be completed (it is {state})", {"state": state})
 
 
-def _event(data: Any, request: dict[str, Any], kind: str, key: str, causation: str | None) -> Envelope[Any]:
+TAKEN = "another volunteer accepted first"
+
+
+def _event(data: Any, request: Mapping[str, Any], kind: str, key: str, causation: str | None) -> Envelope[Any]:
     return new_event(
         data,
         source=SOURCE,
@@ -108,21 +73,7 @@ def _event(data: Any, request: dict[str, Any], kind: str, key: str, causation: s
     )
 
 
-def offered(request: dict[str, Any], assignment: dict[str, Any]) -> Envelope[Any]:
-    data = VolunteerAssigned(
-        request_id=request["_id"],
-        volunteer_id=assignment["volunteer_id"],
-        assignment_id=assignment["_id"],
-        expires_at=datetime.fromtimestamp(assignment["expires"], UTC),
-        service=request["service"],
-        category=request["category"],
-        grid=request["grid"],
-        urgency=request["urgency"],
-    )
-    return _event(data, request, "volunteer.assigned", assignment["_id"], request.get("cause"))
-
-
-def ids(assignment: dict[str, Any]) -> dict[str, str]:
+def ids(assignment: Mapping[str, Any]) -> dict[str, str]:
     return {
         "request_id": assignment["request_id"],
         "volunteer_id": assignment["volunteer_id"],
@@ -130,25 +81,45 @@ def ids(assignment: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def accepted(request: dict[str, Any], assignment: dict[str, Any]) -> Envelope[Any]:
+def offered(request: Mapping[str, Any], assignment: Mapping[str, Any]) -> Envelope[Any]:
+    data = VolunteerAssigned(
+        **ids(assignment),
+        expires_at=datetime.fromtimestamp(assignment["expires"], UTC),
+        service=request["service"],
+        category=request["category"],
+        grid=request["grid"],
+        urgency=request["urgency"],
+        stage=assignment.get("stage", ""),
+        explanation=assignment.get("explanation", {}),
+    )
+    return _event(data, request, "volunteer.assigned", assignment["_id"], request.get("cause"))
+
+
+def accepted(request: Mapping[str, Any], assignment: Mapping[str, Any]) -> Envelope[Any]:
     return _event(AssignmentAccepted(**ids(assignment)), request, "assignment.accepted", assignment["_id"], None)
 
 
-def declined(request: dict[str, Any], assignment: dict[str, Any], reason: str) -> Envelope[Any]:
+def declined(request: Mapping[str, Any], assignment: Mapping[str, Any], reason: str) -> Envelope[Any]:
     data = AssignmentDeclined(**ids(assignment), reason=reason)
     return _event(data, request, "assignment.declined", assignment["_id"], None)
 
 
-def expired(request: dict[str, Any], assignment: dict[str, Any]) -> Envelope[Any]:
+def expired(request: Mapping[str, Any], assignment: Mapping[str, Any]) -> Envelope[Any]:
     return _event(AssignmentExpired(**ids(assignment)), request, "assignment.expired", assignment["_id"], None)
 
 
-def completed(request: dict[str, Any], assignment: dict[str, Any]) -> list[Envelope[Any]]:
+def withdrawn(request: Mapping[str, Any], assignment: Mapping[str, Any], reason: str, by: str) -> Envelope[Any]:
+    data = AssignmentWithdrawn(**ids(assignment), reason=reason, by=by)
+    return _event(data, request, "assignment.withdrawn", assignment["_id"], None)
+
+
+def completed(request: Mapping[str, Any], assignment: Mapping[str, Any]) -> list[Envelope[Any]]:
     hours = Decimal(assignment["hours"])
     done = _event(
         AssignmentCompleted(**ids(assignment), hours=hours, note=assignment.get("note", "")),
         request, "assignment.completed", assignment["_id"], None,
     )
+    finished = assignment.get("completed_at")
     logged = _event(
         HoursLogged(
             volunteer_id=assignment["volunteer_id"],
@@ -160,13 +131,20 @@ def completed(request: dict[str, Any], assignment: dict[str, Any]) -> list[Envel
             grid=request["grid"],
             urgency=request["urgency"],
             resident_ref=request.get("resident_ref", ""),
-            completed_at=datetime.fromtimestamp(assignment["completed_at"], UTC) if assignment.get("completed_at") else None,
+            completed_at=datetime.fromtimestamp(finished, UTC) if finished else None,
         ),
         request, "hours.logged", assignment["_id"], done.id,
     )
     return [done, logged]
 
 
-def unmatched(request: dict[str, Any], reason: str) -> Envelope[Any]:
-    data = RequestUnmatched(request_id=request["_id"], reason=reason, tried=list(request.get("tried", [])))
+def unmatched(request: Mapping[str, Any], reason: str) -> Envelope[Any]:
+    why: dict[str, str] = request.get("why", {})
+    data = RequestUnmatched(
+        request_id=request["_id"],
+        reason=reason,
+        tried=list(request.get("tried", [])),
+        candidates=[FellOut(volunteer_id=v, why=w) for v, w in sorted(why.items())],
+        not_considered=dict(request.get("not_considered", {})),
+    )
     return _event(data, request, "request.unmatched", f"{request['_id']}/{request['round']}", request.get("cause"))

@@ -8,6 +8,10 @@ from pymongo.errors import DuplicateKeyError
 FREE = ""  # a slot's holder when it holds no assignment
 
 
+def member_key(kind: str, district: str, value: str) -> str:
+    return f"{kind}:{district}|{value}"
+
+
 class MatcherStore:
     """The roster, requests and assignments as matching needs them.
 
@@ -17,12 +21,26 @@ class MatcherStore:
 
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.volunteers = db["volunteers"]
+        # One small document per (grid, volunteer) and per (skill, volunteer): ranking finds volunteers
+        # by equality on an indexed scalar key, so its cost follows the grids it reads, not the roster
+        # (nx-27017 uses an index only for scalar equality, and misses equality on indexed arrays).
+        self.members = db["grid_members"]
         self.slots = db["slots"]
         self.requests = db["requests"]
         self.assignments = db["assignments"]
+        self.served = db["served"]
+        self.pairings = db["pairings"]
+        self.actions = db["operator_actions"]
 
     async def ensure_indexes(self) -> None:
-        await self.volunteers.create_index([("district", 1), ("skills", 1)])
+        # Ranking reads the grids near the request, so its cost follows the volunteers per grid,
+        # not the size of the roster.
+        await self.members.create_index("key")
+        await self.members.create_index("volunteer_id")
+        await self.assignments.create_index([("request_id", 1), ("round", 1)])
+        await self.served.create_index([("resident_ref", 1), ("volunteer_id", 1)])
+        await self.pairings.create_index([("resident_ref", 1), ("active", 1)])
+        await self.actions.create_index("request_id")
         await self.slots.create_index([("volunteer_id", 1), ("holder", 1)])
         await self.slots.create_index("holder")
         await self.requests.create_index([("state", 1), ("lease", 1)])
@@ -32,7 +50,7 @@ class MatcherStore:
     # roster
 
     async def save_volunteer(self, profile: dict[str, Any]) -> None:
-        await self.volunteers.replace_one({"_id": profile["_id"]}, profile, upsert=True)
+        # Slots and memberships first: once the profile is visible, ranking finds it complete.
         for i in range(profile["capacity"]):
             try:
                 await self.slots.insert_one(
@@ -42,18 +60,103 @@ class MatcherStore:
                 pass
         # A lowered capacity gives up free slots at once; a held one goes when its assignment ends.
         await self.slots.delete_many({"volunteer_id": profile["_id"], "i": {"$gte": profile["capacity"]}, "holder": FREE})
+        keys = [member_key("grid", profile["district"], g) for g in profile["grids"]]
+        keys += [member_key("skill", profile["district"], s) for s in profile["skills"]]
+        wanted = {f"{key}|{profile['_id']}" for key in keys}
+        for key in keys:
+            try:
+                await self.members.insert_one({"_id": f"{key}|{profile['_id']}", "key": key,
+                                               "volunteer_id": profile["_id"]})
+            except DuplicateKeyError:
+                pass
+        async for member in self.members.find({"volunteer_id": profile["_id"]}):
+            if member["_id"] not in wanted:
+                await self.members.delete_one({"_id": member["_id"]})
+        await self.volunteers.replace_one({"_id": profile["_id"]}, profile, upsert=True)
 
-    async def skilled_volunteers(self, district: str, service: str, category: str) -> list[dict[str, Any]]:
-        return await self.volunteers.find({"district": district, "skills": {"$in": [service, category]}}).to_list()
+    async def volunteers_near(
+        self, district: str, service: str, category: str, grids: list[str] | None
+    ) -> list[dict[str, Any]]:
+        """Everyone in these grids (skills are judged by the ranking); district-wide, only the skilled."""
+        keys = (
+            [member_key("skill", district, category), member_key("skill", district, service)]
+            if grids is None
+            else [member_key("grid", district, grid) for grid in grids]
+        )
+        ids: set[str] = set()
+        for key in keys:
+            ids |= {m["volunteer_id"] async for m in self.members.find({"key": key})}
+        return await self.volunteers_by_id(sorted(ids))
 
-    async def free_slots(self, volunteer_ids: list[str]) -> dict[str, int]:
-        if not volunteer_ids:
+    async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[dict[str, Any]]:
+        return await self.volunteers.find({"_id": {"$in": volunteer_ids}}).to_list() if volunteer_ids else []
+
+    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> None:
+        """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly."""
+        from services.matcher.scoring import decayed
+
+        now = time.time()
+        volunteer = await self.volunteers.find_one({"_id": volunteer_id}, {"recent_work": 1, "recent_at": 1})
+        if volunteer is None:
+            return
+        recent = decayed(volunteer.get("recent_work", 0.0), volunteer.get("recent_at", now), now, half_life_days)
+        await self.volunteers.update_one(
+            {"_id": volunteer_id}, {"$set": {"recent_work": recent + amount, "recent_at": now}}
+        )
+
+    async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> None:
+        try:
+            await self.served.insert_one(
+                {"_id": f"rating:{request_id}", "resident_ref": resident_ref, "volunteer_id": volunteer_id,
+                 "stars": stars, "at": time.time()}
+            )
+        except DuplicateKeyError:
+            return  # this rating was counted already
+        await self.volunteers.update_one({"_id": volunteer_id}, {"$inc": {"stars_sum": stars, "stars_n": 1}})
+
+    async def histories(self, resident_ref: str, volunteer_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The latest rating this resident gave each of these volunteers."""
+        if not resident_ref or not volunteer_ids:
             return {}
-        pipeline = [
-            {"$match": {"volunteer_id": {"$in": volunteer_ids}, "holder": FREE}},
-            {"$group": {"_id": "$volunteer_id", "n": {"$sum": 1}}},
-        ]
-        return {row["_id"]: row["n"] async for row in await self.slots.aggregate(pipeline)}
+        latest: dict[str, dict[str, Any]] = {}
+        async for row in self.served.find({"resident_ref": resident_ref, "volunteer_id": {"$in": volunteer_ids}}):
+            if row["at"] >= latest.get(row["volunteer_id"], {}).get("at", 0):
+                latest[row["volunteer_id"]] = row
+        return latest
+
+    # pairings
+
+    async def save_pairing(self, pairing: dict[str, Any]) -> None:
+        await self.pairings.replace_one({"_id": pairing["_id"]}, pairing, upsert=True)
+
+    async def end_pairing(self, pairing_id: str) -> None:
+        await self.pairings.update_one({"_id": pairing_id}, {"$set": {"active": False, "ended": time.time()}})
+
+    async def paired_volunteers(self, resident_ref: str) -> list[str]:
+        if not resident_ref:
+            return []
+        return [p["volunteer_id"] async for p in self.pairings.find({"resident_ref": resident_ref, "active": True})]
+
+    # operator actions
+
+    async def record_action(self, action: dict[str, Any]) -> None:
+        try:
+            await self.actions.insert_one(action)
+        except DuplicateKeyError:
+            pass
+
+    async def actions_on(self, request_id: str) -> list[dict[str, Any]]:
+        return await self.actions.find({"request_id": request_id}).sort("at", 1).to_list()
+
+    async def free_slots(self, volunteers: list[dict[str, Any]]) -> dict[str, int]:
+        # Slot ids are known from each capacity, so the read goes by _id, which every server indexes.
+        slot_ids = [f"{v['_id']}:{i}" for v in volunteers for i in range(v["capacity"])]
+        free: dict[str, int] = {v["_id"]: 0 for v in volunteers}
+        if slot_ids:
+            async for slot in self.slots.find({"_id": {"$in": slot_ids}}):
+                if slot["holder"] == FREE:
+                    free[slot["volunteer_id"]] += 1
+        return free
 
     async def reserve(self, volunteer_id: str, assignment_id: str) -> bool:
         taken = await self.slots.find_one_and_update(
@@ -90,12 +193,29 @@ class MatcherStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def take(self, request: dict[str, Any], lease: float) -> dict[str, Any] | None:
+        """Takes a request in whatever state it was read in, for an operator's change; one taker wins."""
+        return await self.requests.find_one_and_update(
+            {"_id": request["_id"], "state": request["state"], "round": request["round"]},
+            {"$set": {"state": "placing", "lease": time.time() + lease}, "$inc": {"round": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def note_why(self, request_id: str, volunteer_id: str, why: str) -> None:
+        await self.requests.update_one({"_id": request_id}, {"$set": {f"why.{volunteer_id}": why}})
+
     async def move_request(self, request_id: str, expect: dict[str, Any], **changes: Any) -> bool:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
 
     async def stale_placements(self) -> list[dict[str, Any]]:
         return await self.requests.find({"state": "placing", "lease": {"$lt": time.time()}}).limit(200).to_list()
+
+    async def unannounced_unmatched(self, older_than: float) -> list[dict[str, Any]]:
+        cutoff = time.time() - older_than
+        return await self.requests.find(
+            {"state": "unmatched", "announced": False, "settled_at": {"$lt": cutoff}}
+        ).limit(200).to_list()
 
     async def waiting(self, older_than: float) -> list[dict[str, Any]]:
         return await self.requests.find({"state": "open", "opened": {"$lt": time.time() - older_than}}).limit(200).to_list()
@@ -126,6 +246,15 @@ class MatcherStore:
 
     async def mark_announced(self, assignment_id: str) -> None:
         await self.assignments.update_one({"_id": assignment_id}, {"$set": {"announced": True}})
+
+    async def round_offers(self, request_id: str, round_: int) -> list[dict[str, Any]]:
+        return await self.assignments.find({"request_id": request_id, "round": round_}).to_list()
+
+    async def of_request(self, request_id: str) -> list[dict[str, Any]]:
+        return await self.assignments.find({"request_id": request_id}).sort("created", 1).to_list()
+
+    async def release_all(self, assignment_ids: list[str]) -> None:
+        await self.slots.update_many({"holder": {"$in": assignment_ids}}, {"$set": {"holder": FREE}})
 
     async def open_assignments(self, volunteer_id: str) -> list[dict[str, Any]]:
         return await self.assignments.find(

@@ -14,7 +14,14 @@ from faststream.nats.annotations import NatsMessage
 
 from contracts import API, Envelope
 from contracts.calls import Catalog
-from contracts.events import AssignmentAccepted, PointsEarned, RequestUnmatched, VolunteerAssigned
+from contracts.events import (
+    AssignmentAccepted,
+    AssignmentWithdrawn,
+    PointsEarned,
+    RequestReopened,
+    RequestUnmatched,
+    VolunteerAssigned,
+)
 from services.common.bus import on_event
 from services.common.runtime import Service
 from services.notifier import handlers
@@ -182,6 +189,18 @@ def build(settings: NotifierSettings | None = None) -> Service:
     @on_event(broker, settings.bus, "notifier", "assignment.accepted")
     async def accepted(event: Envelope[AssignmentAccepted], message: NatsMessage) -> None:
         async with inbox.once("notifier-accepted", event) as first:
+            if first:
+                await notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "assignment.withdrawn")
+    async def withdrawn(event: Envelope[AssignmentWithdrawn], message: NatsMessage) -> None:
+        async with inbox.once("notifier-withdrawn", event) as first:
+            if first:
+                await notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "request.reopened")
+    async def reopened(event: Envelope[RequestReopened], message: NatsMessage) -> None:
+        async with inbox.once("notifier-reopened", event) as first:
             if first:
                 await notify(event, message)
 

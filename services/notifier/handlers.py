@@ -9,9 +9,11 @@ from contracts import Envelope, new_event
 from contracts.envelope import derived_id
 from contracts.events import (
     AssignmentAccepted,
+    AssignmentWithdrawn,
     NotificationDelivered,
     NotificationFailed,
     PointsEarned,
+    RequestReopened,
     RequestUnmatched,
     VolunteerAssigned,
 )
@@ -35,8 +37,12 @@ def route(event: Envelope[Any]) -> Route:
             return Route("offer", f"volunteer:{volunteer}", ("volunteer", volunteer))
         case AssignmentAccepted(request_id=request):
             return Route("volunteer_coming", f"resident:{request}", ("resident", request))
+        case AssignmentWithdrawn(volunteer_id=volunteer):
+            return Route("offer_withdrawn", f"volunteer:{volunteer}", ("volunteer", volunteer))
         case RequestUnmatched():
             return Route("unmatched", "operators", None)
+        case RequestReopened():
+            return Route("reopened", "operators", None)
         case PointsEarned(volunteer_id=volunteer):
             return Route("points_earned", f"volunteer:{volunteer}", ("volunteer", volunteer))
     raise ValueError(f"the notifier has nothing to say about {event.type}")
@@ -66,9 +72,14 @@ def text(event: Envelope[Any], name: str, labels: dict[str, str], zone: tzinfo) 
             )
         case AssignmentAccepted():
             return f"{greeting(name)}已有志愿者接下您的服务请求，将按约定上门。"
+        case AssignmentWithdrawn() as withdrawn:
+            return f"{greeting(name)}派单{withdrawn.assignment_id}已撤回（{withdrawn.reason}），无需前往。谢谢！"
         case RequestUnmatched() as unmatched:
             tried = f"已联系{len(unmatched.tried)}位志愿者，" if unmatched.tried else ""
             return f"[{event.district}] 请求{unmatched.request_id}无人接单：{unmatched.reason}。{tried}请尽快跟进。"
+        case RequestReopened() as reopened:
+            return (f"[{event.district}] 请求{reopened.request_id}被居民退回（{reopened.reason}），"
+                    f"志愿者{reopened.volunteer_id}的时长待复核，请尽快回访。")
         case PointsEarned() as earned:
             return (
                 f"{greeting(name)}本次服务{number(earned.hours)}小时，获得{number(earned.points)}积分，"

@@ -1,0 +1,349 @@
+"""The civilization bank's steps. Each is idempotent, so a retry, a redelivery or another replica may repeat it."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from contracts import ApiError, Envelope
+from contracts.calls import (
+    AdjustBalance,
+    Balance,
+    ConfirmService,
+    ImportStatement,
+    PutRewardItem,
+    Redeem,
+    ReviewItem,
+    RewardItem,
+    SignedStatement,
+    Statement,
+)
+from contracts.envelope import derived_id
+from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
+from services.common.bus import Outbox
+from services.ledger import chain, handlers, signing
+from services.ledger.config import LedgerSettings
+from services.ledger.rules import price
+from services.ledger.store import Doc, LedgerStore
+
+log = logging.getLogger("linli.ledger")
+
+
+def not_found(what: str, **details: Any) -> ApiError:
+    return ApiError("not_found", f"no {what} with this id", details)
+
+
+class Bank:
+    def __init__(self, store: LedgerStore, outbox: Outbox, settings: LedgerSettings) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.settings = settings
+        self.rules = settings.rules
+        self.key: Ed25519PrivateKey | None = None
+
+    async def start(self) -> None:
+        await self.store.ensure_indexes()
+        stored = await self.store.record_rules(self.rules.version, self.rules.fingerprint(), self.rules.content())
+        if stored != self.rules.fingerprint():
+            raise ValueError(
+                f"points rules version {self.rules.version!r} was used before with other content; "
+                "give the changed rules a new version"
+            )
+        if self.settings.signing_key_path:
+            with open(self.settings.signing_key_path, "rb") as pem:
+                self.key = signing.load_private(pem.read())
+        else:
+            self.key = signing.load_private(await self.store.signing_key(signing.new_private_pem))
+
+    # --- posting entries ----------------------------------------------------------------------------
+
+    async def post(self, body: Doc, guard: Callable[[Doc], None] | None = None) -> Doc:
+        """Appends an entry to its volunteer's chain once, then brings the projections up to it."""
+
+        def build(head: Doc | None) -> Doc:
+            linked = chain.link(body, head)
+            if guard:
+                guard(linked)
+            return linked
+
+        stored = await self.store.append_entry(body["volunteer_id"], body["_id"], build)
+        await self.roll_forward(body["volunteer_id"])
+        return stored
+
+    async def roll_forward(self, volunteer_id: str) -> Doc:
+        """Applies to the projections every entry they have not seen; repairs what a crash left half done."""
+        while True:
+            account = await self.store.ensure_account(volunteer_id)
+            pending = await self.store.entries_after(volunteer_id, account["seq"])
+            if not pending:
+                return account
+            for stored in pending:
+                # Proof first: it is idempotent, and the account's seq says what has been applied.
+                if stored["request_id"] and (facts := handlers.proof_facts(stored)):
+                    await self.store.note_proof(stored["request_id"], facts)
+                if not await self.store.project(stored):
+                    break  # another writer moved the account on; read it again
+
+    # --- events -------------------------------------------------------------------------------------
+
+    async def credit(self, event: Envelope[HoursLogged]) -> tuple[Doc, list[Doc]]:
+        data = event.data
+        account = await self.store.ensure_account(data.volunteer_id)
+        if not account["district"]:
+            await self.store.adopt_district(data.volunteer_id, event.district)
+        pricing = price(self.rules, data.hours, data.category, data.urgency, handlers.done_at(event))
+        bodies = handlers.credit_entries(event, pricing, self.rules, account, time.time())
+        stored = [await self.post(body) for body in bodies]
+        return stored[0], stored[1:]
+
+    async def rated(self, event: Envelope[RequestRated]) -> None:
+        data = event.data
+        await self.store.add_rating(handlers.rating(event))
+        first = await self.store.rating(data.request_id)
+        if first is None or first["event_id"] != event.id:
+            log.warning("a second rating %s of request %s is ignored", event.id, data.request_id)
+            return
+        about = {"volunteer_id": data.volunteer_id, "stars": data.stars, "done": data.done, "comment": data.comment}
+        if handlers.disputes(data.stars, data.done):
+            await self.store.note_proof(data.request_id, {**about, "disputed": True})
+            return
+        await self.store.note_proof(data.request_id, about)
+        account = await self.store.ensure_account(data.volunteer_id)
+        credit = await self.store.credit_for(data.request_id)
+        for body in handlers.rating_entries(event, self.rules, account, credit, time.time()):
+            await self.post(body)
+
+    async def registered(self, event: Envelope[VolunteerRegistered]) -> None:
+        await self.store.register(event.data.volunteer_id, handlers.account(event))
+
+    # --- calls --------------------------------------------------------------------------------------
+
+    async def balance(self, volunteer_id: str) -> Balance:
+        projected = await self.store.account(volunteer_id)
+        if projected is not None or await self.store.entries_after(volunteer_id, 0, limit=1):
+            projected = await self.roll_forward(volunteer_id)  # read-repair after a crash
+        ratings, stars = await self.store.rating_totals(volunteer_id)
+        return handlers.balance_view(volunteer_id, projected, ratings, stars)
+
+    async def adjust(self, call: AdjustBalance) -> Doc:
+        account = await self.store.account(call.volunteer_id)
+        if account is None:
+            raise not_found("volunteer", volunteer_id=call.volunteer_id)
+        if call.request_id:
+            proof = await self.store.proof(call.request_id)
+            if proof is None or proof["volunteer_id"] != call.volunteer_id:
+                raise ApiError("not_found", "no hours of this volunteer for this request",
+                               {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
+        stored = await self.post(handlers.adjustment(call, account, time.time()), guard=handlers.require_cover)
+        handlers.same_adjustment(stored, call)
+        return stored
+
+    async def confirm(self, call: ConfirmService) -> Doc:
+        proof = await self.store.proof(call.request_id)
+        if proof is None or not proof["credited"]:
+            raise ApiError("not_found", "no hours credited for this request", {"request_id": call.request_id})
+        account = await self.store.ensure_account(proof["volunteer_id"])
+        credit = await self.store.credit_for(call.request_id)
+        return await self.post(handlers.operator_confirm(
+            call.request_id, proof["volunteer_id"], call.operator, call.reason, account, credit, time.time()
+        ))
+
+    async def review(self, limit: int) -> list[ReviewItem]:
+        proofs = await self.store.review(time.time() - self.settings.confirm_deadline, limit)
+        return [handlers.review_item(proof) for proof in proofs]
+
+    # --- the redemption catalogue -------------------------------------------------------------------
+
+    async def put_reward(self, call: PutRewardItem) -> RewardItem:
+        item = {
+            "_id": call.item_id, "name": call.name, "kind": call.kind, "points_cents": handlers.to_cents(call.points),
+            "limited": call.stock is not None, "active": call.active, "description": call.description,
+            "updated": time.time(),
+        }
+        await self.store.put_reward(item)
+        if (count := call.stock) is not None:
+            # The operator's count of what is on hand; the movement keeps the history of the stock.
+            move_id = derived_id("stock.count", call.item_id, str(time.time_ns()))
+            await self.store.move_stock(call.item_id, move_id, lambda head: handlers.stock_move(
+                call.item_id, move_id, count - (head["stock_after"] if head else 0), head, "catalog_put", time.time(),
+            ))
+        return await self.reward_view(item)
+
+    async def reward_view(self, item: Doc) -> RewardItem:
+        return handlers.reward_item(item, await self.store.stock_on_hand(item["_id"]) if item["limited"] else None)
+
+    async def rewards(self, include_inactive: bool) -> list[RewardItem]:
+        return [await self.reward_view(item) for item in await self.store.rewards_list(include_inactive)]
+
+    # --- redemptions --------------------------------------------------------------------------------
+    # Stock and points live in different documents, and nx-27017 has no transactions. So a redemption
+    # is a record created first (pending), then two steps that each append to a chain under an id
+    # derived from the redemption (so a repeat finds its own step), then one decision pending ->
+    # done | refused that only one attempt can make. A refused redemption gives back whatever a racing
+    # attempt took; the sweep finishes what a crash left pending.
+
+    async def redeem(self, call: Redeem) -> Doc:
+        item = await self.store.reward(call.item_id)
+        if item is None:
+            raise not_found("catalogue item", item_id=call.item_id)
+        if not item["active"]:
+            raise ApiError("item_unavailable", "this item cannot be redeemed now", {"item_id": call.item_id})
+        if await self.store.account(call.volunteer_id) is None:
+            raise not_found("volunteer", volunteer_id=call.volunteer_id)
+        red = await self.store.add_redemption(handlers.new_redemption(call, item, time.time()))
+        handlers.same_redemption(red, call)
+        red = await self.drive(red)
+        if red["state"] == "refused":
+            raise handlers.refused(red)
+        return red
+
+    async def drive(self, red: Doc) -> Doc:
+        if red["state"] == "pending":
+            red = await self.attempt(red)
+        if red["state"] == "refused" and not red["undone"]:
+            await self.undo(red)
+            red = {**red, "undone": True}
+        if red["state"] == "done" and not red["announced"]:
+            account = await self.store.ensure_account(red["volunteer_id"])
+            await self.outbox.send([handlers.redeemed_event(red, self.settings.district or account["district"])])
+            await self.store.mark_redemption(red["_id"], announced=True)
+        return red
+
+    async def attempt(self, red: Doc) -> Doc:
+        rid, item_id, now = red["_id"], red["item_id"], time.time()
+        take_id = derived_id("stock.take", rid)
+        if red["limited"] and await self.store.stock_move(take_id) is None:
+            # A volunteer who cannot pay must not hold stock that someone else could have had meanwhile.
+            account = await self.roll_forward(red["volunteer_id"])
+            if account["points_cents"] < red["cost_cents"]:
+                return await self.decide(rid, "refused", reason="insufficient_points")
+        if red["limited"]:
+            take = await self.store.move_stock(item_id, take_id, lambda head: handlers.stock_move(
+                item_id, take_id, -red["quantity"], head, rid, now))
+            if take["refused"]:
+                return await self.decide(rid, "refused", reason="out_of_stock")
+        if (current := await self.store.redemption(rid)) is None or current["state"] != "pending":
+            return current or red
+        account = await self.store.ensure_account(red["volunteer_id"])
+        try:
+            spent = await self.post(handlers.spend(red, account, now), guard=handlers.require_cover)
+        except ApiError as exc:
+            if exc.code != "insufficient_points":
+                raise
+            return await self.decide(rid, "refused", reason="insufficient_points")
+        return await self.decide(rid, "done", entry_id=spent["_id"],
+                                 balance_points_cents=spent["balance_points_cents"])
+
+    async def decide(self, redemption_id: str, state: str, **fields: Any) -> Doc:
+        await self.store.decide_redemption(redemption_id, state, **fields)
+        decided = await self.store.redemption(redemption_id)  # this attempt's decision, or the one that won
+        assert decided is not None
+        return decided
+
+    async def undo(self, red: Doc) -> None:
+        rid, item_id, now = red["_id"], red["item_id"], time.time()
+        take = await self.store.stock_move(derived_id("stock.take", rid))
+        if take is not None and not take["refused"]:
+            back_id = derived_id("stock.return", rid)
+            await self.store.move_stock(item_id, back_id, lambda head: handlers.stock_move(
+                item_id, back_id, red["quantity"], head, rid, now))
+        if await self.store.entry(handlers.spend_id(rid)) is not None:
+            account = await self.store.ensure_account(red["volunteer_id"])
+            await self.post(handlers.refund(red, account, now))
+        await self.store.mark_redemption(rid, undone=True)
+
+    # --- statements ---------------------------------------------------------------------------------
+
+    async def statement(self, volunteer_id: str) -> SignedStatement:
+        if await self.store.account(volunteer_id) is None:
+            raise not_found("volunteer", volunteer_id=volunteer_id)
+        projected = await self.roll_forward(volunteer_id)
+        district = self.settings.district or projected["district"]
+        if not district:
+            raise ApiError("no_district", "set LEDGER_DISTRICT: the statement must name the district that issues it")
+        body = handlers.statement(
+            volunteer_id, district, projected,
+            await self.store.totals_by_kind(volunteer_id, through_seq=projected["seq"]),
+            await self.store.credits_by_category(volunteer_id, through_seq=projected["seq"]),
+            await self.store.confirmed_hours(volunteer_id), datetime.now(UTC),
+        )
+        assert self.key is not None
+        public = signing.public_pem(self.key)
+        return SignedStatement(statement=body, signature=signing.sign(self.key, body), key_id=signing.key_id(public))
+
+    async def import_statement(self, call: ImportStatement) -> Doc:
+        district = str(call.statement.get("district", ""))
+        public = self.settings.trusted_keys.get(district)
+        if public is None:
+            raise ApiError("untrusted_district", f"no trusted public key for district {district!r}",
+                           {"district": district, "trusted": sorted(self.settings.trusted_keys)})
+        if not signing.verify(public, call.statement, call.signature):
+            raise ApiError("bad_signature", "the statement does not match its signature: it was altered, "
+                           "or signed with another key", {"district": district})
+        try:
+            stmt = Statement.model_validate(call.statement)
+        except ValidationError as exc:
+            raise ApiError("invalid_statement", "the signed statement is not one this ledger can read",
+                           [err["msg"] for err in exc.errors(include_url=False)]) from None
+        account = await self.store.account(call.volunteer_id)
+        if account is None:
+            raise not_found("volunteer", volunteer_id=call.volunteer_id)
+        if (stored := await self.store.entry(handlers.import_id(district, stmt.statement_id))) is not None:
+            return stored
+        volunteer_id, delta = await self.claim_transfer(stmt, call.volunteer_id)
+        return await self.post(handlers.imported(stmt, volunteer_id, delta, account, time.time()))
+
+    async def claim_transfer(self, stmt: Statement, volunteer_id: str) -> tuple[str, int]:
+        """Hours of one volunteer from one district come in once: a later statement brings only what is new."""
+        total = handlers.to_cents(stmt.hours)
+        while True:
+            seen = await self.store.transfer(f"{stmt.district}/{stmt.volunteer_id}")
+            if seen["statement_id"] == stmt.statement_id:
+                break  # claimed by an earlier attempt at this import
+            if total <= seen["hours_cents"]:
+                raise ApiError("already_imported", "these hours were already carried over by an earlier statement",
+                               {"statement_id": seen["statement_id"], "volunteer_id": seen["volunteer_id"]})
+            claim = {"hours_cents": total, "statement_id": stmt.statement_id,
+                     "delta_cents": total - seen["hours_cents"], "volunteer_id": volunteer_id}
+            if await self.store.advance_transfer(seen, claim):
+                seen = {**seen, **claim}
+                break
+        if seen["volunteer_id"] != volunteer_id:
+            raise ApiError("already_imported", "this statement was imported for another volunteer",
+                           {"volunteer_id": seen["volunteer_id"]})
+        return volunteer_id, int(seen["delta_cents"])
+
+    def public_key(self) -> tuple[str, str]:
+        assert self.key is not None
+        public = signing.public_pem(self.key)
+        return public, signing.key_id(public)
+
+    # --- repairs ------------------------------------------------------------------------------------
+
+    async def sweep(self, since: float | None) -> None:
+        """Rolls forward projections behind their chains, and finishes redemptions a crash left open."""
+        for volunteer_id, seq in (await self.store.chain_heads(since)).items():
+            account = await self.store.account(volunteer_id)
+            if account is None or account["seq"] < seq:
+                log.warning("rolling the projection of %s forward to seq %d", volunteer_id, seq)
+                await self.roll_forward(volunteer_id)
+        for red in await self.store.unfinished_redemptions(time.time() - self.settings.redeem_timeout):
+            log.warning("finishing redemption %s left %s", red["_id"], red["state"])
+            await self.drive(red)
+
+    async def sweep_forever(self) -> None:
+        since: float | None = None  # the first sweep after a start looks at every chain
+        while True:
+            started = time.time()
+            try:
+                await self.sweep(since)
+                # Later sweeps look back far enough to see any append that was still running meanwhile.
+                since = started - 60 - 10 * self.settings.sweep_interval
+            except Exception as exc:
+                log.warning("ledger sweep failed, will retry: %r", exc)
+            await asyncio.sleep(self.settings.sweep_interval)

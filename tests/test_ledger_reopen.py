@@ -1,0 +1,120 @@
+"""Ratings that close the loop: a bad rating reopens the request at intake and disputes the hours in the ledger."""
+
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from contracts import API, new_event
+from contracts.events import AssignmentAccepted, AssignmentCompleted
+from services.common.config import BusSettings
+from services.common.runtime import Service
+from services.intake.app import build as build_intake
+from services.intake.config import IntakeSettings
+from tests.conftest import Bus, eventually, stored_events
+from tests.test_ledger_service import hours, ledger, open_account, publish
+
+pytestmark = pytest.mark.service
+__all__ = ["ledger"]
+
+
+@pytest.fixture
+async def intake(settings: BusSettings) -> AsyncIterator[Service]:
+    service = build_intake(IntakeSettings(bus=settings, announce_after=0.5))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def completed_request(intake: Service, ledger: Service, bus: Bus, volunteer_id: str, amount: str) -> str:
+    """A request served and logged: what the matcher's events would have done to intake and the ledger."""
+    request_id = (await bus.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": "beibei", "grid": "quanwai-01",
+        "service": "repair.plumbing", "resident": {"name": "王秀英", "phone": "13800138000"},
+    }))["request_id"]
+    ids = {"request_id": request_id, "volunteer_id": volunteer_id, "assignment_id": f"a-{uuid.uuid4()}"}
+    await intake.outbox.send([
+        new_event(data, source="linli/matcher", district="beibei", subject=request_id, correlationid=request_id)
+        for data in (AssignmentAccepted(**ids), AssignmentCompleted(**ids, hours=Decimal(amount)))
+    ])
+    await publish(bus, hours(volunteer_id, amount, request_id=request_id))
+    await eventually(lambda: _status_is(bus, request_id, "completed"))
+    await bus.wait_for("points.earned", request_id=request_id, timeout=5)
+    return request_id
+
+
+async def _status_is(bus: Bus, request_id: str, status: str) -> dict[str, Any] | None:
+    view = await bus.call(API.INTAKE_STATUS, {"request_id": request_id})
+    return view if view["status"] == status else None
+
+
+async def review(bus: Bus) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await bus.call(API.LEDGER_REVIEW, {}))["items"]
+    return items
+
+
+async def test_two_stars_reopen_the_request_and_dispute_its_hours(intake: Service, ledger: Service, bus: Bus) -> None:
+    await open_account(bus, ledger, "v-sloppy")
+    request_id = await completed_request(intake, ledger, bus, "v-sloppy", "1.5")
+
+    view = await bus.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 2, "comment": "还在漏水"})
+    again = await bus.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 2, "comment": "还在漏水"})
+
+    assert view["status"] == again["status"] == "reopened" and view["stars"] == 2
+    assert view["history"][-1]["status"] == "reopened"
+    assert view["history"][-1]["note"] == "reopened for an operator's review: 2 stars: 还在漏水"
+    reopened = (await bus.wait_for("request.reopened", request_id=request_id, timeout=5))[0]
+    assert reopened["data"] == {"request_id": request_id, "volunteer_id": "v-sloppy", "stars": 2,
+                                "reason": "reopened for an operator's review: 2 stars: 还在漏水"}
+    [disputed] = await eventually(lambda: review(bus))
+    assert (disputed["request_id"], disputed["state"], disputed["hours"], disputed["stars"], disputed["done"]) == (
+        request_id, "disputed", "1.50", 2, True)
+    assert await ledger.db["entries"].count_documents({"request_id": request_id, "kind": "confirm"}) == 0
+    assert len(await stored_events(bus.nc, "request.reopened")) == 1
+
+    reversed_ = await bus.call(API.LEDGER_ADJUST, {
+        "volunteer_id": "v-sloppy", "hours": "-1.5", "points": "-15", "request_id": request_id,
+        "reason": "resident says the leak was not fixed; hours reversed", "operator": "op-wang",
+        "idempotency_key": f"reverse-{request_id}",
+    })
+    assert (reversed_["kind"], reversed_["balance_hours"], reversed_["balance_points"]) == ("adjust", "0.00", "0.00")
+    assert await review(bus) == []
+    balance = await bus.call(API.LEDGER_BALANCE, {"volunteer_id": "v-sloppy"})
+    assert (balance["hours"], balance["points"], balance["ratings"]) == ("0.00", "0.00", 1)
+
+
+async def test_not_done_reopens_even_with_five_stars_until_an_operator_confirms(
+    intake: Service, ledger: Service, bus: Bus
+) -> None:
+    request_id = await completed_request(intake, ledger, bus, "v-kind", "1")
+
+    view = await bus.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5, "done": False})
+    changed = await bus.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5})
+
+    assert view["status"] == "reopened" and "not done" in view["history"][-1]["note"]
+    assert changed["error"]["code"] == "already_rated"
+    [rated] = await bus.wait_for("request.rated", request_id=request_id, timeout=5)
+    assert rated["data"]["done"] is False
+    [disputed] = await eventually(lambda: review(bus))
+    assert (disputed["state"], disputed["done"]) == ("disputed", False)
+    assert await ledger.db["entries"].count_documents({"request_id": request_id, "kind": "bonus"}) == 0
+
+    confirmed = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "operator": "op-wang",
+                                                    "reason": "visited: it was done"})
+    assert confirmed["kind"] == "confirm" and confirmed["reason"] == "confirmed by op-wang: visited: it was done"
+    assert await review(bus) == []
+
+
+async def test_a_good_rating_confirms_the_hours(intake: Service, ledger: Service, bus: Bus) -> None:
+    request_id = await completed_request(intake, ledger, bus, "v-good", "2")
+
+    view = await bus.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 4, "comment": "好"})
+
+    assert view["status"] == "rated" and [h["status"] for h in view["history"]][-2:] == ["completed", "rated"]
+    confirm = await eventually(
+        lambda: ledger.db["entries"].find_one({"request_id": request_id, "kind": "confirm"}), timeout=5)
+    assert (confirm["volunteer_id"], confirm["category"], confirm["cause"]) == ("v-good", "repair",
+                                                                                 bus.of_type("request.rated")[0]["id"])
+    assert bus.of_type("request.reopened") == [] and await review(bus) == []
