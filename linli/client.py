@@ -18,16 +18,24 @@ class CallFailed(Exception):
         self.error = error
 
 
-def nats_url(data_dir: Path = DEFAULT_DATA) -> str:
-    """NATS_URL if set, else what the running `linli up` wrote down, else the standard port."""
-    if url := os.environ.get("NATS_URL"):
+def server_url(name: str, data_dir: Path, default: str) -> str:
+    """The variable if set, else what the running `linli up` wrote down, else the standard port."""
+    if url := os.environ.get(name):
         return url
     urls = data_dir / "urls.env"
     if urls.exists():
         for line in urls.read_text().splitlines():
-            if line.startswith("NATS_URL="):
+            if line.startswith(f"{name}="):
                 return line.split("=", 1)[1]
-    return "nats://127.0.0.1:4222"
+    return default
+
+
+def nats_url(data_dir: Path = DEFAULT_DATA) -> str:
+    return server_url("NATS_URL", data_dir, "nats://127.0.0.1:4222")
+
+
+def mongo_url(data_dir: Path = DEFAULT_DATA) -> str:
+    return server_url("MONGO_URL", data_dir, "mongodb://127.0.0.1:27017")
 
 
 class Client:

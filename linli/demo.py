@@ -110,9 +110,12 @@ async def scenario(client: Client, watch: Watch) -> None:
         "assignment_id": first["assignment_id"], "volunteer_id": first["volunteer_id"], "accept": False,
         "reason": "在上班",
     })
-    second = (await watch.until("volunteer.assigned", count=2, request_id=request_id))[1]["data"]
+    await watch.until("volunteer.assigned", count=2, request_id=request_id)
+    await asyncio.sleep(0.5)  # a wider stage may ask more than one at once
+    round_two = [e["data"] for e in watch.matching("volunteer.assigned", request_id=request_id)][1:]
+    second = round_two[0]
     helper = second["volunteer_id"]
-    console.print(f"   offered to {names[helper]}")
+    console.print(f"   stage {second['stage']}: offered to {', '.join(names[o['volunteer_id']] for o in round_two)}")
 
     await asyncio.sleep(PAUSE)
     step(f"5. {names[helper]} accepts; the resident can see who is coming")

@@ -3,14 +3,13 @@
 import argparse
 import asyncio
 import json
-import os
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from contracts import API
-from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
+from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url
 from services.common.config import BusSettings
 
 
@@ -68,18 +67,6 @@ def add_commands(subparsers: Any) -> None:
     imported.add_argument("--volunteer", required=True, help="the volunteer's id in this district")
 
     sub.add_parser("public-key", help="this district's public key, for other districts' trust lists")
-
-
-def mongo_url(data_dir: Path) -> str:
-    """MONGO_URL if set, else what the running `linli up` wrote down, else the default."""
-    if url := os.environ.get("MONGO_URL"):
-        return url
-    urls = data_dir / "urls.env"
-    if urls.exists():
-        for line in urls.read_text().splitlines():
-            if line.startswith("MONGO_URL="):
-                return line.split("=", 1)[1]
-    return BusSettings().mongo_url
 
 
 def call_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

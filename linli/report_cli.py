@@ -17,22 +17,10 @@ from pymongo.errors import PyMongoError
 from rich.table import Table as RichTable
 
 from contracts import API
-from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
+from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url
 from linli.show import console
 from services.ledger import reports
 from services.ledger.report_store import ReportStore
-
-
-def mongo_url(data_dir: Path = DEFAULT_DATA) -> str:
-    """MONGO_URL if set, else what the running `linli up` wrote down, else the standard port."""
-    if url := os.environ.get("MONGO_URL"):
-        return url
-    urls = data_dir / "urls.env"
-    if urls.exists():
-        for line in urls.read_text().splitlines():
-            if line.startswith("MONGO_URL="):
-                return line.split("=", 1)[1]
-    return "mongodb://127.0.0.1:27017"
 
 
 def month_arg(text: str) -> str:

@@ -19,6 +19,9 @@ STYLE = {
     "points.earned": "bold magenta",
     "request.rated": "cyan",
     "request.cancelled": "red",
+    "assignment.withdrawn": "dim red",
+    "request.reopened": "bold red",
+    "points.redeemed": "magenta",
     "notification.delivered": "blue",
     "notification.failed": "bold red",
 }
@@ -44,6 +47,14 @@ def describe(event: dict[str, Any]) -> str:
             return f"{short(d['volunteer_id'])} on request {short(d['request_id'])}: {d.get('reason') or 'no reason'}"
         case "assignment.completed":
             return f"{short(d['volunteer_id'])} finished request {short(d['request_id'])} in {d['hours']} h"
+        case "assignment.withdrawn":
+            return f"{short(d['volunteer_id'])} on request {short(d['request_id'])}: {d.get('reason', '')}"
+        case "pairing.created" | "pairing.ended":
+            return f"{d.get('kind', '')} {short(d['volunteer_id'])} for resident {short(d['resident_ref'])}"
+        case "request.reopened":
+            return f"{short(d['request_id'])}: {d['reason']} -> operator"
+        case "points.redeemed":
+            return f"{short(d.get('volunteer_id'))} spent {d.get('points', '')} points"
         case "request.unmatched":
             return f"{short(d['request_id'])}: {d['reason']} -> operator"
         case "hours.logged":

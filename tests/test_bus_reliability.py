@@ -1,6 +1,5 @@
 """The shared consumer machinery on a real nats-server: retries with delay, dead letters, replay, outbox relay."""
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
