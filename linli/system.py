@@ -59,12 +59,14 @@ class System:
         key = f"{name}-{n}"
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
+        self.ready_file(key).unlink(missing_ok=True)
         env = {
             **os.environ,
             "NATS_URL": self.nats_url,
             "MONGO_URL": self.mongo_url,
             "PYTHONUNBUFFERED": "1",
             **self.env,
+            "LINLI_READY_FILE": str(self.ready_file(key)),
         }
         log = open(logs / f"{key}.log", "ab")
         process = subprocess.Popen(
@@ -73,6 +75,9 @@ class System:
         )
         self.processes[key] = process
         return process
+
+    def ready_file(self, key: str) -> Path:
+        return self.data_dir / "logs" / f"{key}.ready"
 
     def log_of(self, key: str) -> str:
         path = self.data_dir / "logs" / f"{key}.log"
@@ -86,7 +91,7 @@ class System:
                 process = self.processes[key]
                 if process.poll() is not None:
                     raise RuntimeError(f"{key} exited with code {process.returncode}:\n{self.log_of(key)[-3000:]}")
-                if " started (pid " in self.log_of(key):
+                if self.ready_file(key).exists():
                     pending.discard(key)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after {timeout:.0f} s: {sorted(pending)}")

@@ -4,6 +4,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -51,6 +52,8 @@ class Service:
         await self.broker.start()
         self._tasks = [asyncio.create_task(self._guard(loop)) for loop in self.loops]
         log.info("%s started (pid %d)", self.name, os.getpid())
+        if ready := os.environ.get("LINLI_READY_FILE"):
+            Path(ready).write_text(str(os.getpid()))  # whoever started us can tell, whatever the log level
 
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         while True:
