@@ -33,6 +33,7 @@ class LedgerStore:
         await self.entries.create_index([("volunteer_id", 1), ("seq", 1)], unique=True)
         await self.entries.create_index("posted")
         await self.entries.create_index("request_id")
+        await self.entries.create_index([("district", 1), ("at", 1)])  # a community's month, for reports
         await self.ratings.create_index("volunteer_id")
         await self.proofs.create_index([("confirmed", 1), ("settled", 1), ("disputed", 1)])
         await self.stock.create_index([("item_id", 1), ("seq", 1)], unique=True)
