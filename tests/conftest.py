@@ -10,6 +10,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from linli.embedded import Server, start_mongo, start_nats
+from linli.system import System
 from services.common.config import BusSettings
 
 
@@ -93,6 +94,16 @@ async def bus(nats_server: Server) -> AsyncIterator[Bus]:
     watcher = Bus(nc)
     await watcher.watch()
     yield watcher
+    await nc.close()
+
+
+@pytest.fixture
+async def client(system: System) -> AsyncIterator[Bus]:
+    """A kiosk's view of the `system` fixture that a whole-system test module starts."""
+    nc = await nats.connect(system.nats_url)
+    bus = Bus(nc)
+    await bus.watch()
+    yield bus
     await nc.close()
 
 

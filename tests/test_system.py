@@ -2,10 +2,9 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
-import nats
 import pytest
 
 from contracts import API
@@ -27,15 +26,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     )
     yield running
     running.stop()
-
-
-@pytest.fixture
-async def client(system: System) -> AsyncIterator[Bus]:
-    nc = await nats.connect(system.nats_url)
-    bus = Bus(nc)
-    await bus.watch()
-    yield bus
-    await nc.close()
 
 
 async def test_from_registration_to_a_credited_rated_service(system: System, client: Bus) -> None:
