@@ -445,6 +445,18 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 # ---------------------------------------------------------------- services phase
 
 
+async def measured_run(tracker: Tracker, plan: list[Req], args: argparse.Namespace, call: CallFn,
+                       pids: dict[str, int]) -> Result:
+    """The timed part of a phase: drive the plan and take the CPU each process and the rest of the machine used."""
+    everyone = all_processes()
+    before = cpu_snapshot(pids)
+    window = await drive(tracker, plan, args.rate, call, args.timeout)
+    after = cpu_snapshot(pids)
+    result = summarize(tracker, plan, args.rate, window, cpu_delta(before, after))
+    result.foreign = foreign_cpu(everyone, all_processes(), our_pids(pids))
+    return result
+
+
 async def services_phase(system: System, args: argparse.Namespace, vols: list[Volunteer], warm: list[Req],
                          plan: list[Req], pids: dict[str, int], matcher_db: str) -> Result:
     client = await Client.connect(system.nats_url)
@@ -498,13 +510,7 @@ async def services_phase(system: System, args: argparse.Namespace, vols: list[Vo
                 log("[services] warning: some warm-up requests had no outcome")
             await asyncio.sleep(0.5)
 
-        everyone = all_processes()
-        before = cpu_snapshot(pids)
-        window = await drive(tracker, plan, args.rate, call, args.timeout)
-        after = cpu_snapshot(pids)
-        result = summarize(tracker, plan, args.rate, window, cpu_delta(before, after))
-        result.foreign = foreign_cpu(everyone, all_processes(), our_pids(pids))
-        return result
+        return await measured_run(tracker, plan, args, call, pids)
     finally:
         await client.close()
         await observer.close()
@@ -799,13 +805,7 @@ async def floor_phase(nats_url: str, mongo_url: str, args: argparse.Namespace, w
             await drive(warm_tracker, warm, 10.0, call, args.timeout, progress=False)
             await sub.unsubscribe()
             await asyncio.sleep(0.5)
-        everyone = all_processes()
-        before = cpu_snapshot(pids)
-        window = await drive(tracker, plan, args.rate, call, args.timeout)
-        after = cpu_snapshot(pids)
-        result = summarize(tracker, plan, args.rate, window, cpu_delta(before, after))
-        result.foreign = foreign_cpu(everyone, all_processes(), our_pids(pids))
-        return result
+        return await measured_run(tracker, plan, args, call, pids)
     finally:
         await nc.close()
         await observer.close()

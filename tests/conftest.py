@@ -2,6 +2,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,9 @@ class Bus:
             raise AssertionError(f"no {count}x {event_type} {data} within {timeout}s; last events: {seen}") from None
 
 
-@pytest.fixture
-async def bus(nats_server: Server) -> AsyncIterator[Bus]:
-    nc = await nats.connect(nats_server.url)
+@asynccontextmanager
+async def watching(url: str) -> AsyncIterator[Bus]:
+    nc = await nats.connect(url)
     watcher = Bus(nc)
     await watcher.watch()
     yield watcher
@@ -98,13 +99,16 @@ async def bus(nats_server: Server) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
+async def bus(nats_server: Server) -> AsyncIterator[Bus]:
+    async with watching(nats_server.url) as watcher:
+        yield watcher
+
+
+@pytest.fixture
 async def client(system: System) -> AsyncIterator[Bus]:
     """A kiosk's view of the `system` fixture that a whole-system test module starts."""
-    nc = await nats.connect(system.nats_url)
-    bus = Bus(nc)
-    await bus.watch()
-    yield bus
-    await nc.close()
+    async with watching(system.nats_url) as watcher:
+        yield watcher
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
