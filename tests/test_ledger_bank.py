@@ -149,6 +149,28 @@ async def test_a_burst_from_many_volunteers_never_oversells(ledger: Service, set
         await second.stop()
 
 
+async def test_a_volunteer_who_cannot_pay_for_all_they_fired_holds_no_stock_from_others(
+    ledger: Service, settings: BusSettings, bus: Bus
+) -> None:
+    second = await started(ledger_settings(settings))
+    try:
+        await bus.call(API.LEDGER_CATALOG_PUT, {**RICE, "stock": 2})
+        await funded(bus, ledger, "v-eager", "30")  # one bag's worth, asked for four times at once
+        await funded(bus, ledger, "v-patient", "30")
+        calls = [redeem("v-eager") for _ in range(4)] + [redeem("v-patient")]
+
+        replies = await asyncio.gather(*(bus.call(API.LEDGER_REDEEM, call) for call in calls))
+
+        won = Counter(call["volunteer_id"] for call, reply in zip(calls, replies) if "error" not in reply)
+        assert won == {"v-eager": 1, "v-patient": 1}, replies
+        assert {r["error"]["code"] for r in replies if "error" in r} <= {"insufficient_points", "out_of_stock"}
+        assert await stock(bus) == 0 and (await balance(bus, "v-eager"))["points"] == "0.00"
+        await eventually(lambda: _no_redemption_left_open(ledger), timeout=10)
+        assert await verified(ledger) == []
+    finally:
+        await second.stop()
+
+
 async def _no_redemption_left_open(ledger: Service) -> bool:
     return await ledger.db["redemptions"].count_documents({"state": "pending"}) == 0 and (
         await ledger.db["redemptions"].count_documents({"state": "refused", "undone": False}) == 0

@@ -183,9 +183,10 @@ class Bank:
     # --- redemptions --------------------------------------------------------------------------------
     # Stock and points live in different documents, and nx-27017 has no transactions. So a redemption
     # is a record created first (pending), then two steps that each append to a chain under an id
-    # derived from the redemption (so a repeat finds its own step), then one decision pending ->
-    # done | refused that only one attempt can make. A refused redemption gives back whatever a racing
-    # attempt took; the sweep finishes what a crash left pending.
+    # derived from the redemption (so a repeat finds its own step): spend the points, then take the
+    # stock. Then one decision pending -> done | refused that only one attempt can make. A refused
+    # redemption gives back whatever it or a racing attempt took; the sweep finishes what a crash left
+    # pending.
 
     async def redeem(self, call: Redeem) -> Doc:
         item = await self.store.reward(call.item_id)
@@ -205,7 +206,9 @@ class Bank:
     async def drive(self, red: Doc) -> Doc:
         if red["state"] == "pending":
             red = await self.attempt(red)
-        if red["state"] == "refused" and not red["undone"]:
+        if red["state"] == "refused":
+            # Every time, not only once: a racing attempt may have written a step after the decision,
+            # and undoing is idempotent (the return and the refund have ids derived from the redemption).
             await self.undo(red)
             red = {**red, "undone": True}
         if red["state"] == "done" and not red["announced"]:
@@ -215,20 +218,14 @@ class Bank:
         return red
 
     async def attempt(self, red: Doc) -> Doc:
+        # Points are spent before stock is taken, so stock is only ever held by a redemption already
+        # paid for: a volunteer whose points cannot cover every redemption they fired at once is
+        # refused without holding stock that someone else could have had meanwhile.
         rid, item_id, now = red["_id"], red["item_id"], time.time()
         take_id = derived_id("stock.take", rid)
-        if red["limited"] and await self.store.stock_move(take_id) is None:
-            # A volunteer who cannot pay must not hold stock that someone else could have had meanwhile.
-            account = await self.roll_forward(red["volunteer_id"])
-            if account["points_cents"] < red["cost_cents"]:
-                return await self.decide(rid, "refused", reason="insufficient_points")
-        if red["limited"]:
-            take = await self.store.move_stock(item_id, take_id, lambda head: handlers.stock_move(
-                item_id, take_id, -red["quantity"], head, rid, now))
-            if take["refused"]:
-                return await self.decide(rid, "refused", reason="out_of_stock")
-        if (current := await self.store.redemption(rid)) is None or current["state"] != "pending":
-            return current or red
+        if (red["limited"] and await self.store.stock_move(take_id) is None
+                and await self.store.stock_on_hand(item_id) < red["quantity"]):
+            return await self.decide(rid, "refused", reason="out_of_stock")
         account = await self.store.ensure_account(red["volunteer_id"])
         try:
             spent = await self.post(handlers.spend(red, account, now), guard=handlers.require_cover)
@@ -236,6 +233,13 @@ class Bank:
             if exc.code != "insufficient_points":
                 raise
             return await self.decide(rid, "refused", reason="insufficient_points")
+        if (current := await self.store.redemption(rid)) is None or current["state"] != "pending":
+            return current or red
+        if red["limited"]:
+            take = await self.store.move_stock(item_id, take_id, lambda head: handlers.stock_move(
+                item_id, take_id, -red["quantity"], head, rid, now))
+            if take["refused"]:
+                return await self.decide(rid, "refused", reason="out_of_stock")  # drive() refunds the points
         return await self.decide(rid, "done", entry_id=spent["_id"],
                                  balance_points_cents=spent["balance_points_cents"])
 
