@@ -22,6 +22,9 @@ class BusSettings:
     ack_wait: float = field(default_factory=lambda: env_float("LINLI_ACK_WAIT", 30))
     retry_base_delay: float = field(default_factory=lambda: env_float("LINLI_RETRY_BASE_DELAY", 0.5))
     outbox_relay_interval: float = field(default_factory=lambda: env_float("LINLI_OUTBOX_RELAY_INTERVAL", 1.0))
+    # How long stopping waits for the NATS connection to drain before it closes it: with the server
+    # gone the drain never finishes, and what was not acknowledged is redelivered anyway.
+    stop_timeout: float = field(default_factory=lambda: env_float("LINLI_STOP_TIMEOUT", 10.0))
 
     def database(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
+from nats.errors import Error as NatsError
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -70,9 +71,22 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.broker.stop()
+        await self._stop_broker()
         await self.mongo.close()
         log.info("%s stopped", self.name)
+
+    async def _stop_broker(self) -> None:
+        """Drains the NATS connection, within a time limit; a server that has gone away cannot be
+        drained, so then the connection is closed instead and stops trying to reconnect."""
+        connection = self.broker.connection
+        try:
+            await asyncio.wait_for(self.broker.stop(), self.settings.stop_timeout)
+        except (TimeoutError, NatsError) as exc:
+            log.warning("%s: could not drain the NATS connection (%s); closing it", self.name, type(exc).__name__)
+            try:
+                await asyncio.wait_for(connection.close(), self.settings.stop_timeout)
+            except (TimeoutError, NatsError, OSError):  # a socket already broken may refuse the last flush
+                log.warning("%s: the NATS connection did not close cleanly", self.name)
 
     async def run_until_signalled(self) -> None:
         stopping = asyncio.Event()
