@@ -1,5 +1,6 @@
 """A thin client of the public contract, as a kiosk, an operator's tool or a district system would use it."""
 
+import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -8,6 +9,10 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+
+from contracts.subjects import STREAM
+from services.common.bus import consumer_name
 
 DEFAULT_DATA = Path(os.environ.get("LINLI_HOME", ".linli-data"))
 
@@ -36,6 +41,23 @@ def nats_url(data_dir: Path = DEFAULT_DATA) -> str:
 
 def mongo_url(data_dir: Path = DEFAULT_DATA) -> str:
     return server_url("MONGO_URL", data_dir, "mongodb://127.0.0.1:27017")
+
+
+async def caught_up(nc: NATS, service: str, event_type: str, timeout: float = 60.0) -> None:
+    """Waits until `service` has handled every `event_type` event the stream holds so far: its durable
+    consumer has nothing left to deliver and nothing delivered but unacknowledged."""
+    js = nc.jetstream()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            info = await js.consumer_info(STREAM, consumer_name(service, event_type))
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                return
+        except NotFoundError:
+            pass  # the service has not started reading yet
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{service} has not handled every {event_type} event after {timeout:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 class Client:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
-from linli.client import Client
+from linli.client import Client, caught_up
 from linli.show import console, print_event
 from linli.system import System
 
@@ -89,7 +89,7 @@ async def scenario(client: Client, watch: Watch) -> None:
         })
         ids[name] = reply["volunteer_id"]
     await watch.until("volunteer.registered", count=len(VOLUNTEERS))
-    await asyncio.sleep(1.5)  # the matcher builds its roster from those events
+    await caught_up(client.nc, "matcher", "volunteer.registered")  # the matchers' roster is built from them
 
     await asyncio.sleep(PAUSE)
     step("3. 王秀英 (78, lives alone) asks at the kiosk: the kitchen tap is leaking")

@@ -98,7 +98,7 @@ async def settled(bus: Bus, durable: str) -> None:
         info = await bus.nc.jetstream().consumer_info("LINLI", durable)
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-    await eventually(done, timeout=5)
+    await eventually(done, timeout=15)
 
 
 async def balance(bus: Bus, volunteer_id: str) -> dict[str, Any]:
@@ -107,7 +107,7 @@ async def balance(bus: Bus, volunteer_id: str) -> dict[str, Any]:
 
 async def open_account(bus: Bus, ledger: Service, volunteer_id: str, team: str = "") -> None:
     await publish(bus, registered(volunteer_id, team))
-    await eventually(lambda: ledger.db["accounts"].find_one({"_id": volunteer_id, "team": team}), timeout=5)
+    await eventually(lambda: ledger.db["accounts"].find_one({"_id": volunteer_id, "team": team}), timeout=15)
 
 
 async def adjust(bus: Bus, volunteer_id: str, points: str = "0", hours: str = "0", **more: Any) -> dict[str, Any]:
@@ -132,7 +132,7 @@ async def test_the_same_event_delivered_twice_is_credited_once(ledger: Service, 
     await publish(bus, logged, "copy-1")
     await publish(bus, logged, "copy-2")
 
-    await bus.wait_for("points.earned", volunteer_id="v-once", timeout=5)
+    await bus.wait_for("points.earned", volunteer_id="v-once", timeout=15)
     await settled(bus, "ledger-hours-logged")
     assert await balance(bus, "v-once") == {
         "volunteer_id": "v-once", "hours": "1.25", "points": "12.50", "services": 1, "ratings": 0,
@@ -159,7 +159,7 @@ async def test_duplicated_and_reordered_events_count_exactly_once(ledger: Servic
     await publish(bus, rating, "r-2")
     await publish(bus, logged, "h-2")
 
-    [earned] = await bus.wait_for("points.earned", volunteer_id="v-order", timeout=5)
+    [earned] = await bus.wait_for("points.earned", volunteer_id="v-order", timeout=15)
     await settled(bus, "ledger-hours-logged")
     await settled(bus, "ledger-request-rated")
     # the confirmation and the 5-star bonus, then 24 points for 2 h of elderly care and 4 for urgency
@@ -186,7 +186,7 @@ async def test_an_entry_appended_before_a_crash_is_not_credited_again_but_is_ann
 
     await publish(bus, logged)
 
-    [earned] = await bus.wait_for("points.earned", volunteer_id="v-crash", timeout=5)
+    [earned] = await bus.wait_for("points.earned", volunteer_id="v-crash", timeout=15)
     assert earned["data"]["balance_points"] == "20.00"
     assert (await balance(bus, "v-crash"))["points"] == "20.00"
     assert await kinds(ledger, "v-crash") == [(1, "credit", 200, 2000)]
@@ -203,7 +203,7 @@ async def test_the_sweep_rolls_a_projection_left_behind_forward(ledger: Service,
     left_behind = {**head, "_id": "e-left-behind", "hours_cents": 150, "points_cents": 0}
     await ledger.db["entries"].insert_one(link(left_behind, head))
 
-    account = await eventually(lambda: ledger.db["accounts"].find_one({"_id": "v-sweep", "seq": 2}), timeout=5)
+    account = await eventually(lambda: ledger.db["accounts"].find_one({"_id": "v-sweep", "seq": 2}), timeout=15)
     assert (account["hours_cents"], account["points_cents"]) == (150, 500)
     assert await verified(ledger) == []
 
@@ -212,7 +212,7 @@ async def test_balance_sums_several_entries_exactly(ledger: Service, bus: Bus) -
     for amount, category in [("1.25", "repair"), ("2.5", "elderly"), ("0.1", "repair"), ("0.2", "repair")]:
         await publish(bus, hours("v-sum", amount, category))
 
-    found = await bus.wait_for("points.earned", volunteer_id="v-sum", count=4, timeout=5)
+    found = await bus.wait_for("points.earned", volunteer_id="v-sum", count=4, timeout=15)
     # Each event tells the balance after its own entry, in whatever order the entries were appended.
     entries = await ledger.db["entries"].find({"volunteer_id": "v-sum"}).to_list()
     assert {e["data"]["request_id"]: e["data"]["balance_points"] for e in found} == {
@@ -245,7 +245,7 @@ async def test_two_ledgers_appending_to_one_account_at_once_keep_one_chain(
 async def test_verify_names_an_entry_edited_in_the_database(ledger: Service, bus: Bus) -> None:
     for amount in ("1", "1.5", "2"):
         await publish(bus, hours("v-tamper", amount))
-    await bus.wait_for("points.earned", volunteer_id="v-tamper", count=3, timeout=5)
+    await bus.wait_for("points.earned", volunteer_id="v-tamper", count=3, timeout=15)
     assert await verified(ledger) == []
     target = await ledger.db["entries"].find_one({"volunteer_id": "v-tamper", "seq": 2})
 
@@ -294,10 +294,10 @@ async def test_unconfirmed_hours_past_the_deadline_wait_for_an_operator(settings
         logged, other = hours("v-late", "1"), hours("v-late", "2")
         await publish(bus, logged)
         await publish(bus, other)
-        await bus.wait_for("points.earned", volunteer_id="v-late", count=2, timeout=5)
+        await bus.wait_for("points.earned", volunteer_id="v-late", count=2, timeout=15)
         assert (await bus.call(API.LEDGER_REVIEW, {}))["items"] == []
 
-        queue = await eventually(lambda: _review(bus, 2), timeout=5)
+        queue = await eventually(lambda: _review(bus, 2), timeout=15)
         assert {(i["request_id"], i["state"], i["hours"]) for i in queue} == {
             (logged.data.request_id, "overdue", "1.00"), (other.data.request_id, "overdue", "2.00")}
 
@@ -334,7 +334,7 @@ async def test_a_malformed_event_does_not_block_the_one_behind_it(ledger: Servic
     await bus.nc.jetstream().publish(subject, json.dumps(too_long).encode(), headers={"Nats-Msg-Id": "too-long"})
     await publish(bus, hours("v-good", "1.5"))
 
-    await bus.wait_for("points.earned", volunteer_id="v-good", timeout=5)
+    await bus.wait_for("points.earned", volunteer_id="v-good", timeout=15)
     assert (await balance(bus, "v-good"))["points"] == "15.00"
     assert (await balance(bus, "v-bad"))["services"] == 0
 

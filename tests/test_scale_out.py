@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from contracts import API
+from linli.client import caught_up
 from linli.system import System
 from tests.conftest import Bus, eventually
 
@@ -38,7 +39,7 @@ async def burst(system: System, client: Bus, kill_after: int | None) -> None:
         for n in range(VOLUNTEERS)
     ]
     await client.wait_for("volunteer.registered", count=VOLUNTEERS, timeout=30)
-    await asyncio.sleep(1.5)
+    await caught_up(client.nc, "matcher", "volunteer.registered")
 
     async def one(n: int) -> str:
         reply = await client.call(API.INTAKE_SUBMIT, {

@@ -1,14 +1,18 @@
 """The four services as separate processes, driven only through linli.api.* calls and linli.evt.* events."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from contracts import API
-from linli.system import System
+from linli.client import caught_up
+from linli.embedded import Server
+from linli.system import SERVICES, System
 from tests.conftest import Bus, eventually
 
 pytestmark = pytest.mark.system
@@ -35,7 +39,7 @@ async def test_from_registration_to_a_credited_rated_service(system: System, cli
         "skills": ["elderly"], "capacity": 1,
     }))["volunteer_id"]
     await client.wait_for("volunteer.registered", volunteer_id=volunteer)
-    await asyncio.sleep(1.0)  # the matchers build their roster from that event
+    await caught_up(client.nc, "matcher", "volunteer.registered")  # the matchers' roster is built from it
 
     request_id = (await client.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"hotline-{uuid.uuid4()}", "district": district, "grid": "tieling-07",
@@ -97,7 +101,7 @@ async def test_a_killed_matcher_loses_no_request(system: System, client: Bus) ->
             "skills": ["tutoring"], "capacity": 2,
         }))["volunteer_id"])
     await client.wait_for("volunteer.registered", count=3, timeout=20)
-    await asyncio.sleep(1.0)
+    await caught_up(client.nc, "matcher", "volunteer.registered")
     requests = []
     for n in range(10):
         if n == 3:
@@ -133,3 +137,22 @@ async def _status(client: Bus, request_id: str, status: str) -> dict[str, object
 async def _rated_balance(client: Bus, volunteer: str) -> dict[str, object] | None:
     balance = await client.call(API.LEDGER_BALANCE, {"volunteer_id": volunteer})
     return balance if balance.get("ratings") == 1 else None
+
+
+def test_every_service_stops_on_sigterm_after_nats_has_gone(
+    tmp_path: Path, nats_server: Server, mongo_server: Server
+) -> None:
+    running = System.start(tmp_path / "system", nats_url=nats_server.url, mongo_url=mongo_server.url,
+                           env={"LINLI_DB_PREFIX": f"t{uuid.uuid4().hex[:10]}", "LINLI_STOP_TIMEOUT": "3"})
+    try:
+        nats_server.stop()
+        time.sleep(1)  # long enough for every connection to notice and start reconnecting
+        for process in running.processes.values():
+            process.terminate()
+        # A service that hung here would be killed by the deadline below, and fail the test.
+        codes = {key: process.wait(60) for key, process in running.processes.items()}
+        assert codes == {f"{name}-0": 0 for name in SERVICES}
+        assert all(f"{key[:-2]} stopped" in running.log_of(key) for key in codes), {
+            key: running.log_of(key)[-800:] for key in codes}
+    finally:
+        running.stop()

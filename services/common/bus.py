@@ -91,6 +91,11 @@ def make_broker(settings: BusSettings, service: str) -> NatsBroker:
     )
 
 
+def consumer_name(service: str, event_type: str) -> str:
+    """The durable JetStream consumer through which every replica of `service` reads `event_type`."""
+    return f"{service}-{event_type.replace('.', '-')}"
+
+
 def on_event(
     broker: NatsBroker, settings: BusSettings, service: str, event_type: str, *, workers: int = 1
 ) -> Any:
@@ -98,7 +103,7 @@ def on_event(
     return broker.subscriber(
         event_subject(event_type, "*"),
         stream=event_stream(settings),
-        durable=f"{service}-{event_type.replace('.', '-')}",
+        durable=consumer_name(service, event_type),
         pull_sub=PullSub(batch_size=max(8, workers * 2), timeout=2.0),
         config=ConsumerConfig(
             ack_wait=settings.ack_wait,
