@@ -408,6 +408,42 @@ class PublicKey(BaseModel):
     key_id: str
 
 
+class TrustDistrict(Call):
+    district: str = Field(min_length=1, max_length=64, description="The district whose statements to accept.")
+    public_key: str = Field(
+        min_length=1, max_length=4000,
+        description="That district's Ed25519 public key, PEM (SubjectPublicKeyInfo), as its linli.api.ledger.public_key "
+        "gives it. A district already trusted gets this key instead of its old one.",
+    )
+    operator: str = Field(min_length=1, max_length=80)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DistrustDistrict(Call):
+    district: str = Field(min_length=1, max_length=64)
+    operator: str = Field(min_length=1, max_length=80)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class TrustedKeysQuery(Call):
+    pass
+
+
+class TrustedKey(BaseModel):
+    district: str
+    key_id: str = Field(description="First 16 hex digits of sha256 over the public key (DER).")
+    source: Literal["environment", "operator"] = Field(
+        description="LEDGER_TRUSTED_KEYS (changed only by a restart), or a trust_put call."
+    )
+    operator: str = ""
+    reason: str = ""
+    trusted_at: datetime | None = Field(default=None, description="When an operator trusted it.")
+
+
+class TrustedKeys(BaseModel):
+    keys: list[TrustedKey]
+
+
 CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "intake.catalog": (CatalogQuery, Catalog),
     "intake.submit": (SubmitRequest, SubmitReply),
@@ -434,4 +470,7 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ledger.statement": (StatementQuery, SignedStatement),
     "ledger.import_statement": (ImportStatement, LedgerEntry),
     "ledger.public_key": (PublicKeyQuery, PublicKey),
+    "ledger.trust_put": (TrustDistrict, TrustedKey),
+    "ledger.trust_remove": (DistrustDistrict, TrustedKey),
+    "ledger.trust_list": (TrustedKeysQuery, TrustedKeys),
 }

@@ -67,3 +67,6 @@ class API:
     LEDGER_STATEMENT = "linli.api.ledger.statement"
     LEDGER_IMPORT_STATEMENT = "linli.api.ledger.import_statement"
     LEDGER_PUBLIC_KEY = "linli.api.ledger.public_key"
+    LEDGER_TRUST_PUT = "linli.api.ledger.trust_put"
+    LEDGER_TRUST_REMOVE = "linli.api.ledger.trust_remove"
+    LEDGER_TRUST_LIST = "linli.api.ledger.trust_list"

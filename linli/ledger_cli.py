@@ -68,6 +68,19 @@ def add_commands(subparsers: Any) -> None:
 
     sub.add_parser("public-key", help="this district's public key, for other districts' trust lists")
 
+    trust = sub.add_parser("trust", help="accept another district's statements, signed with its public key")
+    trust.add_argument("district")
+    trust.add_argument("key", type=Path, help="that district's public key (PEM), as its `linli ledger public-key` prints")
+    trust.add_argument("--operator", required=True)
+    trust.add_argument("--reason", required=True)
+
+    distrust = sub.add_parser("distrust", help="stop accepting a district's statements")
+    distrust.add_argument("district")
+    distrust.add_argument("--operator", required=True)
+    distrust.add_argument("--reason", required=True)
+
+    sub.add_parser("trusted", help="the districts whose statements this ledger accepts")
+
 
 def call_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     match args.ledger_command:
@@ -97,6 +110,14 @@ def call_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             signed = json.loads(args.file.read_text(encoding="utf-8"))
             return API.LEDGER_IMPORT_STATEMENT, {"statement": signed["statement"], "signature": signed["signature"],
                                                  "volunteer_id": args.volunteer}
+        case "trust":
+            return API.LEDGER_TRUST_PUT, {"district": args.district, "public_key": args.key.read_text(encoding="ascii"),
+                                          "operator": args.operator, "reason": args.reason}
+        case "distrust":
+            return API.LEDGER_TRUST_REMOVE, {"district": args.district, "operator": args.operator,
+                                             "reason": args.reason}
+        case "trusted":
+            return API.LEDGER_TRUST_LIST, {}
         case _:
             return API.LEDGER_PUBLIC_KEY, {}
 
@@ -115,7 +136,14 @@ def run(args: argparse.Namespace) -> int:
         from services.ledger.verify import report_and_exit_code
 
         return report_and_exit_code(args.mongo_url or mongo_url(data_dir), args.db or BusSettings().database("ledger"))
-    subject, payload = call_for(args)
+    try:
+        subject, payload = call_for(args)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"cannot read the file given: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(f"the file is not a signed statement: it has no {exc}", file=sys.stderr)
+        return 2
     try:
         result = asyncio.run(call(nats_url(data_dir), subject, payload))
     except CallFailed as exc:

@@ -3,12 +3,15 @@
 import copy
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts import API
 from linli.embedded import start_nats
@@ -27,9 +30,11 @@ class District:
     bus: Bus
 
 
-@pytest.fixture
-async def districts(settings: BusSettings, bus: Bus, tmp_path: Path) -> AsyncIterator[tuple[District, District]]:
-    """Qufu and Beibei: two district systems, each with its own bus and database, and Beibei trusts Qufu."""
+@asynccontextmanager
+async def two_districts(
+    settings: BusSettings, bus: Bus, tmp_path: Path, configured_trust: bool
+) -> AsyncIterator[tuple[District, District]]:
+    """Qufu and Beibei: two district systems, each with its own bus and database."""
     qufu = await started(ledger_settings(settings, district="qufu"))
     public = (await bus.call(API.LEDGER_PUBLIC_KEY, {}))["public_key"]
     other_nats = start_nats(tmp_path / "beibei")
@@ -37,7 +42,8 @@ async def districts(settings: BusSettings, bus: Bus, tmp_path: Path) -> AsyncIte
     beibei_bus = Bus(nc)
     await beibei_bus.watch()
     beibei_settings = replace(settings, nats_url=other_nats.url, db_prefix=f"{settings.db_prefix}b")
-    beibei = await started(ledger_settings(beibei_settings, district="beibei", trusted_keys={"qufu": public}))
+    beibei = await started(ledger_settings(beibei_settings, district="beibei",
+                                           trusted_keys={"qufu": public} if configured_trust else {}))
     try:
         yield District(qufu, bus), District(beibei, beibei_bus)
     finally:
@@ -45,6 +51,20 @@ async def districts(settings: BusSettings, bus: Bus, tmp_path: Path) -> AsyncIte
         await qufu.stop()
         await nc.close()
         other_nats.stop()
+
+
+@pytest.fixture
+async def districts(settings: BusSettings, bus: Bus, tmp_path: Path) -> AsyncIterator[tuple[District, District]]:
+    """Beibei trusts Qufu's key through LEDGER_TRUSTED_KEYS."""
+    async with two_districts(settings, bus, tmp_path, configured_trust=True) as pair:
+        yield pair
+
+
+@pytest.fixture
+async def strangers(settings: BusSettings, bus: Bus, tmp_path: Path) -> AsyncIterator[tuple[District, District]]:
+    """Beibei trusts nobody until an operator says so."""
+    async with two_districts(settings, bus, tmp_path, configured_trust=False) as pair:
+        yield pair
 
 
 async def served(district: District, volunteer_id: str, *amounts: str) -> None:
@@ -152,3 +172,84 @@ async def test_a_statement_from_an_unknown_district_or_for_an_unknown_volunteer_
     assert garbage["error"]["code"] == "untrusted_district"
     assert await beibei.ledger.db["entries"].count_documents({"kind": "import"}) == 0
     assert (await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-nobody"}))["error"]["code"] == "not_found"
+
+
+def trust(district: str, public_key: str, reason: str = "区间转移接续协议") -> dict[str, Any]:
+    return {"district": district, "public_key": public_key, "operator": "李主任", "reason": reason}
+
+
+async def test_an_operator_trusts_a_district_by_call_replaces_its_key_and_takes_it_back(
+    strangers: tuple[District, District],
+) -> None:
+    qufu, beibei = strangers
+    await served(qufu, "v-mover", "2")
+    await open_account(beibei.bus, beibei.ledger, "v-arrived")
+    signed = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    public = (await qufu.bus.call(API.LEDGER_PUBLIC_KEY, {}))["public_key"]
+    before = await import_(beibei, signed, "v-arrived")
+
+    trusted = await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("qufu", public))
+    again = await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("qufu", public, reason="再说一次"))
+    listed = await beibei.bus.call(API.LEDGER_TRUST_LIST, {})
+    imported = await import_(beibei, signed, "v-arrived")
+
+    assert before["error"]["code"] == "untrusted_district" and before["error"]["details"]["trusted"] == []
+    assert (trusted["district"], trusted["key_id"], trusted["source"], trusted["operator"]) == (
+        "qufu", signing.key_id(public), "operator", "李主任")
+    assert again == trusted  # the same key again changes nothing
+    assert listed == {"keys": [trusted]}
+    assert imported["hours"] == "2.00" and imported["kind"] == "import"
+
+    # Qufu's key is replaced (say, it leaked): statements signed with the old one no longer pass.
+    rotated = signing.public_pem(signing.load_private(signing.new_private_pem()))
+    replaced = await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("qufu", rotated, reason="曲阜更换密钥"))
+    await served(qufu, "v-mover", "1")
+    later = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    assert replaced["key_id"] == signing.key_id(rotated)
+    assert (await import_(beibei, later, "v-arrived"))["error"]["code"] == "bad_signature"
+
+    removed = await beibei.bus.call(API.LEDGER_TRUST_REMOVE, {"district": "qufu", "operator": "李主任",
+                                                              "reason": "协议到期"})
+    assert removed["key_id"] == signing.key_id(rotated)
+    assert (await beibei.bus.call(API.LEDGER_TRUST_LIST, {})) == {"keys": []}
+    assert (await import_(beibei, later, "v-arrived"))["error"]["code"] == "untrusted_district"
+    history = await beibei.ledger.db["trust_log"].find({}).sort("at", 1).to_list()
+    assert [(h["action"], h["key_id"], h["operator"], h["reason"]) for h in history] == [
+        ("trust", signing.key_id(public), "李主任", "区间转移接续协议"),
+        ("replace", signing.key_id(rotated), "李主任", "曲阜更换密钥"),
+        ("remove", signing.key_id(rotated), "李主任", "协议到期"),
+    ]
+    assert (await beibei.bus.call(API.LEDGER_BALANCE, {"volunteer_id": "v-arrived"}))["hours"] == "2.00"
+
+
+async def test_a_bad_own_or_configured_key_is_refused_and_changes_nothing(
+    districts: tuple[District, District],
+) -> None:
+    beibei = districts[1]
+    own = (await beibei.bus.call(API.LEDGER_PUBLIC_KEY, {}))["public_key"]
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+    stranger = signing.public_pem(signing.load_private(signing.new_private_pem()))
+    nobody = {"district": "wanzhou", "operator": "李主任", "reason": "没有这个"}
+
+    replies = {
+        "garbage": await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("wanzhou", "not a key")),
+        "rsa": await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("wanzhou", rsa_key)),
+        "own name": await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("beibei", stranger)),
+        "own key": await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("wanzhou", own)),
+        "configured": await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("qufu", stranger)),
+        "configured removal": await beibei.bus.call(API.LEDGER_TRUST_REMOVE, {**nobody, "district": "qufu"}),
+        "unknown removal": await beibei.bus.call(API.LEDGER_TRUST_REMOVE, nobody),
+        "no reason": await beibei.bus.call(API.LEDGER_TRUST_PUT, {**trust("wanzhou", stranger), "reason": ""}),
+    }
+
+    assert {name: reply["error"]["code"] for name, reply in replies.items()} == {
+        "garbage": "invalid_key", "rsa": "invalid_key", "own name": "own_district", "own key": "own_district",
+        "configured": "configured_in_environment", "configured removal": "configured_in_environment",
+        "unknown removal": "not_found", "no reason": "invalid_request",
+    }
+    assert "Ed25519" in replies["rsa"]["error"]["message"]
+    listed = await beibei.bus.call(API.LEDGER_TRUST_LIST, {})
+    assert [(k["district"], k["source"]) for k in listed["keys"]] == [("qufu", "environment")]
+    assert await beibei.ledger.db["trusted_keys"].count_documents({}) == 0
+    assert await beibei.ledger.db["trust_log"].count_documents({}) == 0

@@ -4,6 +4,7 @@ from contracts.calls import (
     Balance,
     BalanceQuery,
     ConfirmService,
+    DistrustDistrict,
     ImportStatement,
     LedgerEntry,
     PublicKey,
@@ -18,6 +19,10 @@ from contracts.calls import (
     RewardItem,
     SignedStatement,
     StatementQuery,
+    TrustDistrict,
+    TrustedKey,
+    TrustedKeys,
+    TrustedKeysQuery,
 )
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
 from services.common.bus import api_call, on_call, on_event
@@ -106,5 +111,20 @@ def build(settings: LedgerSettings | None = None) -> Service:
     async def public_key(call: PublicKeyQuery) -> PublicKey:
         public, key_id = bank.public_key()
         return PublicKey(district=settings.district, public_key=public, key_id=key_id)
+
+    @on_call(broker, API.LEDGER_TRUST_PUT, "ledger")
+    @api_call(TrustDistrict)
+    async def trust_put(call: TrustDistrict) -> TrustedKey:
+        return await bank.trust(call)  # the same key again changes nothing
+
+    @on_call(broker, API.LEDGER_TRUST_REMOVE, "ledger")
+    @api_call(DistrustDistrict)
+    async def trust_remove(call: DistrustDistrict) -> TrustedKey:
+        return await bank.distrust(call)
+
+    @on_call(broker, API.LEDGER_TRUST_LIST, "ledger")
+    @api_call(TrustedKeysQuery)
+    async def trust_list(call: TrustedKeysQuery) -> TrustedKeys:
+        return TrustedKeys(keys=await bank.trusted())
 
     return service

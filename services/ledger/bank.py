@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from contracts.calls import (
     AdjustBalance,
     Balance,
     ConfirmService,
+    DistrustDistrict,
     ImportStatement,
     PutRewardItem,
     Redeem,
@@ -22,6 +24,8 @@ from contracts.calls import (
     RewardItem,
     SignedStatement,
     Statement,
+    TrustDistrict,
+    TrustedKey,
 )
 from contracts.envelope import derived_id
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
@@ -282,10 +286,11 @@ class Bank:
 
     async def import_statement(self, call: ImportStatement) -> Doc:
         district = str(call.statement.get("district", ""))
-        public = self.settings.trusted_keys.get(district)
+        public = await self.trusted_public_key(district)
         if public is None:
+            trusted = sorted({*self.settings.trusted_keys, *(k["_id"] for k in await self.store.trusted_keys())})
             raise ApiError("untrusted_district", f"no trusted public key for district {district!r}",
-                           {"district": district, "trusted": sorted(self.settings.trusted_keys)})
+                           {"district": district, "trusted": trusted})
         if not signing.verify(public, call.statement, call.signature):
             raise ApiError("bad_signature", "the statement does not match its signature: it was altered, "
                            "or signed with another key", {"district": district})
@@ -321,6 +326,62 @@ class Bank:
             raise ApiError("already_imported", "this statement was imported for another volunteer",
                            {"volunteer_id": seen["volunteer_id"]})
         return volunteer_id, int(seen["delta_cents"])
+
+    # --- other districts' keys ---------------------------------------------------------------------
+    # LEDGER_TRUSTED_KEYS is read at start and wins; an operator adds, replaces and removes the others by
+    # call, and each change is logged with who made it and why.
+
+    async def trusted_public_key(self, district: str) -> str | None:
+        if (configured := self.settings.trusted_keys.get(district)) is not None:
+            return configured
+        stored = await self.store.trusted_key(district)
+        return str(stored["public_key"]) if stored else None
+
+    def not_by_call(self, district: str) -> None:
+        if district in self.settings.trusted_keys:
+            raise ApiError("configured_in_environment", f"the key of {district!r} comes from LEDGER_TRUSTED_KEYS; "
+                           "change it there and restart the ledger", {"district": district})
+
+    async def trust(self, call: TrustDistrict) -> TrustedKey:
+        self.not_by_call(call.district)
+        try:
+            public = signing.check_public(call.public_key.strip() + "\n")
+        except ValueError as exc:
+            raise ApiError("invalid_key", f"the public key of {call.district!r} is {exc}",
+                           {"district": call.district}) from None
+        key_id = signing.key_id(public)
+        if call.district == self.settings.district or key_id == self.public_key()[1]:
+            raise ApiError("own_district", "a ledger does not import its own statements: the hours are already here",
+                           {"district": call.district, "key_id": key_id})
+        stored = await self.store.trusted_key(call.district)
+        if stored is not None and stored["key_id"] == key_id:
+            return handlers.trusted_view(stored)  # the same key again: nothing changes
+        doc = {"_id": call.district, "public_key": public, "key_id": key_id, "operator": call.operator,
+               "reason": call.reason, "at": time.time()}
+        await self.store.put_trusted_key(doc)
+        await self.store.log_trust({**doc, "_id": str(uuid.uuid4()), "district": call.district,
+                                    "action": "replace" if stored else "trust",
+                                    "previous_key_id": stored["key_id"] if stored else ""})
+        log.info("ledger: %s trusts %s (key %s): %s", call.operator, call.district, key_id, call.reason)
+        return handlers.trusted_view(doc)
+
+    async def distrust(self, call: DistrustDistrict) -> TrustedKey:
+        self.not_by_call(call.district)
+        while (stored := await self.store.trusted_key(call.district)) is not None:
+            if await self.store.remove_trusted_key(stored):
+                await self.store.log_trust({
+                    "_id": str(uuid.uuid4()), "district": call.district, "action": "remove", "key_id": stored["key_id"],
+                    "previous_key_id": stored["key_id"], "operator": call.operator, "reason": call.reason,
+                    "at": time.time()})
+                log.info("ledger: %s no longer trusts %s: %s", call.operator, call.district, call.reason)
+                return handlers.trusted_view(stored)
+        raise not_found("trusted district", district=call.district)
+
+    async def trusted(self) -> list[TrustedKey]:
+        configured = [TrustedKey(district=district, key_id=signing.key_id(public), source="environment")
+                      for district, public in self.settings.trusted_keys.items()]
+        return sorted(configured + [handlers.trusted_view(doc) for doc in await self.store.trusted_keys()],
+                      key=lambda key: key.district)
 
     def public_key(self) -> tuple[str, str]:
         assert self.key is not None

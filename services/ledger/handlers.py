@@ -18,6 +18,7 @@ from contracts.calls import (
     RewardItem,
     Statement,
     StatementLine,
+    TrustedKey,
 )
 from contracts.envelope import derived_id
 from contracts.events import HoursLogged, PointsEarned, PointsRedeemed, RequestRated, VolunteerRegistered
@@ -424,3 +425,8 @@ def imported(
         statement_id=stmt.statement_id, from_district=stmt.district, from_volunteer_id=stmt.volunteer_id,
         statement_hours_cents=to_cents(stmt.hours),
     )
+
+
+def trusted_view(stored: Mapping[str, Any]) -> TrustedKey:
+    return TrustedKey(district=stored["_id"], key_id=stored["key_id"], source="operator", operator=stored["operator"],
+                      reason=stored["reason"], trusted_at=datetime.fromtimestamp(stored["at"], UTC))

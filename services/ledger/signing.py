@@ -32,6 +32,17 @@ def public_pem(key: Ed25519PrivateKey) -> str:
     ).decode("ascii")
 
 
+def check_public(public: str) -> str:
+    """The PEM if it is an Ed25519 public key; ValueError saying what is wrong otherwise."""
+    try:
+        key = serialization.load_pem_public_key(public.encode())
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise ValueError("not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"not an Ed25519 key but {type(key).__name__.removesuffix('PublicKey') or 'another kind'}")
+    return public
+
+
 def key_id(public: str) -> str:
     der = serialization.load_pem_public_key(public.encode()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -27,6 +27,10 @@ class LedgerStore:
         # One document per (issuing district, volunteer there): how many of their hours came in so far.
         self.transfers = db["transfers"]
         self.keys = db["keys"]
+        # Other districts' public keys an operator trusted by call (those from LEDGER_TRUSTED_KEYS are not
+        # stored), and every change to them: who, when and why.
+        self.trusted = db["trusted_keys"]
+        self.trust_log = db["trust_log"]
         self.rule_sets = db["rule_sets"]
 
     async def ensure_indexes(self) -> None:
@@ -263,6 +267,26 @@ class LedgerStore:
         found = await self.keys.find_one({"_id": "signing"})
         assert found is not None
         return str(found["pem"]).encode("ascii")
+
+    async def trusted_key(self, district: str) -> Doc | None:
+        return await self.trusted.find_one({"_id": district})
+
+    async def trusted_keys(self) -> list[Doc]:
+        return await self.trusted.find({}).sort("_id", 1).to_list()
+
+    async def put_trusted_key(self, doc: Doc) -> None:
+        try:
+            await self.trusted.insert_one(doc)
+        except DuplicateKeyError:
+            await self.trusted.replace_one({"_id": doc["_id"]}, doc)
+
+    async def remove_trusted_key(self, stored: Doc) -> bool:
+        """Removes the key as it was read; false if another call changed or removed it meanwhile."""
+        result = await self.trusted.delete_one({"_id": stored["_id"], "key_id": stored["key_id"]})
+        return result.deleted_count == 1
+
+    async def log_trust(self, change: Doc) -> None:
+        await self.trust_log.insert_one(change)
 
     async def record_rules(self, version: str, fingerprint: str, content: Mapping[str, Any]) -> str:
         """Returns the fingerprint stored for this version: the first one seen is the version's content."""
