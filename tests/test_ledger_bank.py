@@ -223,3 +223,47 @@ async def test_a_refused_redemption_gives_back_what_a_racing_attempt_took(ledger
              await ledger.db["entries"].find({"volunteer_id": "v-raced"}).sort("seq", 1).to_list()]
     assert kinds == [("adjust", 10000), ("spend", -3000), ("spend", 3000)]
     assert await verified(ledger) == []
+
+
+async def test_a_step_a_crashed_racer_wrote_after_the_refusal_was_undone_is_given_back(
+    ledger: Service, bus: Bus
+) -> None:
+    await bus.call(API.LEDGER_CATALOG_PUT, RICE)
+    await funded(bus, ledger, "v-late", "100")
+    item = await ledger.db["rewards"].find_one({"_id": RICE["item_id"]})
+    from contracts.calls import Redeem
+
+    red = handlers.new_redemption(Redeem.model_validate(redeem("v-late", key="late-000001")), item, time.time())
+    # Refused and undone (nothing was taken then); a racing attempt then spent the points and died.
+    await ledger.db["redemptions"].insert_one({**red, "state": "refused", "reason": "out_of_stock", "undone": True,
+                                               "recheck": True, "recheck_until": time.time() + 600})
+    account = await ledger.db["accounts"].find_one({"_id": "v-late"})
+    last = await ledger.db["entries"].find_one({"volunteer_id": "v-late", "seq": account["seq"]})
+    await ledger.db["entries"].insert_one(chain.link(handlers.spend(red, account, time.time()), last))
+
+    refund = await eventually(lambda: ledger.db["entries"].find_one({"_id": handlers.refund_id(red["_id"])}))
+    assert refund["points_cents"] == 3000
+    assert await eventually(lambda: _balance_is(bus, "v-late", "100.00"))
+    assert await stock(bus) == 10 and await verified(ledger) == []
+
+
+async def test_a_refusal_is_rechecked_for_a_while_then_left_alone(ledger: Service, bus: Bus) -> None:
+    await bus.call(API.LEDGER_CATALOG_PUT, {**RICE, "stock": 0})
+    await funded(bus, ledger, "v-none", "100")
+
+    refused = await bus.call(API.LEDGER_REDEEM, redeem("v-none", key="none-0000001"))
+
+    assert refused["error"]["code"] == "out_of_stock"
+    stored = await ledger.db["redemptions"].find_one({"recheck": True})
+    assert stored is not None and stored["state"] == "refused" and stored["recheck_until"] > time.time()
+    await ledger.db["redemptions"].update_one({"_id": stored["_id"]}, {"$set": {"recheck_until": time.time() - 1}})
+    await eventually(lambda: _rechecks(ledger, 0))
+    assert await ledger.db["entries"].count_documents({"volunteer_id": "v-none", "kind": "spend"}) == 0
+
+
+async def _balance_is(bus: Bus, volunteer_id: str, points: str) -> bool:
+    return bool((await balance(bus, volunteer_id))["points"] == points)
+
+
+async def _rechecks(ledger: Service, count: int) -> bool:
+    return bool(await ledger.db["redemptions"].count_documents({"recheck": True}) == count)

@@ -49,6 +49,8 @@ class Bank:
         self.settings = settings
         self.rules = settings.rules
         self.key: Ed25519PrivateKey | None = None
+        # How long after a refusal a late step of a racing attempt is still looked for.
+        self.recheck_window = max(300.0, 10 * settings.redeem_timeout)
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
@@ -248,22 +250,30 @@ class Bank:
                                  balance_points_cents=spent["balance_points_cents"])
 
     async def decide(self, redemption_id: str, state: str, **fields: Any) -> Doc:
+        if state == "refused":
+            fields |= {"recheck": True, "recheck_until": time.time() + self.recheck_window}
         await self.store.decide_redemption(redemption_id, state, **fields)
         decided = await self.store.redemption(redemption_id)  # this attempt's decision, or the one that won
         assert decided is not None
         return decided
 
-    async def undo(self, red: Doc) -> None:
+    async def undo(self, red: Doc) -> bool:
+        """Gives back the stock and points a refused redemption holds; whether there was anything to give."""
         rid, item_id, now = red["_id"], red["item_id"], time.time()
+        gave = False
         take = await self.store.stock_move(derived_id("stock.take", rid))
-        if take is not None and not take["refused"]:
-            back_id = derived_id("stock.return", rid)
+        back_id = derived_id("stock.return", rid)
+        if take is not None and not take["refused"] and await self.store.stock_move(back_id) is None:
             await self.store.move_stock(item_id, back_id, lambda head: handlers.stock_move(
                 item_id, back_id, red["quantity"], head, rid, now))
-        if await self.store.entry(handlers.spend_id(rid)) is not None:
+            gave = True
+        if (await self.store.entry(handlers.spend_id(rid)) is not None
+                and await self.store.entry(handlers.refund_id(rid)) is None):
             account = await self.store.ensure_account(red["volunteer_id"])
             await self.post(handlers.refund(red, account, now))
+            gave = True
         await self.store.mark_redemption(rid, undone=True)
+        return gave
 
     # --- statements ---------------------------------------------------------------------------------
 
@@ -400,6 +410,11 @@ class Bank:
         for red in await self.store.unfinished_redemptions(time.time() - self.settings.redeem_timeout):
             log.warning("finishing redemption %s left %s", red["_id"], red["state"])
             await self.drive(red)
+        for red in await self.store.redemptions_to_recheck():
+            if await self.undo(red):  # idempotent: gives back only what a late step took
+                log.warning("gave back what a late step took for refused redemption %s", red["_id"])
+            if time.time() > red["recheck_until"]:
+                await self.store.mark_redemption(red["_id"], recheck=False)
 
     async def sweep_forever(self) -> None:
         since: float | None = None  # the first sweep after a start looks at every chain

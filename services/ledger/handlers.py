@@ -317,6 +317,10 @@ def new_redemption(call: Redeem, item: Mapping[str, Any], now: float) -> dict[st
         "entry_id": "",
         "balance_points_cents": 0,
         "undone": False,
+        # A refused redemption is undone again by the sweep until this time: a racing attempt that
+        # crashed after writing a step, but before undoing it, leaves nothing taken for good.
+        "recheck": False,
+        "recheck_until": 0.0,
         "announced": False,
         "created": now,
     }
@@ -349,7 +353,8 @@ def spend(red: Mapping[str, Any], account: Mapping[str, Any], now: float) -> dic
 
 
 def refund(red: Mapping[str, Any], account: Mapping[str, Any], now: float) -> dict[str, Any]:
-    # A spend reversed: only when two attempts at one redemption raced and it was refused after all.
+    # A spend reversed: the stock ran out between the check and the take, or two attempts at one
+    # redemption raced and it was refused after all.
     return entry(
         "spend", entry_id=refund_id(red["_id"]), volunteer_id=red["volunteer_id"], account=account,
         cause=red["idempotency_key"], at=now, posted=now, points_cents=red["cost_cents"],

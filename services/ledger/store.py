@@ -42,6 +42,7 @@ class LedgerStore:
         await self.proofs.create_index([("confirmed", 1), ("settled", 1), ("disputed", 1)])
         await self.stock.create_index([("item_id", 1), ("seq", 1)], unique=True)
         await self.redemptions.create_index([("state", 1), ("created", 1)])
+        await self.redemptions.create_index("recheck")
 
     # --- chains -------------------------------------------------------------------------------------
 
@@ -233,6 +234,9 @@ class LedgerStore:
             {"state": "done", "announced": False, "created": {"$lt": created_before}}
         ).to_list()
         return pending + to_undo + unannounced
+
+    async def redemptions_to_recheck(self) -> list[Doc]:
+        return await self.redemptions.find({"recheck": True}).to_list()
 
     async def all_redemptions(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.redemptions.find({})}
