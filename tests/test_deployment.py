@@ -22,6 +22,14 @@ def test_compose_runs_every_service_on_real_nats_and_mongo() -> None:
     assert services["matcher"]["deploy"]["replicas"] >= 2
 
 
+def test_containers_are_given_time_to_close_their_connections_before_a_kill() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    for name in SERVICES:
+        service = compose["services"][name]
+        grace = float(service["stop_grace_period"].removesuffix("s"))
+        assert grace > float(service["environment"]["LINLI_STOP_TIMEOUT"]), name
+
+
 def test_production_nats_fsyncs_every_write() -> None:
     config = (ROOT / "deploy" / "nats.conf").read_text()
     assert "sync_interval: always" in config and "store_dir" in config
