@@ -235,8 +235,9 @@ async def test_a_step_a_crashed_racer_wrote_after_the_refusal_was_undone_is_give
 
     red = handlers.new_redemption(Redeem.model_validate(redeem("v-late", key="late-000001")), item, time.time())
     # Refused and undone (nothing was taken then); a racing attempt then spent the points and died.
+    # The time to look again has come.
     await ledger.db["redemptions"].insert_one({**red, "state": "refused", "reason": "out_of_stock", "undone": True,
-                                               "recheck": True, "recheck_until": time.time() + 600})
+                                               "recheck": True, "recheck_until": time.time() - 1})
     account = await ledger.db["accounts"].find_one({"_id": "v-late"})
     last = await ledger.db["entries"].find_one({"volunteer_id": "v-late", "seq": account["seq"]})
     await ledger.db["entries"].insert_one(chain.link(handlers.spend(red, account, time.time()), last))
@@ -245,9 +246,10 @@ async def test_a_step_a_crashed_racer_wrote_after_the_refusal_was_undone_is_give
     assert refund["points_cents"] == 3000
     assert await eventually(lambda: _balance_is(bus, "v-late", "100.00"))
     assert await stock(bus) == 10 and await verified(ledger) == []
+    await eventually(lambda: _rechecks(ledger, 0))
 
 
-async def test_a_refusal_is_rechecked_for_a_while_then_left_alone(ledger: Service, bus: Bus) -> None:
+async def test_a_refusal_is_looked_at_once_more_when_its_window_has_passed(ledger: Service, bus: Bus) -> None:
     await bus.call(API.LEDGER_CATALOG_PUT, {**RICE, "stock": 0})
     await funded(bus, ledger, "v-none", "100")
 
@@ -255,7 +257,9 @@ async def test_a_refusal_is_rechecked_for_a_while_then_left_alone(ledger: Servic
 
     assert refused["error"]["code"] == "out_of_stock"
     stored = await ledger.db["redemptions"].find_one({"recheck": True})
-    assert stored is not None and stored["state"] == "refused" and stored["recheck_until"] > time.time()
+    assert stored is not None and stored["state"] == "refused" and stored["recheck_until"] > time.time() + 60
+    await asyncio.sleep(0.5)  # sweeps run every 0.2 s here, and leave it alone until its time
+    assert await _rechecks(ledger, 1)
     await ledger.db["redemptions"].update_one({"_id": stored["_id"]}, {"$set": {"recheck_until": time.time() - 1}})
     await eventually(lambda: _rechecks(ledger, 0))
     assert await ledger.db["entries"].count_documents({"volunteer_id": "v-none", "kind": "spend"}) == 0

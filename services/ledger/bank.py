@@ -49,7 +49,7 @@ class Bank:
         self.settings = settings
         self.rules = settings.rules
         self.key: Ed25519PrivateKey | None = None
-        # How long after a refusal a late step of a racing attempt is still looked for.
+        # How long after a refusal the sweep looks, once, for a late step of a racing attempt.
         self.recheck_window = max(300.0, 10 * settings.redeem_timeout)
 
     async def start(self) -> None:
@@ -411,10 +411,11 @@ class Bank:
             log.warning("finishing redemption %s left %s", red["_id"], red["state"])
             await self.drive(red)
         for red in await self.store.redemptions_to_recheck():
+            if time.time() < red["recheck_until"]:
+                continue  # looked at once, when every attempt that raced it has long finished or died
             if await self.undo(red):  # idempotent: gives back only what a late step took
                 log.warning("gave back what a late step took for refused redemption %s", red["_id"])
-            if time.time() > red["recheck_until"]:
-                await self.store.mark_redemption(red["_id"], recheck=False)
+            await self.store.mark_redemption(red["_id"], recheck=False)
 
     async def sweep_forever(self) -> None:
         since: float | None = None  # the first sweep after a start looks at every chain

@@ -317,7 +317,7 @@ def new_redemption(call: Redeem, item: Mapping[str, Any], now: float) -> dict[st
         "entry_id": "",
         "balance_points_cents": 0,
         "undone": False,
-        # A refused redemption is undone again by the sweep until this time: a racing attempt that
+        # A refused redemption is undone once more by the sweep after this time: a racing attempt that
         # crashed after writing a step, but before undoing it, leaves nothing taken for good.
         "recheck": False,
         "recheck_until": 0.0,
