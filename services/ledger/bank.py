@@ -390,8 +390,9 @@ class Bank:
     async def trusted(self) -> list[TrustedKey]:
         configured = [TrustedKey(district=district, key_id=signing.key_id(public), source="environment")
                       for district, public in self.settings.trusted_keys.items()]
-        return sorted(configured + [handlers.trusted_view(doc) for doc in await self.store.trusted_keys()],
-                      key=lambda key: key.district)
+        by_call = [handlers.trusted_view(doc) for doc in await self.store.trusted_keys()
+                   if doc["_id"] not in self.settings.trusted_keys]  # the environment's key is the one used
+        return sorted(configured + by_call, key=lambda key: key.district)
 
     def public_key(self) -> tuple[str, str]:
         assert self.key is not None
