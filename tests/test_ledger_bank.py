@@ -71,7 +71,7 @@ async def test_a_redemption_spends_points_once_and_is_announced(ledger: Service,
 
     assert first == again and (first["points"], first["balance_points"], first["quantity"]) == ("60.00", "40.00", 2)
     assert reused["error"]["code"] == "idempotency_key_reused"
-    [redeemed] = await bus.wait_for("points.redeemed", volunteer_id="v-rice", timeout=15)
+    [redeemed] = await bus.wait_for("points.redeemed", volunteer_id="v-rice")
     assert redeemed["data"] == {"redemption_id": first["redemption_id"], "volunteer_id": "v-rice",
                                 "item_id": "goods.rice-5kg", "item_name": "大米 5kg", "quantity": 2,
                                 "points": "60.00", "balance_points": "40.00"}
@@ -121,7 +121,7 @@ async def test_a_burst_of_redemptions_on_two_ledgers_never_overspends(
         assert (await balance(bus, "v-burst"))["points"] == "0.00"
         await eventually(lambda: _no_redemption_left_open(ledger), timeout=10)
         assert await stock(bus) == 3
-        await bus.wait_for("points.redeemed", volunteer_id="v-burst", count=7, timeout=15)
+        await bus.wait_for("points.redeemed", volunteer_id="v-burst", count=7)
         assert await verified(ledger) == []
     finally:
         await second.stop()
@@ -190,7 +190,7 @@ async def test_a_redemption_a_crash_left_half_done_is_finished_by_the_sweep(ledg
     take_id = derived_id("stock.take", red["_id"])
     await ledger.db["stock_moves"].insert_one(handlers.stock_move(RICE["item_id"], take_id, -1, head[0], red["_id"], 0))
 
-    [announced] = await bus.wait_for("points.redeemed", volunteer_id="v-crashed", timeout=15)
+    [announced] = await bus.wait_for("points.redeemed", volunteer_id="v-crashed")
     assert (announced["data"]["points"], announced["data"]["balance_points"]) == ("30.00", "70.00")
     stored = await eventually(lambda: ledger.db["redemptions"].find_one({"_id": red["_id"], "announced": True}))
     assert stored["state"] == "done"

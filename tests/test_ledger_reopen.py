@@ -41,7 +41,7 @@ async def completed_request(intake: Service, ledger: Service, bus: Bus, voluntee
     ])
     await publish(bus, hours(volunteer_id, amount, request_id=request_id))
     await eventually(lambda: _status_is(bus, request_id, "completed"))
-    await bus.wait_for("points.earned", request_id=request_id, timeout=15)
+    await bus.wait_for("points.earned", request_id=request_id)
     return request_id
 
 
@@ -65,7 +65,7 @@ async def test_two_stars_reopen_the_request_and_dispute_its_hours(intake: Servic
     assert view["status"] == again["status"] == "reopened" and view["stars"] == 2
     assert view["history"][-1]["status"] == "reopened"
     assert view["history"][-1]["note"] == "reopened for an operator's review: 2 stars: 还在漏水"
-    reopened = (await bus.wait_for("request.reopened", request_id=request_id, timeout=15))[0]
+    reopened = (await bus.wait_for("request.reopened", request_id=request_id))[0]
     assert reopened["data"] == {"request_id": request_id, "volunteer_id": "v-sloppy", "stars": 2,
                                 "reason": "reopened for an operator's review: 2 stars: 还在漏水"}
     [disputed] = await eventually(lambda: review(bus))
@@ -95,7 +95,7 @@ async def test_not_done_reopens_even_with_five_stars_until_an_operator_confirms(
 
     assert view["status"] == "reopened" and "not done" in view["history"][-1]["note"]
     assert changed["error"]["code"] == "already_rated"
-    [rated] = await bus.wait_for("request.rated", request_id=request_id, timeout=15)
+    [rated] = await bus.wait_for("request.rated", request_id=request_id)
     assert rated["data"]["done"] is False
     [disputed] = await eventually(lambda: review(bus))
     assert (disputed["state"], disputed["done"]) == ("disputed", False)

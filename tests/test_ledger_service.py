@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from contracts import API, Envelope, event_subject, new_event
 from contracts.envelope import derived_id
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
+from linli.client import caught_up
 from services.common.bus import envelope_json
 from services.common.config import BusSettings
 from services.common.runtime import Service
@@ -93,14 +94,6 @@ async def publish(bus: Bus, envelope: Envelope[Any], msg_id: str | None = None) 
     )
 
 
-async def settled(bus: Bus, durable: str) -> None:
-    async def done() -> bool:
-        info = await bus.nc.jetstream().consumer_info("LINLI", durable)
-        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
-
-    await eventually(done, timeout=15)
-
-
 async def balance(bus: Bus, volunteer_id: str) -> dict[str, Any]:
     return await bus.call(API.LEDGER_BALANCE, {"volunteer_id": volunteer_id})
 
@@ -132,8 +125,8 @@ async def test_the_same_event_delivered_twice_is_credited_once(ledger: Service, 
     await publish(bus, logged, "copy-1")
     await publish(bus, logged, "copy-2")
 
-    await bus.wait_for("points.earned", volunteer_id="v-once", timeout=15)
-    await settled(bus, "ledger-hours-logged")
+    await bus.wait_for("points.earned", volunteer_id="v-once")
+    await caught_up(bus.nc, "ledger", "hours.logged")
     assert await balance(bus, "v-once") == {
         "volunteer_id": "v-once", "hours": "1.25", "points": "12.50", "services": 1, "ratings": 0,
         "average_stars": None,
@@ -154,14 +147,14 @@ async def test_duplicated_and_reordered_events_count_exactly_once(ledger: Servic
     rating = rated("v-order", logged.data.request_id, 5)
     # The rating overtakes the hours, and both come twice.
     await publish(bus, rating, "r-1")
-    await settled(bus, "ledger-request-rated")
+    await caught_up(bus.nc, "ledger", "request.rated")
     await publish(bus, logged, "h-1")
     await publish(bus, rating, "r-2")
     await publish(bus, logged, "h-2")
 
-    [earned] = await bus.wait_for("points.earned", volunteer_id="v-order", timeout=15)
-    await settled(bus, "ledger-hours-logged")
-    await settled(bus, "ledger-request-rated")
+    [earned] = await bus.wait_for("points.earned", volunteer_id="v-order")
+    await caught_up(bus.nc, "ledger", "hours.logged")
+    await caught_up(bus.nc, "ledger", "request.rated")
     # the confirmation and the 5-star bonus, then 24 points for 2 h of elderly care and 4 for urgency
     assert await kinds(ledger, "v-order") == [(1, "confirm", 0, 0), (2, "bonus", 0, 500), (3, "credit", 200, 2400),
                                               (4, "bonus", 0, 400)]
@@ -186,7 +179,7 @@ async def test_an_entry_appended_before_a_crash_is_not_credited_again_but_is_ann
 
     await publish(bus, logged)
 
-    [earned] = await bus.wait_for("points.earned", volunteer_id="v-crash", timeout=15)
+    [earned] = await bus.wait_for("points.earned", volunteer_id="v-crash")
     assert earned["data"]["balance_points"] == "20.00"
     assert (await balance(bus, "v-crash"))["points"] == "20.00"
     assert await kinds(ledger, "v-crash") == [(1, "credit", 200, 2000)]
@@ -212,7 +205,7 @@ async def test_balance_sums_several_entries_exactly(ledger: Service, bus: Bus) -
     for amount, category in [("1.25", "repair"), ("2.5", "elderly"), ("0.1", "repair"), ("0.2", "repair")]:
         await publish(bus, hours("v-sum", amount, category))
 
-    found = await bus.wait_for("points.earned", volunteer_id="v-sum", count=4, timeout=15)
+    found = await bus.wait_for("points.earned", volunteer_id="v-sum", count=4)
     # Each event tells the balance after its own entry, in whatever order the entries were appended.
     entries = await ledger.db["entries"].find({"volunteer_id": "v-sum"}).to_list()
     assert {e["data"]["request_id"]: e["data"]["balance_points"] for e in found} == {
@@ -245,7 +238,7 @@ async def test_two_ledgers_appending_to_one_account_at_once_keep_one_chain(
 async def test_verify_names_an_entry_edited_in_the_database(ledger: Service, bus: Bus) -> None:
     for amount in ("1", "1.5", "2"):
         await publish(bus, hours("v-tamper", amount))
-    await bus.wait_for("points.earned", volunteer_id="v-tamper", count=3, timeout=15)
+    await bus.wait_for("points.earned", volunteer_id="v-tamper", count=3)
     assert await verified(ledger) == []
     target = await ledger.db["entries"].find_one({"volunteer_id": "v-tamper", "seq": 2})
 
@@ -294,7 +287,7 @@ async def test_unconfirmed_hours_past_the_deadline_wait_for_an_operator(settings
         logged, other = hours("v-late", "1"), hours("v-late", "2")
         await publish(bus, logged)
         await publish(bus, other)
-        await bus.wait_for("points.earned", volunteer_id="v-late", count=2, timeout=15)
+        await bus.wait_for("points.earned", volunteer_id="v-late", count=2)
         assert (await bus.call(API.LEDGER_REVIEW, {}))["items"] == []
 
         queue = await eventually(lambda: _review(bus, 2), timeout=15)
@@ -334,7 +327,7 @@ async def test_a_malformed_event_does_not_block_the_one_behind_it(ledger: Servic
     await bus.nc.jetstream().publish(subject, json.dumps(too_long).encode(), headers={"Nats-Msg-Id": "too-long"})
     await publish(bus, hours("v-good", "1.5"))
 
-    await bus.wait_for("points.earned", volunteer_id="v-good", timeout=15)
+    await bus.wait_for("points.earned", volunteer_id="v-good")
     assert (await balance(bus, "v-good"))["points"] == "15.00"
     assert (await balance(bus, "v-bad"))["services"] == 0
 
@@ -346,7 +339,7 @@ async def test_ratings_are_counted_once_per_request_and_averaged(ledger: Service
     await publish(bus, ratings[0], "copy")
     await publish(bus, rated("v-other", "r-9", 1))
 
-    await settled(bus, "ledger-request-rated")
+    await caught_up(bus.nc, "ledger", "request.rated")
     view = await balance(bus, "v-stars")
     assert (view["ratings"], view["average_stars"]) == (3, "4.33")
     assert (view["hours"], view["points"], view["services"]) == ("0.00", "5.00", 0)  # the one 5-star bonus
@@ -358,7 +351,7 @@ async def test_a_registered_volunteer_gets_one_account_with_their_team(ledger: S
     await publish(bus, registered("v-new", team="青年志愿者服务队"))
     await publish(bus, registered("v-new", team="青年志愿者服务队"), "copy")
 
-    await settled(bus, "ledger-volunteer-registered")
+    await caught_up(bus.nc, "ledger", "volunteer.registered")
     accounts = await ledger.db["accounts"].find({}).to_list()
     assert [(a["_id"], a["district"], a["team"], a["seq"]) for a in accounts] == [
         ("v-new", "beibei", "青年志愿者服务队", 0)]

@@ -72,7 +72,7 @@ async def served(district: District, volunteer_id: str, *amounts: str) -> None:
     before = len(district.bus.of_type("points.earned", volunteer_id=volunteer_id))
     for amount in amounts:
         await publish(district.bus, hours(volunteer_id, amount, district="qufu"))
-    await district.bus.wait_for("points.earned", volunteer_id=volunteer_id, count=before + len(amounts), timeout=15)
+    await district.bus.wait_for("points.earned", volunteer_id=volunteer_id, count=before + len(amounts))
 
 
 async def import_(district: District, signed: dict[str, Any], volunteer_id: str) -> dict[str, Any]:
@@ -158,7 +158,7 @@ async def test_a_statement_from_an_unknown_district_or_for_an_unknown_volunteer_
     await served(qufu, "v-stranger", "1")
     await open_account(beibei.bus, beibei.ledger, "v-local")
     await publish(beibei.bus, hours("v-local", "1"))
-    await beibei.bus.wait_for("points.earned", volunteer_id="v-local", timeout=15)
+    await beibei.bus.wait_for("points.earned", volunteer_id="v-local")
     own = await beibei.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-local"})
     signed = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-stranger"})
 

@@ -272,7 +272,8 @@ class Bank:
             account = await self.store.ensure_account(red["volunteer_id"])
             await self.post(handlers.refund(red, account, now))
             gave = True
-        await self.store.mark_redemption(rid, undone=True)
+        if gave or not red["undone"]:
+            await self.store.mark_redemption(rid, undone=True)
         return gave
 
     # --- statements ---------------------------------------------------------------------------------
@@ -411,9 +412,8 @@ class Bank:
         for red in await self.store.unfinished_redemptions(time.time() - self.settings.redeem_timeout):
             log.warning("finishing redemption %s left %s", red["_id"], red["state"])
             await self.drive(red)
-        for red in await self.store.redemptions_to_recheck():
-            if time.time() < red["recheck_until"]:
-                continue  # looked at once, when every attempt that raced it has long finished or died
+        # Looked at once, when every attempt that raced the refusal has long finished or died.
+        for red in await self.store.redemptions_to_recheck(time.time()):
             if await self.undo(red):  # idempotent: gives back only what a late step took
                 log.warning("gave back what a late step took for refused redemption %s", red["_id"])
             await self.store.mark_redemption(red["_id"], recheck=False)

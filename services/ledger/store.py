@@ -235,8 +235,8 @@ class LedgerStore:
         ).to_list()
         return pending + to_undo + unannounced
 
-    async def redemptions_to_recheck(self) -> list[Doc]:
-        return await self.redemptions.find({"recheck": True}).to_list()
+    async def redemptions_to_recheck(self, due_by: float) -> list[Doc]:
+        return await self.redemptions.find({"recheck": True, "recheck_until": {"$lt": due_by}}).to_list()
 
     async def all_redemptions(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.redemptions.find({})}
