@@ -1,32 +1,46 @@
 """The embedded default: a real nats-server and the nx-27017 MongoDB wire-protocol server on loopback."""
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the port. A connection to a port nobody listens on can,
+    rarely, be given that same port as its own and connect to itself; that is not a server."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            return bool(sock.getsockname() != sock.getpeername())
+    except OSError:
+        return False
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
+def wait_for_own_port(
+    reported: Callable[[], int | None], process: subprocess.Popen[bytes], what: str, timeout: float = 20.0
+) -> int:
+    """Waits until the server itself says which port it listens on, then until that port answers.
+
+    Asking the server, rather than only knocking on the port, is what tells our server from another
+    program that happens to hold the port; a server that could not bind its port exits instead."""
     deadline = time.monotonic() + timeout
+    port = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} before it listened on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
+            where = f" on {port}" if port else ""
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it listened{where}")
+        port = port or reported()
+        if port and listening(port):
+            return port
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen within {timeout:.0f} s")
 
 
 def tool(name: str) -> str:
@@ -55,38 +69,67 @@ class Server:
 
 
 def start_nats(data_dir: Path, port: int | None = None) -> Server:
-    port = port or free_port()
+    """Starts nats-server with JetStream on the port given, or on one it picks itself when none is."""
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir / "nats-server.log", "ab")
-    process = subprocess.Popen(
-        [tool("nats-server"), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_for_port(port, process, "nats-server")
+    with (data_dir / "nats-server.log").open("ab") as log:
+        process = subprocess.Popen(
+            [tool("nats-server"), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port or -1),
+             "--ports_file_dir", str(data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ports_file = data_dir / f"nats-server_{process.pid}.ports"
+
+    def reported() -> int | None:
+        try:  # {"nats": ["nats://127.0.0.1:4222"]}, written once the server listens
+            return int(json.loads(ports_file.read_text())["nats"][0].rsplit(":", 1)[1])
+        except (OSError, ValueError, KeyError, IndexError):  # not written yet, or half written
+            return None
+
+    port = _started(process, reported, "nats-server")
     return Server("nats-server", f"nats://127.0.0.1:{port}", port, process)
 
 
 def start_mongo(data_dir: Path, port: int | None = None) -> Server:
-    port = port or free_port()
+    """Starts nx-27017 on the port given, or on one it picks itself when none is."""
     store = data_dir / "mongo"
     store.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir / "nx-27017.out", "ab")
-    process = subprocess.Popen(
-        [
-            tool("nx-27017"),
-            "--data-dir", str(store),
-            "--host", "127.0.0.1",
-            "-p", str(port),
-            "--log-file", str(data_dir / "nx-27017.log"),
-            "--pid-file", str(data_dir / "nx-27017.pid"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    wait_for_port(port, process, "nx-27017")
+    output = data_dir / "nx-27017.out"
+    with output.open("ab") as log:
+        earlier = log.tell()  # the file keeps what servers started before this one printed
+        process = subprocess.Popen(
+            [
+                tool("nx-27017"),
+                "--data-dir", str(store),
+                "--host", "127.0.0.1",
+                "-p", str(port or 0),
+                "--log-file", str(data_dir / "nx-27017.log"),
+                "--pid-file", str(data_dir / "nx-27017.pid"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    announcement = re.compile(rf"\[{process.pid}\] - Listening on [0-9.]+:(\d+)".encode())
+
+    def reported() -> int | None:
+        with output.open("rb") as printed:
+            printed.seek(earlier)
+            found = announcement.search(printed.read())
+        return int(found[1]) if found else None
+
+    port = _started(process, reported, "nx-27017")
     return Server("nx-27017", f"mongodb://127.0.0.1:{port}", port, process)
+
+
+def _started(process: subprocess.Popen[bytes], reported: Callable[[], int | None], what: str) -> int:
+    try:
+        return wait_for_own_port(reported, process, what)
+    except BaseException:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise

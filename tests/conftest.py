@@ -1,5 +1,8 @@
 import asyncio
+import faulthandler
 import json
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -13,6 +16,41 @@ from nats.aio.client import Client as NATS
 from linli.embedded import Server, start_mongo, start_nats
 from linli.system import System
 from services.common.config import BusSettings
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """Shortly before pytest-timeout stops a stuck test, print what its coroutines are waiting on."""
+    limit = float(item.config.getini("timeout") or 0)
+    watchdog = threading.Timer(max(limit - 30, limit / 2), report_stuck, args=(item,)) if limit else None
+    if watchdog:
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        return (yield)
+    finally:
+        if watchdog:
+            watchdog.cancel()
+
+
+def report_stuck(item: pytest.Item) -> None:
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture:
+        capture.suspend_global_capture(in_=True)
+    try:
+        out = sys.stderr
+        print(f"\n{item.nodeid} is still running; its asyncio tasks and threads:", file=out)
+        # Python 3.11 keeps every task in _all_tasks; 3.12 and later in _scheduled_tasks.
+        tasks = getattr(asyncio.tasks, "_all_tasks", None) or getattr(asyncio.tasks, "_scheduled_tasks", ())
+        for task in list(tasks):
+            if not task.done():
+                print(f"--- {task!r}", file=out)
+                task.print_stack(file=out)
+        faulthandler.dump_traceback(out)
+        out.flush()
+    finally:
+        if capture:
+            capture.resume_global_capture()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import copy
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,23 +34,23 @@ class District:
 async def two_districts(
     settings: BusSettings, bus: Bus, tmp_path: Path, configured_trust: bool
 ) -> AsyncIterator[tuple[District, District]]:
-    """Qufu and Beibei: two district systems, each with its own bus and database."""
-    qufu = await started(ledger_settings(settings, district="qufu"))
-    public = (await bus.call(API.LEDGER_PUBLIC_KEY, {}))["public_key"]
-    other_nats = start_nats(tmp_path / "beibei")
-    nc = await nats.connect(other_nats.url)
-    beibei_bus = Bus(nc)
-    await beibei_bus.watch()
-    beibei_settings = replace(settings, nats_url=other_nats.url, db_prefix=f"{settings.db_prefix}b")
-    beibei = await started(ledger_settings(beibei_settings, district="beibei",
-                                           trusted_keys={"qufu": public} if configured_trust else {}))
-    try:
+    """Qufu and Beibei: two district systems, each with its own bus and database. Whatever started is
+    stopped again, also when a later step of the start fails."""
+    async with AsyncExitStack() as stack:
+        qufu = await started(ledger_settings(settings, district="qufu"))
+        stack.push_async_callback(qufu.stop)
+        public = (await bus.call(API.LEDGER_PUBLIC_KEY, {}))["public_key"]
+        other_nats = start_nats(tmp_path / "beibei")
+        stack.callback(other_nats.stop)
+        nc = await nats.connect(other_nats.url)
+        stack.push_async_callback(nc.close)
+        beibei_bus = Bus(nc)
+        await beibei_bus.watch()
+        beibei_settings = replace(settings, nats_url=other_nats.url, db_prefix=f"{settings.db_prefix}b")
+        beibei = await started(ledger_settings(beibei_settings, district="beibei",
+                                               trusted_keys={"qufu": public} if configured_trust else {}))
+        stack.push_async_callback(beibei.stop)
         yield District(qufu, bus), District(beibei, beibei_bus)
-    finally:
-        await beibei.stop()
-        await qufu.stop()
-        await nc.close()
-        other_nats.stop()
 
 
 @pytest.fixture
