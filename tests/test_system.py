@@ -1,6 +1,7 @@
 """The four services as separate processes, driven only through linli.api.* calls and linli.evt.* events."""
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from contracts import API
 from linli.client import caught_up
-from linli.embedded import Server
+from linli.embedded import Server, start_mongo
 from linli.system import SERVICES, System
 from tests.conftest import Bus, eventually
 
@@ -139,20 +140,43 @@ async def _rated_balance(client: Bus, volunteer: str) -> dict[str, object] | Non
     return balance if balance.get("ratings") == 1 else None
 
 
+def started_with_a_short_stop_timeout(data_dir: Path, nats_url: str, mongo_url: str) -> System:
+    return System.start(data_dir, nats_url=nats_url, mongo_url=mongo_url,
+                        env={"LINLI_DB_PREFIX": f"t{uuid.uuid4().hex[:10]}", "LINLI_STOP_TIMEOUT": "3"})
+
+
+def assert_every_service_stops_cleanly_on_sigterm(running: System, within: float) -> None:
+    """A service that hangs is killed by the deadline, and fails the test."""
+    for process in running.processes.values():
+        process.terminate()
+    codes = {key: process.wait(within) for key, process in running.processes.items()}
+    assert codes == {f"{name}-0": 0 for name in SERVICES}
+    assert all(f"{key[:-2]} stopped" in running.log_of(key) for key in codes), {
+        key: running.log_of(key)[-800:] for key in codes}
+
+
+def test_every_service_stops_on_sigterm_while_the_database_does_not_answer(
+    tmp_path: Path, nats_server: Server
+) -> None:
+    frozen = start_mongo(tmp_path / "mongo")  # its own server: this test stops it answering
+    running = started_with_a_short_stop_timeout(tmp_path / "system", nats_server.url, frozen.url)
+    try:
+        frozen.process.send_signal(signal.SIGSTOP)  # still connected, never replies
+        # With LINLI_STOP_TIMEOUT at 3 s, a stop needs about 6 s at most; compose waits 25 s.
+        assert_every_service_stops_cleanly_on_sigterm(running, within=20)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        running.stop()
+        frozen.stop()
+
+
 def test_every_service_stops_on_sigterm_after_nats_has_gone(
     tmp_path: Path, nats_server: Server, mongo_server: Server
 ) -> None:
-    running = System.start(tmp_path / "system", nats_url=nats_server.url, mongo_url=mongo_server.url,
-                           env={"LINLI_DB_PREFIX": f"t{uuid.uuid4().hex[:10]}", "LINLI_STOP_TIMEOUT": "3"})
+    running = started_with_a_short_stop_timeout(tmp_path / "system", nats_server.url, mongo_server.url)
     try:
         nats_server.stop()
         time.sleep(1)  # long enough for every connection to notice and start reconnecting
-        for process in running.processes.values():
-            process.terminate()
-        # A service that hung here would be killed by the deadline below, and fail the test.
-        codes = {key: process.wait(60) for key, process in running.processes.items()}
-        assert codes == {f"{name}-0": 0 for name in SERVICES}
-        assert all(f"{key[:-2]} stopped" in running.log_of(key) for key in codes), {
-            key: running.log_of(key)[-800:] for key in codes}
+        assert_every_service_stops_cleanly_on_sigterm(running, within=60)
     finally:
         running.stop()

@@ -72,8 +72,15 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_broker()
-        await self.mongo.close()
+        await self._close_database()
         log.info("%s stopped", self.name)
+
+    async def _close_database(self) -> None:
+        """Closing tells the database to end this client's sessions; one that does not answer is left."""
+        try:
+            await asyncio.wait_for(self.mongo.close(), self.settings.stop_timeout)
+        except TimeoutError:
+            log.warning("%s: the database did not answer while its connections closed", self.name)
 
     async def _stop_broker(self) -> None:
         """Drains the NATS connection, within a time limit; a server that has gone away cannot be
