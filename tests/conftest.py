@@ -45,12 +45,23 @@ def report_stuck(item: pytest.Item) -> None:
         for task in list(tasks):
             if not task.done():
                 print(f"--- {task!r}", file=out)
-                task.print_stack(file=out)
+                print_awaits(task.get_coro(), out)
         faulthandler.dump_traceback(out)
         out.flush()
     finally:
         if capture:
             capture.resume_global_capture()
+
+
+def print_awaits(awaitable: Any, out: Any) -> None:
+    """Each coroutine the task waits in, outermost first, down to what it waits for."""
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            print(f"    waiting for {awaitable!r}", file=out)
+            return
+        print(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}", file=out)
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,19 @@
 """The shared consumer machinery on a real nats-server: retries with delay, dead letters, replay, outbox relay."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from contracts import Envelope, new_event
+from contracts import API, Envelope, new_event
 from contracts.events import RequestCancelled
 from services.common.bus import on_event
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from tests.conftest import Bus, eventually
+from tests.test_ledger_service import ledger_settings, started
 
 pytestmark = pytest.mark.service
 
@@ -93,3 +95,15 @@ async def test_the_relay_publishes_what_a_crash_left_in_the_outbox(
     await eventually(lambda: "r-orphan" in flaky.handled, timeout=10)
     assert await service.outbox.entries.count_documents({}) == 0
     assert [e["id"] for e in bus.of_type("request.cancelled", request_id="r-orphan")][:1] == [event.id]
+
+
+async def test_a_service_answers_as_soon_as_it_has_started_and_always_stops(settings: BusSettings, bus: Bus) -> None:
+    """Started and stopped many times over: before, a call right after the start now and then found no
+    responder, and a stop now and then waited for ever on a background loop that had swallowed its
+    cancellation."""
+    for _ in range(40):
+        ledger = await started(ledger_settings(settings))  # its sweep loop runs every 0.2 s
+        try:
+            assert "public_key" in await bus.call(API.LEDGER_PUBLIC_KEY, {})
+        finally:
+            await asyncio.wait_for(ledger.stop(), 30)

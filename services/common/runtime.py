@@ -2,7 +2,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ class Service:
         for step in self.on_start:
             await step()
         await self.broker.start()
+        # The subscriptions are sent but perhaps not yet read by the server; once it has answered a ping
+        # sent after them, it has them all, and a call made from anywhere finds its responder.
+        await self.broker.connection.flush()
         self._tasks = [asyncio.create_task(self._guard(loop)) for loop in self.loops]
         log.info("%s started (pid %d)", self.name, os.getpid())
         if ready := os.environ.get("LINLI_READY_FILE"):
@@ -68,9 +71,7 @@ class Service:
                 await asyncio.sleep(1)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         await self._stop_broker()
         await self._close_database()
         log.info("%s stopped", self.name)
@@ -103,6 +104,23 @@ class Service:
         await self.start()
         await stopping.wait()
         await self.stop()
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], every: float = 0.5) -> None:
+    """Cancels the tasks and waits until each has ended.
+
+    One cancellation is not always enough. A call inside the task can swallow it: in Python 3.11,
+    asyncio.wait_for returns the result instead of raising when what it waited for finished at the same
+    moment, and database and NATS clients call it. The task then carries on, and whoever waits for it
+    waits for ever. So a task still running after `every` seconds is cancelled again."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it as never retrieved
 
 
 def configure_logging(name: str) -> None:

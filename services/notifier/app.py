@@ -23,7 +23,7 @@ from contracts.events import (
     VolunteerAssigned,
 )
 from services.common.bus import on_event
-from services.common.runtime import Service
+from services.common.runtime import Service, cancel_and_wait
 from services.notifier import handlers
 from services.notifier.channels import post_webhook, to_console
 from services.notifier.config import NotifierSettings
@@ -52,8 +52,7 @@ async def heartbeat(message: NatsMessage, every: float) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
 
 
 def build(settings: NotifierSettings | None = None) -> Service:
