@@ -24,7 +24,8 @@ def listening(port: int) -> bool:
 
 
 def wait_for_own_port(
-    reported: Callable[[], int | None], process: subprocess.Popen[bytes], what: str, timeout: float = 20.0
+    reported: Callable[[], int | None], process: subprocess.Popen[bytes], what: str, report: Path,
+    timeout: float = 20.0,
 ) -> int:
     """Waits until the server itself says which port it listens on, then until that port answers.
 
@@ -40,7 +41,9 @@ def wait_for_own_port(
         if port and listening(port):
             return port
         time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen within {timeout:.0f} s")
+    if port:
+        raise RuntimeError(f"{what} did not answer on port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"{what} did not report a port it listens on within {timeout:.0f} s (see {report})")
 
 
 def tool(name: str) -> str:
@@ -88,7 +91,7 @@ def start_nats(data_dir: Path, port: int | None = None) -> Server:
         except (OSError, ValueError, KeyError, IndexError):  # not written yet, or half written
             return None
 
-    port = _started(process, reported, "nats-server")
+    port = _started(process, reported, "nats-server", ports_file)
     return Server("nats-server", f"nats://127.0.0.1:{port}", port, process)
 
 
@@ -121,13 +124,15 @@ def start_mongo(data_dir: Path, port: int | None = None) -> Server:
             found = announcement.search(printed.read())
         return int(found[1]) if found else None
 
-    port = _started(process, reported, "nx-27017")
+    port = _started(process, reported, "nx-27017", output)
     return Server("nx-27017", f"mongodb://127.0.0.1:{port}", port, process)
 
 
-def _started(process: subprocess.Popen[bytes], reported: Callable[[], int | None], what: str) -> int:
+def _started(
+    process: subprocess.Popen[bytes], reported: Callable[[], int | None], what: str, report: Path
+) -> int:
     try:
-        return wait_for_own_port(reported, process, what)
+        return wait_for_own_port(reported, process, what, report)
     except BaseException:
         if process.poll() is None:
             process.kill()

@@ -1,12 +1,13 @@
 """The embedded servers listen on ports they picked themselves, and say so when they cannot listen."""
 
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from linli.embedded import Server, listening, start_mongo, start_nats
+from linli.embedded import Server, listening, start_mongo, start_nats, wait_for_own_port
 
 pytestmark = pytest.mark.service
 
@@ -49,3 +50,13 @@ def test_a_bound_port_nobody_listens_on_is_not_a_server() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         assert not listening(int(sock.getsockname()[1]))
+
+
+def test_a_server_that_never_names_its_port_is_a_clear_error(tmp_path: Path) -> None:
+    silent = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(RuntimeError, match="did not report a port it listens on within 1 s"):
+            wait_for_own_port(lambda: None, silent, "silent", tmp_path / "silent.out", timeout=1)
+    finally:
+        silent.kill()
+        silent.wait()

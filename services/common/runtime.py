@@ -113,6 +113,7 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], every: float = 0.5
     asyncio.wait_for returns the result instead of raising when what it waited for finished at the same
     moment, and database and NATS clients call it. The task then carries on, and whoever waits for it
     waits for ever. So a task still running after `every` seconds is cancelled again."""
+    tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     while pending:
         for task in pending:
