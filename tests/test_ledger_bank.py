@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from contracts import API
+from contracts.calls import Redeem
 from contracts.envelope import derived_id
 from services.common.config import BusSettings
 from services.common.runtime import Service
@@ -33,6 +34,26 @@ def redeem(
 async def funded(bus: Bus, ledger: Service, volunteer_id: str, points: str) -> None:
     await open_account(bus, ledger, volunteer_id)
     assert "error" not in await adjust(bus, volunteer_id, points=points)
+
+
+async def rice_redemption(bus: Bus, ledger: Service, volunteer_id: str, key: str, created: float) -> dict[str, Any]:
+    """A redemption of one bag of rice by a volunteer with 100 points, as a ledger makes it; not yet stored."""
+    await bus.call(API.LEDGER_CATALOG_PUT, RICE)
+    await funded(bus, ledger, volunteer_id, "100")
+    item = await ledger.db["rewards"].find_one({"_id": RICE["item_id"]})
+    return handlers.new_redemption(Redeem.model_validate(redeem(volunteer_id, key=key)), item, created)
+
+
+async def stock_taken_by_a_crashed_attempt(ledger: Service, red: dict[str, Any]) -> None:
+    head = await ledger.db["stock_moves"].find({"item_id": RICE["item_id"]}).sort("seq", -1).limit(1).to_list()
+    take_id = derived_id("stock.take", red["_id"])
+    await ledger.db["stock_moves"].insert_one(handlers.stock_move(RICE["item_id"], take_id, -1, head[0], red["_id"], 0))
+
+
+async def points_spent_by_a_crashed_attempt(ledger: Service, red: dict[str, Any]) -> None:
+    account = await ledger.db["accounts"].find_one({"_id": red["volunteer_id"]})
+    last = await ledger.db["entries"].find_one({"volunteer_id": red["volunteer_id"], "seq": account["seq"]})
+    await ledger.db["entries"].insert_one(chain.link(handlers.spend(red, account, time.time()), last))
 
 
 async def stock(bus: Bus, item_id: str = RICE["item_id"]) -> int | None:
@@ -178,17 +199,10 @@ async def _no_redemption_left_open(ledger: Service) -> bool:
 
 
 async def test_a_redemption_a_crash_left_half_done_is_finished_by_the_sweep(ledger: Service, bus: Bus) -> None:
-    await bus.call(API.LEDGER_CATALOG_PUT, RICE)
-    await funded(bus, ledger, "v-crashed", "100")
-    item = await ledger.db["rewards"].find_one({"_id": RICE["item_id"]})
-    from contracts.calls import Redeem
-
-    red = handlers.new_redemption(Redeem.model_validate(redeem("v-crashed", key="crashed-0001")), item, time.time() - 5)
+    red = await rice_redemption(bus, ledger, "v-crashed", "crashed-0001", time.time() - 5)
     # A ledger died after creating the redemption and taking the stock, before spending the points.
     await ledger.db["redemptions"].insert_one(red)
-    head = await ledger.db["stock_moves"].find({"item_id": RICE["item_id"]}).sort("seq", -1).limit(1).to_list()
-    take_id = derived_id("stock.take", red["_id"])
-    await ledger.db["stock_moves"].insert_one(handlers.stock_move(RICE["item_id"], take_id, -1, head[0], red["_id"], 0))
+    await stock_taken_by_a_crashed_attempt(ledger, red)
 
     [announced] = await bus.wait_for("points.redeemed", volunteer_id="v-crashed")
     assert (announced["data"]["points"], announced["data"]["balance_points"]) == ("30.00", "70.00")
@@ -200,20 +214,11 @@ async def test_a_redemption_a_crash_left_half_done_is_finished_by_the_sweep(ledg
 
 
 async def test_a_refused_redemption_gives_back_what_a_racing_attempt_took(ledger: Service, bus: Bus) -> None:
-    await bus.call(API.LEDGER_CATALOG_PUT, RICE)
-    await funded(bus, ledger, "v-raced", "100")
-    item = await ledger.db["rewards"].find_one({"_id": RICE["item_id"]})
-    from contracts.calls import Redeem
-
-    red = handlers.new_redemption(Redeem.model_validate(redeem("v-raced", key="raced-00001")), item, time.time())
+    red = await rice_redemption(bus, ledger, "v-raced", "raced-00001", time.time())
     # One attempt refused it while another, racing, had already taken the stock and spent the points.
     await ledger.db["redemptions"].insert_one({**red, "state": "refused", "reason": "insufficient_points"})
-    head = await ledger.db["stock_moves"].find({"item_id": RICE["item_id"]}).sort("seq", -1).limit(1).to_list()
-    take_id = derived_id("stock.take", red["_id"])
-    await ledger.db["stock_moves"].insert_one(handlers.stock_move(RICE["item_id"], take_id, -1, head[0], red["_id"], 0))
-    account = await ledger.db["accounts"].find_one({"_id": "v-raced"})
-    last = await ledger.db["entries"].find_one({"volunteer_id": "v-raced", "seq": account["seq"]})
-    await ledger.db["entries"].insert_one(chain.link(handlers.spend(red, account, time.time()), last))
+    await stock_taken_by_a_crashed_attempt(ledger, red)
+    await points_spent_by_a_crashed_attempt(ledger, red)
 
     settled = await eventually(
         lambda: ledger.db["redemptions"].find_one({"_id": red["_id"], "undone": True}), timeout=15)
@@ -228,19 +233,12 @@ async def test_a_refused_redemption_gives_back_what_a_racing_attempt_took(ledger
 async def test_a_step_a_crashed_racer_wrote_after_the_refusal_was_undone_is_given_back(
     ledger: Service, bus: Bus
 ) -> None:
-    await bus.call(API.LEDGER_CATALOG_PUT, RICE)
-    await funded(bus, ledger, "v-late", "100")
-    item = await ledger.db["rewards"].find_one({"_id": RICE["item_id"]})
-    from contracts.calls import Redeem
-
-    red = handlers.new_redemption(Redeem.model_validate(redeem("v-late", key="late-000001")), item, time.time())
+    red = await rice_redemption(bus, ledger, "v-late", "late-000001", time.time())
     # Refused and undone (nothing was taken then); a racing attempt then spent the points and died.
     # The time to look again has come.
     await ledger.db["redemptions"].insert_one({**red, "state": "refused", "reason": "out_of_stock", "undone": True,
                                                "recheck": True, "recheck_until": time.time() - 1})
-    account = await ledger.db["accounts"].find_one({"_id": "v-late"})
-    last = await ledger.db["entries"].find_one({"volunteer_id": "v-late", "seq": account["seq"]})
-    await ledger.db["entries"].insert_one(chain.link(handlers.spend(red, account, time.time()), last))
+    await points_spent_by_a_crashed_attempt(ledger, red)
 
     refund = await eventually(lambda: ledger.db["entries"].find_one({"_id": handlers.refund_id(red["_id"])}))
     assert refund["points_cents"] == 3000

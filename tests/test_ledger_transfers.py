@@ -75,6 +75,10 @@ async def served(district: District, volunteer_id: str, *amounts: str) -> None:
     await district.bus.wait_for("points.earned", volunteer_id=volunteer_id, count=before + len(amounts))
 
 
+async def statement_from(district: District, volunteer_id: str) -> dict[str, Any]:
+    return await district.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": volunteer_id})
+
+
 async def import_(district: District, signed: dict[str, Any], volunteer_id: str) -> dict[str, Any]:
     return await district.bus.call(API.LEDGER_IMPORT_STATEMENT, {
         "statement": signed["statement"], "signature": signed["signature"], "volunteer_id": volunteer_id})
@@ -85,7 +89,7 @@ async def test_a_genuine_statement_carries_the_hours_over_once(districts: tuple[
     await served(qufu, "v-qufu-7", "1.5", "2.25")
     await open_account(beibei.bus, beibei.ledger, "v-beibei-3")
 
-    signed = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-qufu-7"})
+    signed = await statement_from(qufu, "v-qufu-7")
     first = await import_(beibei, signed, "v-beibei-3")
     again = await import_(beibei, signed, "v-beibei-3")
 
@@ -110,16 +114,16 @@ async def test_a_later_statement_brings_only_the_new_hours_and_an_older_one_noth
     qufu, beibei = districts
     await served(qufu, "v-mover", "2")
     await open_account(beibei.bus, beibei.ledger, "v-arrived")
-    early = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    early = await statement_from(qufu, "v-mover")
     await served(qufu, "v-mover", "1.25")
-    late = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    late = await statement_from(qufu, "v-mover")
 
     assert (await import_(beibei, late, "v-arrived"))["hours"] == "3.25"
     stale = await import_(beibei, early, "v-arrived")
     assert stale["error"]["code"] == "already_imported"
 
     await served(qufu, "v-mover", "0.5")
-    latest = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    latest = await statement_from(qufu, "v-mover")
     assert (await import_(beibei, latest, "v-arrived"))["hours"] == "0.50"
     view = await beibei.bus.call(API.LEDGER_BALANCE, {"volunteer_id": "v-arrived"})
     assert view["hours"] == "3.75"
@@ -140,7 +144,7 @@ async def test_an_altered_statement_is_refused_and_changes_nothing(
     qufu, beibei = districts
     await served(qufu, "v-honest", "1")
     await open_account(beibei.bus, beibei.ledger, "v-here")
-    signed = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-honest"})
+    signed = await statement_from(qufu, "v-honest")
     altered = copy.deepcopy(signed)
     tamper(altered["statement"])
 
@@ -159,8 +163,8 @@ async def test_a_statement_from_an_unknown_district_or_for_an_unknown_volunteer_
     await open_account(beibei.bus, beibei.ledger, "v-local")
     await publish(beibei.bus, hours("v-local", "1"))
     await beibei.bus.wait_for("points.earned", volunteer_id="v-local")
-    own = await beibei.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-local"})
-    signed = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-stranger"})
+    own = await statement_from(beibei, "v-local")
+    signed = await statement_from(qufu, "v-stranger")
 
     untrusted = await import_(beibei, own, "v-local")
     nobody = await import_(beibei, signed, f"v-{uuid.uuid4()}")
@@ -171,7 +175,7 @@ async def test_a_statement_from_an_unknown_district_or_for_an_unknown_volunteer_
     assert nobody["error"]["code"] == "not_found"
     assert garbage["error"]["code"] == "untrusted_district"
     assert await beibei.ledger.db["entries"].count_documents({"kind": "import"}) == 0
-    assert (await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-nobody"}))["error"]["code"] == "not_found"
+    assert (await statement_from(qufu, "v-nobody"))["error"]["code"] == "not_found"
 
 
 def trust(district: str, public_key: str, reason: str = "区间转移接续协议") -> dict[str, Any]:
@@ -184,7 +188,7 @@ async def test_an_operator_trusts_a_district_by_call_replaces_its_key_and_takes_
     qufu, beibei = strangers
     await served(qufu, "v-mover", "2")
     await open_account(beibei.bus, beibei.ledger, "v-arrived")
-    signed = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    signed = await statement_from(qufu, "v-mover")
     public = (await qufu.bus.call(API.LEDGER_PUBLIC_KEY, {}))["public_key"]
     before = await import_(beibei, signed, "v-arrived")
 
@@ -204,7 +208,7 @@ async def test_an_operator_trusts_a_district_by_call_replaces_its_key_and_takes_
     rotated = signing.public_pem(signing.load_private(signing.new_private_pem()))
     replaced = await beibei.bus.call(API.LEDGER_TRUST_PUT, trust("qufu", rotated, reason="曲阜更换密钥"))
     await served(qufu, "v-mover", "1")
-    later = await qufu.bus.call(API.LEDGER_STATEMENT, {"volunteer_id": "v-mover"})
+    later = await statement_from(qufu, "v-mover")
     assert replaced["key_id"] == signing.key_id(rotated)
     assert (await import_(beibei, later, "v-arrived"))["error"]["code"] == "bad_signature"
 

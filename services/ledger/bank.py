@@ -299,9 +299,8 @@ class Bank:
         district = str(call.statement.get("district", ""))
         public = await self.trusted_public_key(district)
         if public is None:
-            trusted = sorted({*self.settings.trusted_keys, *(k["_id"] for k in await self.store.trusted_keys())})
             raise ApiError("untrusted_district", f"no trusted public key for district {district!r}",
-                           {"district": district, "trusted": trusted})
+                           {"district": district, "trusted": [key.district for key in await self.trusted()]})
         if not signing.verify(public, call.statement, call.signature):
             raise ApiError("bad_signature", "the statement does not match its signature: it was altered, "
                            "or signed with another key", {"district": district})
