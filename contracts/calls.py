@@ -119,9 +119,14 @@ class StatusChange(BaseModel):
     note: str = ""
 
 
+RequestState = Literal[
+    "submitted", "offered", "accepted", "completed", "rated", "unmatched", "cancelled", "reopened", "closed"
+]
+
+
 class RequestStatus(BaseModel):
     request_id: str
-    status: Literal["submitted", "accepted", "completed", "rated", "unmatched", "cancelled", "reopened"]
+    status: RequestState
     district: str
     grid: str
     service: str
@@ -131,6 +136,10 @@ class RequestStatus(BaseModel):
     stars: int | None = None
     created_at: datetime
     history: list[StatusChange]
+    code: str = Field(default="", description="The short code, said aloud and typed where the id is.")
+    volunteer_name: str = Field(default="", description="Who is coming, once a volunteer has accepted.")
+    window_start: datetime | None = None
+    window_end: datetime | None = None
 
 
 class ContactQuery(Call):
@@ -141,6 +150,142 @@ class ContactQuery(Call):
 class Contact(BaseModel):
     name: str
     phone: str
+    address: str = Field(default="", description="For a resident, where the service is done.")
+
+
+class PlacesQuery(Call):
+    district: str | None = Field(default=None, description="One district; none gives every district.")
+
+
+class PlaceName(BaseModel):
+    id: str
+    name: str = Field(examples=["泉外社区"])
+    name_en: str = ""
+
+
+class CommunityPlace(PlaceName):
+    street: str = Field(default="", description="The street (街道) id.")
+
+
+class GridPlace(PlaceName):
+    community: str = Field(default="", description="The community (社区) id.")
+    neighbours: list[str] = Field(default_factory=list)
+
+
+class DistrictPlaces(PlaceName):
+    timezone: str = Field(default="Asia/Shanghai", description="The clock every time shown to people is read in.")
+    streets: list[PlaceName]
+    communities: list[CommunityPlace]
+    grids: list[GridPlace]
+
+
+class Places(BaseModel):
+    districts: list[DistrictPlaces]
+
+
+class DetailsQuery(Call):
+    assignment_id: str = Field(min_length=1, max_length=80, description="The assignment id or its short code.")
+    volunteer_id: str = Field(min_length=1, max_length=80, description="The volunteer asking: only the one who accepted.")
+
+
+class AssignmentDetails(BaseModel):
+    """What the accepted volunteer needs to serve; given only to that volunteer, and only until
+    INTAKE_DETAILS_TTL after the work is done."""
+
+    request_id: str
+    code: str = Field(description="The request's short code.")
+    assignment_id: str
+    district: str
+    grid: str
+    place: str = Field(description="Community and grid by name.", examples=["泉外社区泉外第一网格"])
+    service: str
+    service_name: str = Field(examples=["水电维修"])
+    urgency: Urgency
+    description: str = ""
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    resident_name: str
+    resident_phone: str
+    address: str
+    access_until: datetime | None = Field(default=None, description="When these details stop being given out.")
+
+
+class RequestsQuery(Call):
+    state: Literal[
+        "open", "offered", "assigned", "unmatched", "reopened", "overdue",
+        "submitted", "accepted", "completed", "rated", "cancelled", "closed", "any",
+    ] = Field(
+        default="any",
+        description="open: not yet accepted (submitted or offered); assigned: accepted, not yet done; overdue: open or "
+        "assigned past its window's end (or INTAKE_OVERDUE_AFTER after it was made, when it has no window).",
+    )
+    district: str | None = None
+    community: str | None = None
+    grid: str | None = None
+    since: datetime | None = Field(default=None, description="Made at or after this time.")
+    until: datetime | None = Field(default=None, description="Made before this time.")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str = Field(default="", max_length=200, description="next_cursor of the previous page.")
+
+
+class RequestSummary(BaseModel):
+    request_id: str
+    code: str
+    status: RequestState
+    overdue: bool = False
+    district: str
+    grid: str
+    place: str = Field(description="Community and grid by name.")
+    community: str = ""
+    service: str
+    service_name: str = ""
+    urgency: Urgency
+    created_at: datetime
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    volunteer_id: str | None = None
+
+
+class RequestList(BaseModel):
+    items: list[RequestSummary]
+    next_cursor: str = Field(default="", description="Pass as cursor for the next page; empty on the last.")
+
+
+class UpdateVolunteer(Call):
+    volunteer_id: str = Field(min_length=1, max_length=80)
+    grids: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    skills: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    capacity: int | None = Field(default=None, ge=1, le=20)
+    team: str | None = Field(default=None, max_length=80)
+    attributes: list[str] | None = Field(default=None, max_length=20)
+    availability: list[WeeklyWindow] | None = Field(default=None, max_length=50)
+    away: list[AwayPeriod] | None = Field(default=None, max_length=50)
+    name: str | None = Field(default=None, min_length=1, max_length=50)
+
+
+class VolunteerProfile(BaseModel):
+    volunteer_id: str
+    name: str
+    district: str
+    grids: list[str]
+    skills: list[str]
+    capacity: int
+    team: str = ""
+    attributes: list[str] = Field(default_factory=list)
+    availability: list[WeeklyWindow] = Field(default_factory=list)
+    away: list[AwayPeriod] = Field(default_factory=list)
+    active: bool = True
+
+
+class LeaveVolunteer(Call):
+    volunteer_id: str = Field(min_length=1, max_length=80)
+    reason: str = Field(default="", max_length=500)
+
+
+class CloseRequest(Call):
+    request_id: str = Field(min_length=1, max_length=80, description="A reopened request's id or short code.")
+    operator: str = Field(min_length=1, max_length=80)
+    reason: str = Field(min_length=1, max_length=500)
 
 
 class Respond(Call):
@@ -175,6 +320,39 @@ class AssignmentView(BaseModel):
     grid: str
     urgency: Urgency
     expires_at: datetime
+    code: str = Field(default="", description="The assignment's short code.")
+    request_code: str = Field(default="", description="The request's short code.")
+    district: str = ""
+    place: str = Field(default="", description="How near: grid, neighbour, community, street or district.")
+    description: str = ""
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+
+
+class VolunteersQuery(Call):
+    district: str = Field(min_length=1, max_length=64)
+    grid: str | None = None
+    skill: str | None = Field(default=None, description="A menu category or item id.")
+    team: str | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str = Field(default="", max_length=200)
+
+
+class VolunteerLoad(BaseModel):
+    volunteer_id: str
+    district: str
+    grids: list[str]
+    skills: list[str]
+    team: str = ""
+    capacity: int
+    load: int = Field(description="Offers and assignments open now.")
+    offers_this_week: int = 0
+    hours_this_week: Decimal = Decimal("0")
+
+
+class VolunteerList(BaseModel):
+    items: list[VolunteerLoad]
+    next_cursor: str = ""
 
 
 class Assignments(BaseModel):
@@ -452,12 +630,19 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "intake.status": (StatusQuery, RequestStatus),
     "intake.cancel": (CancelRequest, RequestStatus),
     "intake.contact": (ContactQuery, Contact),
+    "intake.places": (PlacesQuery, Places),
+    "intake.details": (DetailsQuery, AssignmentDetails),
+    "intake.requests": (RequestsQuery, RequestList),
+    "intake.update_volunteer": (UpdateVolunteer, VolunteerProfile),
+    "intake.leave": (LeaveVolunteer, VolunteerProfile),
+    "intake.close": (CloseRequest, RequestStatus),
     "matcher.respond": (Respond, AssignmentReply),
     "matcher.complete": (Complete, AssignmentReply),
     "matcher.assignments": (AssignmentsQuery, Assignments),
     "matcher.explain": (ExplainQuery, Explanation),
     "matcher.assign": (OperatorAssign, AssignmentReply),
     "matcher.reassign": (OperatorReassign, AssignmentReply),
+    "matcher.volunteers": (VolunteersQuery, VolunteerList),
     "intake.pair": (PairResident, Pairing),
     "intake.unpair": (EndPairing, Pairing),
     "ledger.balance": (BalanceQuery, Balance),

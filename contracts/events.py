@@ -39,6 +39,8 @@ class RequestCreated(Event):
         description="Hard constraints a volunteer must meet: sign-language, dialect:<name>, woman, wheelchair.",
         examples=[["sign-language"]],
     )
+    code: str = Field(default="", description="The request's short code, said aloud and typed where its id is.",
+                      examples=["K7QX3M"])
 
 
 class RequestCancelled(Event):
@@ -104,16 +106,30 @@ class VolunteerAssigned(Event):
     explanation: dict[str, Any] = Field(
         default_factory=dict, description="Why this volunteer: the score and each rule's part in it."
     )
+    code: str = Field(default="", description="The assignment's short code, said aloud and typed where its id is.")
+    request_code: str = Field(default="", description="The request's short code.")
+    district: str = Field(default="", examples=["beibei"])
+    description: str = Field(default="", description="What the resident needs, without contact data.")
+    window_start: datetime | None = Field(default=None, description="Earliest time the service is wanted.")
+    window_end: datetime | None = Field(default=None, description="Latest time the service is wanted.")
+    place: str = Field(
+        default="", description="How near the volunteer lives: grid, neighbour, community, street or district.",
+        examples=["neighbour"],
+    )
 
 
 class AssignmentEvent(Event):
     request_id: str
     volunteer_id: str
     assignment_id: str
+    code: str = Field(default="", description="The assignment's short code.")
+    request_code: str = Field(default="", description="The request's short code.")
 
 
 class AssignmentAccepted(AssignmentEvent):
-    pass
+    service: str = Field(default="", examples=["repair.plumbing"])
+    window_start: datetime | None = Field(default=None, description="Earliest time the service is wanted.")
+    window_end: datetime | None = Field(default=None, description="Latest time the service is wanted.")
 
 
 class AssignmentDeclined(AssignmentEvent):
@@ -139,9 +155,19 @@ class FellOut(Event):
     why: str = Field(examples=["declined: 在上班", "did not answer in time", "at full capacity"])
 
 
+UnmatchedReason = Literal["", "no_volunteers", "no_skill", "none_eligible", "all_fell_out", "fatigue"]
+
+
 class RequestUnmatched(Event):
     request_id: str
     reason: str = Field(examples=["no volunteer with this skill is free in the district"])
+    reason_code: UnmatchedReason = Field(
+        default="",
+        description="The reason as a code a notification template is chosen by: no_volunteers (none registered in "
+        "the district), no_skill (none with this skill), none_eligible (the hard rules left nobody), all_fell_out "
+        "(everyone offered declined or did not answer), fatigue (everyone left had reached a weekly limit).",
+    )
+    request_code: str = Field(default="", description="The request's short code.")
     tried: list[str] = Field(default_factory=list, description="Volunteer ids that were offered and fell out.")
     candidates: list[FellOut] = Field(
         default_factory=list, description="Each volunteer considered and why they fell out."
@@ -150,6 +176,28 @@ class RequestUnmatched(Event):
         default_factory=dict, description="How many volunteers each hard rule left out.",
         examples=[{"skill": 12, "needs": 3}],
     )
+
+
+class RequestRedispatched(Event):
+    request_id: str
+    operator: str = Field(description="Who sent the request out again.")
+    reason: str = Field(description="Why; kept with the request.")
+    excluded: list[str] = Field(
+        default_factory=list, description="Volunteers left out this time (the one it was reopened against)."
+    )
+    volunteer_id: str | None = Field(default=None, description="The volunteer an operator named, if any.")
+
+
+class RequestClosed(Event):
+    request_id: str
+    operator: str = Field(description="Who closed the reopened request.")
+    reason: str = Field(description="Why it needs nothing more.")
+
+
+class VolunteerLeft(Event):
+    volunteer_id: str
+    district: str
+    reason: str = Field(default="", max_length=500)
 
 
 class HoursLogged(Event):

@@ -8,7 +8,10 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "request.rated": ev.RequestRated,
     "request.reopened": ev.RequestReopened,
     "request.unmatched": ev.RequestUnmatched,
+    "request.redispatched": ev.RequestRedispatched,
+    "request.closed": ev.RequestClosed,
     "volunteer.registered": ev.VolunteerRegistered,
+    "volunteer.left": ev.VolunteerLeft,
     "volunteer.assigned": ev.VolunteerAssigned,
     "assignment.accepted": ev.AssignmentAccepted,
     "assignment.declined": ev.AssignmentDeclined,
@@ -49,12 +52,19 @@ class API:
     INTAKE_STATUS = "linli.api.intake.status"
     INTAKE_CANCEL = "linli.api.intake.cancel"
     INTAKE_CONTACT = "linli.api.intake.contact"
+    INTAKE_PLACES = "linli.api.intake.places"
+    INTAKE_DETAILS = "linli.api.intake.details"
+    INTAKE_REQUESTS = "linli.api.intake.requests"
+    INTAKE_UPDATE_VOLUNTEER = "linli.api.intake.update_volunteer"
+    INTAKE_LEAVE = "linli.api.intake.leave"
+    INTAKE_CLOSE = "linli.api.intake.close"
     MATCHER_RESPOND = "linli.api.matcher.respond"
     MATCHER_COMPLETE = "linli.api.matcher.complete"
     MATCHER_ASSIGNMENTS = "linli.api.matcher.assignments"
     MATCHER_EXPLAIN = "linli.api.matcher.explain"
     MATCHER_ASSIGN = "linli.api.matcher.assign"
     MATCHER_REASSIGN = "linli.api.matcher.reassign"
+    MATCHER_VOLUNTEERS = "linli.api.matcher.volunteers"
     INTAKE_PAIR = "linli.api.intake.pair"
     INTAKE_UNPAIR = "linli.api.intake.unpair"
     LEDGER_BALANCE = "linli.api.ledger.balance"
