@@ -7,17 +7,23 @@ from faststream.nats.annotations import NatsMessage
 from contracts import Envelope
 from contracts.events import (
     AssignmentAccepted,
+    AssignmentCompleted,
+    AssignmentExpired,
     AssignmentWithdrawn,
     PointsEarned,
+    RequestClosed,
+    RequestRedispatched,
     RequestReopened,
     RequestUnmatched,
     VolunteerAssigned,
 )
 from services.common.bus import on_event
+from services.common.places import Places
 from services.common.runtime import Service
 from services.notifier.config import NotifierSettings
 from services.notifier.directory import Directory
 from services.notifier.dispatch import Dispatcher
+from services.notifier.messages import LANGUAGES, Messages
 from services.notifier.store import NotifierStore
 
 
@@ -25,6 +31,8 @@ def build(settings: NotifierSettings | None = None) -> Service:
     settings = settings or NotifierSettings()
     if settings.webhook_url and not settings.webhook_secret:
         raise ValueError("NOTIFIER_WEBHOOK_SECRET must be set when NOTIFIER_WEBHOOK_URL is")
+    if settings.language not in LANGUAGES:
+        raise ValueError(f"NOTIFIER_LANGUAGE must be one of {', '.join(LANGUAGES)}, not {settings.language!r}")
     service = Service.create("notifier", settings.bus)
     broker, inbox = service.broker, service.inbox
     store = NotifierStore(service.db)
@@ -36,7 +44,9 @@ def build(settings: NotifierSettings | None = None) -> Service:
         return answer
 
     directory = Directory(ask_intake, store, settings, time.time)
-    dispatcher = Dispatcher(store, service.outbox, directory, settings, time.time)
+    dispatcher = Dispatcher(
+        store, service.outbox, directory, settings, Messages.load(), Places.load(settings.places), time.time
+    )
 
     # Each consumer recognises a repeat by the event id; the notification id derives from it too.
     @on_event(broker, settings.bus, "notifier", "volunteer.assigned")
@@ -54,6 +64,30 @@ def build(settings: NotifierSettings | None = None) -> Service:
     @on_event(broker, settings.bus, "notifier", "assignment.withdrawn")
     async def withdrawn(event: Envelope[AssignmentWithdrawn], message: NatsMessage) -> None:
         async with inbox.once("notifier-withdrawn", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "assignment.expired")
+    async def lapsed(event: Envelope[AssignmentExpired], message: NatsMessage) -> None:
+        async with inbox.once("notifier-lapsed", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "assignment.completed")
+    async def completed(event: Envelope[AssignmentCompleted], message: NatsMessage) -> None:
+        async with inbox.once("notifier-completed", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "request.redispatched")
+    async def redispatched(event: Envelope[RequestRedispatched], message: NatsMessage) -> None:
+        async with inbox.once("notifier-redispatched", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "request.closed")
+    async def closed(event: Envelope[RequestClosed], message: NatsMessage) -> None:
+        async with inbox.once("notifier-closed", event) as first:
             if first:
                 await dispatcher.notify(event, message)
 

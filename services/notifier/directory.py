@@ -7,7 +7,7 @@ from typing import Any
 from contracts import API
 from contracts.calls import Catalog
 from services.notifier.config import NotifierSettings
-from services.notifier.handlers import ContactKind
+from services.notifier.handlers import Contact, ContactKind
 from services.notifier.store import NotifierStore
 
 log = logging.getLogger("linli.notifier")
@@ -21,9 +21,9 @@ class Directory:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.labels: dict[str, str] = {}
+        self.labels: dict[str, dict[str, str]] = {}
 
-    async def contact(self, kind: ContactKind, id: str) -> dict[str, str] | None:
+    async def contact(self, kind: ContactKind, id: str) -> Contact | None:
         key = f"{kind}:{id}"
         cached = await self.store.contact(key)
         if cached and self.clock() - cached["fetched"] < self.settings.contact_max_age:
@@ -39,14 +39,21 @@ class Directory:
             if reply["error"].get("code") == "not_found":
                 return None
             raise RuntimeError(f"intake refused the contact lookup for {key}: {reply['error']}")
-        await self.store.save_contact(key, reply["name"], reply["phone"], self.clock())
-        return {"name": reply["name"], "phone": reply["phone"]}
+        found = {"name": reply["name"], "phone": reply["phone"], "address": reply.get("address", "")}
+        await self.store.save_contact(key, found, self.clock())
+        return found
 
-    async def service_labels(self) -> dict[str, str]:
+    async def service_names(self, lang: str) -> dict[str, str]:
+        """Asked once; until intake answers, texts say "a volunteer service" and the next one asks again."""
         if not self.labels:
             try:
                 catalog = Catalog.model_validate(await self.ask(API.INTAKE_CATALOG, {}))
-                self.labels.update({item.id: item.name for cat in catalog.categories for item in cat.items})
-            except Exception as exc:  # a readable name is a nicety; the offer goes out with the id
-                log.warning("service catalogue unavailable, offers show service ids: %r", exc)
-        return self.labels
+            except Exception as exc:
+                log.warning("service catalogue unavailable, texts name no service: %r", exc)
+                return {}
+            items = [item for category in catalog.categories for item in category.items]
+            self.labels = {
+                "zh": {item.id: item.name for item in items},
+                "en": {item.id: item.name_en or item.name for item in items},
+            }
+        return self.labels.get(lang, self.labels["zh"])

@@ -11,18 +11,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 from faststream.nats.annotations import NatsMessage
 
 from contracts import Envelope
 from services.common.bus import Outbox
+from services.common.places import Places
 from services.common.runtime import cancel_and_wait
 from services.notifier import handlers
 from services.notifier.channels import post_webhook, to_console
 from services.notifier.config import NotifierSettings
 from services.notifier.directory import Directory
+from services.notifier.messages import Messages
 from services.notifier.store import NotifierStore
 
 log = logging.getLogger("linli.notifier")
@@ -58,6 +59,8 @@ class Dispatcher:
         outbox: Outbox,
         directory: Directory,
         settings: NotifierSettings,
+        messages: Messages,
+        places: Places,
         clock: Callable[[], float],
     ) -> None:
         self.store = store
@@ -65,43 +68,50 @@ class Dispatcher:
         self.directory = directory
         self.settings = settings
         self.clock = clock
-        self.zone = ZoneInfo(settings.timezone)
+        self.messages = messages
+        self.places = places
         self.secret = settings.webhook_secret.encode()
 
     async def notify(self, event: Envelope[Any], message: NatsMessage) -> None:
         owner = uuid.uuid4().hex  # per handling, so two deliveries of one event never both hold the claim
         async with heartbeat(message, self.settings.bus.ack_wait / 3):
-            doc = await self.prepare(event, owner)
-            if doc["status"] == "pending":
-                try:
-                    doc = await self.deliver(doc, owner)
-                except Exception:
-                    await self.store.release(doc["_id"], owner)
-                    raise
-            # Also after a crash between recording the outcome and publishing it; the derived id dedupes.
-            await self.outbox.send([handlers.outcome_event(doc)])
+            for to in handlers.routes(event):
+                doc = await self.prepare(event, to, owner)
+                if doc["status"] == "pending":
+                    try:
+                        doc = await self.deliver(doc, owner)
+                    except Exception:
+                        await self.store.release(doc["_id"], owner)
+                        raise
+                # Also after a crash between recording the outcome and publishing it; the derived id dedupes.
+                await self.outbox.send([handlers.outcome_event(doc)])
 
-    async def prepare(self, event: Envelope[Any], owner: str) -> dict[str, Any]:
-        """The notification for `event`, claimed by `owner` when it still has to be sent."""
-        to = handlers.route(event)
+    async def prepare(self, event: Envelope[Any], to: handlers.Route, owner: str) -> dict[str, Any]:
+        """The notification `to` gets about `event`, claimed by `owner` when it still has to be sent."""
         notification_id = handlers.notification_id(event.id, to.kind)
         doc = await self.store.notification(notification_id)
         if doc is None:
-            person = await self.directory.contact(*to.lookup) if to.lookup else None
-            names = await self.directory.service_labels() if to.kind == "offer" else {}
-            text = handlers.text(event, person["name"] if person else "", names, self.zone)
-            now = datetime.fromtimestamp(self.clock(), UTC)
-            doc = handlers.new_notification(event, to, person, text, self.settings.channel, now)
+            doc = await self.compose(event, to)
             if await self.store.create(doc, owner, self.clock() + self.settings.claim_seconds):
                 return doc
             doc = await self.store.notification(notification_id)
             assert doc is not None
-        now_s = self.clock()
+        now = self.clock()
         if doc["status"] in handlers.FINAL or await self.store.claim(
-            doc["_id"], owner, now_s, now_s + self.settings.claim_seconds
+            doc["_id"], owner, now, now + self.settings.claim_seconds
         ):
             return doc
         raise ClaimLost(f"notification {doc['_id']} is being sent by another consumer; trying again later")
+
+    async def compose(self, event: Envelope[Any], to: handlers.Route) -> dict[str, Any]:
+        lang = self.settings.language
+        contacts = {f"{kind}:{id}": await self.directory.contact(kind, id) for kind, id in handlers.lookups(to)}
+        services = await self.directory.service_names(lang) if handlers.names_a_service(event) else {}
+        facts = handlers.Facts(contacts, services, self.places, lang)
+        recipient = facts.contact(*to.lookup) if to.lookup else None
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        body = handlers.text(event, to, facts, self.messages)
+        return handlers.new_notification(event, to, recipient, body, self.settings.channel, now, lang)
 
     async def deliver(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
         to_console(doc)
@@ -112,7 +122,9 @@ class Dispatcher:
             return await self.settle_at_once(doc, owner, "console", "delivered", "")
         return await self.by_webhook(doc, owner, self.settings.webhook_url)
 
-    async def finish(self, doc: dict[str, Any], owner: str, status: str, channel: str, error: str = "") -> dict[str, Any]:
+    async def finish(
+        self, doc: dict[str, Any], owner: str, status: str, channel: str, error: str = ""
+    ) -> dict[str, Any]:
         if not await self.store.finish(doc["_id"], owner, status, channel, error, self.clock()):
             raise ClaimLost(f"notification {doc['_id']} was taken over while it was being sent")
         return {**doc, "status": status, "channel": channel, "error": error}
