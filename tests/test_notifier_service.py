@@ -22,6 +22,7 @@ from contracts.events import AssignmentAccepted, AssignmentCompleted, PointsEarn
 from linli.client import caught_up
 from services.common.bus import envelope_json
 from services.common.codes import short_code
+from services.common.places import DEFAULT_PATH as DEFAULT_PLACES
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
@@ -107,6 +108,7 @@ def notifier_settings(bus: BusSettings, hook: Hook | None, **overrides: Any) -> 
             "webhook_backoff_cap": 0.2,
             "webhook_timeout": 3.0,
             "contact_timeout": 1.0,
+            "places": DEFAULT_PLACES,
             **overrides,
         }
     )
