@@ -391,7 +391,9 @@ async def test_without_a_webhook_points_earned_goes_to_the_console(
     [line] = [r.getMessage() for r in caplog.records if r.name == "linli.notifier" and "NOTIFY" in r.getMessage()]
     assert "1.5小时" in line and "15积分" in line and "当前积分135" in line
     assert "139****9000" in line and "13900139000" not in line
-    assert await notifier.db["attempts"].count_documents({"channel": "console", "outcome": "delivered"}) == 1
+    [stored] = await notifier.db["notifications"].find({"kind": "points_earned"}).to_list()
+    assert (stored["status"], stored["channel"], stored["attempts"]) == ("delivered", "console", 1)
+    assert stored["attempt"]["outcome"] == "delivered"
 
 
 async def test_a_volunteer_intake_does_not_know_is_reported_as_failed_not_dropped(
@@ -504,3 +506,23 @@ async def test_a_crash_during_the_last_allowed_attempt_is_reported_as_failed_not
     [failed] = await bus.wait_for("notification.failed", notification_id=doc["_id"])
     assert failed["data"]["attempts"] == 3 and "interrupted" in failed["data"]["error"]
     assert hook.posts == []
+
+
+async def test_a_contact_just_used_is_taken_from_memory_without_asking_intake_or_the_database(
+    settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
+) -> None:
+    intake = build_intake(IntakeSettings(bus=settings))
+    await intake.start()
+    notifier = await run(build(notifier_settings(settings, hook, contact_memory=600.0)))
+    volunteer_id, request_id = await volunteer_and_request(bus)
+    first = offer(volunteer_id, request_id)
+    await publish(bus.nc, first)
+    await bus.wait_for("notification.delivered", notification_id=handlers.notification_id(first.id, "offer"))
+    await intake.stop()
+    await notifier.db["contacts"].delete_many({})
+
+    second = offer(volunteer_id, request_id)
+    await publish(bus.nc, second)
+
+    await bus.wait_for("notification.delivered", notification_id=handlers.notification_id(second.id, "offer"))
+    assert [b["phone"] for b in hook.bodies()] == ["13900139000", "13900139000"]

@@ -4,7 +4,7 @@ from typing import Any
 
 from faststream.nats.annotations import NatsMessage
 
-from contracts import Envelope
+from contracts import Envelope, event_subject
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
@@ -17,7 +17,8 @@ from contracts.events import (
     RequestUnmatched,
     VolunteerAssigned,
 )
-from services.common.bus import on_event
+from contracts.subjects import STREAM
+from services.common.bus import envelope_json, on_event
 from services.common.places import Places
 from services.common.runtime import Service
 from services.notifier.config import NotifierSettings
@@ -44,8 +45,13 @@ def build(settings: NotifierSettings | None = None) -> Service:
         return answer
 
     directory = Directory(ask_intake, store, settings, time.time)
+    async def publish(event: Envelope[Any]) -> None:
+        subject = event_subject(event.short_type, event.district)
+        headers = {"Nats-Msg-Id": event.id, "content-type": "application/json"}
+        await broker.publish(envelope_json(event), subject, headers=headers, stream=STREAM)
+
     dispatcher = Dispatcher(
-        store, service.outbox, directory, settings, Messages.load(), Places.load(settings.places), time.time
+        store, publish, directory, settings, Messages.load(), Places.load(settings.places), time.time
     )
 
     # Each consumer recognises a repeat by the event id; the notification id derives from it too.

@@ -22,12 +22,16 @@ class Directory:
         self.settings = settings
         self.clock = clock
         self.labels: dict[str, dict[str, str]] = {}
+        # Contacts just used, kept in memory a short while: one offer round asks for the same people again.
+        self.recent: dict[str, tuple[float, Contact]] = {}
 
     async def contact(self, kind: ContactKind, id: str) -> Contact | None:
         key = f"{kind}:{id}"
+        if (recent := self.recent.get(key)) and self.clock() - recent[0] < self.settings.contact_memory:
+            return recent[1]
         cached = await self.store.contact(key)
         if cached and self.clock() - cached["fetched"] < self.settings.contact_max_age:
-            return cached
+            return self.remember(key, cached)
         try:
             reply = await self.ask(API.INTAKE_CONTACT, {"kind": kind, "id": id})
         except Exception as exc:
@@ -41,7 +45,13 @@ class Directory:
             raise RuntimeError(f"intake refused the contact lookup for {key}: {reply['error']}")
         found = {"name": reply["name"], "phone": reply["phone"], "address": reply.get("address", "")}
         await self.store.save_contact(key, found, self.clock())
-        return found
+        return self.remember(key, found)
+
+    def remember(self, key: str, contact: Contact) -> Contact:
+        if len(self.recent) > 10_000:
+            self.recent.clear()
+        self.recent[key] = (self.clock(), contact)
+        return contact
 
     async def service_names(self, lang: str) -> dict[str, str]:
         """Asked once; until intake answers, texts say "a volunteer service" and the next one asks again."""

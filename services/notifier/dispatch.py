@@ -7,7 +7,7 @@ and the next delivery of the event resumes where it stopped, counting the attemp
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +16,6 @@ import httpx
 from faststream.nats.annotations import NatsMessage
 
 from contracts import Envelope
-from services.common.bus import Outbox
 from services.common.places import Places
 from services.common.runtime import cancel_and_wait
 from services.notifier import handlers
@@ -56,7 +55,7 @@ class Dispatcher:
     def __init__(
         self,
         store: NotifierStore,
-        outbox: Outbox,
+        publish: Callable[[Envelope[Any]], Awaitable[None]],
         directory: Directory,
         settings: NotifierSettings,
         messages: Messages,
@@ -64,7 +63,7 @@ class Dispatcher:
         clock: Callable[[], float],
     ) -> None:
         self.store = store
-        self.outbox = outbox
+        self.publish = publish
         self.directory = directory
         self.settings = settings
         self.clock = clock
@@ -83,8 +82,10 @@ class Dispatcher:
                     except Exception:
                         await self.store.release(doc["_id"], owner)
                         raise
-                # Also after a crash between recording the outcome and publishing it; the derived id dedupes.
-                await self.outbox.send([handlers.outcome_event(doc)])
+                # Published straight from the stored notification, no outbox: a crash before this leaves the event
+                # unacknowledged, and its redelivery finds the notification final and publishes again (the
+                # derived event id lets JetStream drop a repeat).
+                await self.publish(handlers.outcome_event(doc))
 
     async def prepare(self, event: Envelope[Any], to: handlers.Route, owner: str) -> dict[str, Any]:
         """The notification `to` gets about `event`, claimed by `owner` when it still has to be sent."""
@@ -92,6 +93,8 @@ class Dispatcher:
         doc = await self.store.notification(notification_id)
         if doc is None:
             doc = await self.compose(event, to)
+            if not doc["reachable"] or not self.settings.webhook_url:
+                return await self.settle_new(doc)
             if await self.store.create(doc, owner, self.clock() + self.settings.claim_seconds):
                 return doc
             doc = await self.store.notification(notification_id)
@@ -113,11 +116,31 @@ class Dispatcher:
         body = handlers.text(event, to, facts, self.messages)
         return handlers.new_notification(event, to, recipient, body, self.settings.channel, now, lang)
 
+    async def settle_new(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A console line, or a person nobody can reach: the outcome is known before anything is stored, so the
+        notification is written once, already final. Logged first: a crash in between logs it twice, never not."""
+        to_console(doc)
+        now = self.clock()
+        if doc["reachable"]:
+            status, outcome, channel, error = "delivered", "delivered", "console", ""
+        else:
+            status, outcome, channel, error = "failed", "no_contact", doc["channel"], self.unknown(doc)
+        final = {**doc, "status": status, "channel": channel, "error": error, "attempts": 1, "finished": now,
+                 "attempt": {"n": 1, "at": now, "outcome": outcome}}
+        if await self.store.create(final, "", 0.0):
+            return final
+        stored = await self.store.notification(doc["_id"])
+        assert stored is not None
+        return stored
+
+    @staticmethod
+    def unknown(doc: dict[str, Any]) -> str:
+        return f"intake knows no contact for {doc['recipient']}"
+
     async def deliver(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
         to_console(doc)
         if not doc["reachable"]:
-            unknown = f"intake knows no contact for {doc['recipient']}"
-            return await self.settle_at_once(doc, owner, doc["channel"], "no_contact", unknown)
+            return await self.settle_at_once(doc, owner, doc["channel"], "no_contact", self.unknown(doc))
         if not self.settings.webhook_url:
             return await self.settle_at_once(doc, owner, "console", "delivered", "")
         return await self.by_webhook(doc, owner, self.settings.webhook_url)
