@@ -127,7 +127,8 @@ async def run(events: int, nats_url: str, mongo_url: str) -> None:
             counted = dict(commands.seen)
             writes = sum(n for command, n in counted.items() if command.split()[0] in WRITES)
             total = sum(counted.values())
-            print(f"{name} x{events} (console): {total / events:.1f} commands, {writes / events:.1f} writes per notification")
+            per = f"{total / events:.1f} commands, {writes / events:.1f} writes per notification"
+            print(f"{name} x{events} (console): {per}")
             for command, n in sorted(counted.items(), key=lambda item: -item[1]):
                 print(f"    {n / events:5.2f}  {command}")
     finally:

@@ -30,7 +30,8 @@ class Directory:
         if (recent := self.recent.get(key)) and self.clock() - recent[0] < self.settings.contact_memory:
             return recent[1]
         cached = await self.store.contact(key)
-        if cached and self.clock() - cached["fetched"] < self.settings.contact_max_age:
+        # A contact stored before intake gave addresses is asked again, so the accepted volunteer gets one.
+        if cached and "address" in cached and self.clock() - cached["fetched"] < self.settings.contact_max_age:
             return self.remember(key, cached)
         try:
             reply = await self.ask(API.INTAKE_CONTACT, {"kind": kind, "id": id})
