@@ -89,14 +89,19 @@ def test_a_request_without_a_window_is_due_sooner_when_urgent() -> None:
 
 
 def test_a_community_lists_its_grids_and_the_cursor_pages_after_the_last_item() -> None:
-    query = handlers.requests_filter(RequestsQuery(state="open", community="quanwaiyuan"), PLACES, 0)
-    assert query["district"] == "beibei"
-    assert query["grid"] == {"$in": ["quanwai-01", "quanwai-02", "quanwai-03"]}
-    assert query["status"] == {"$in": ["submitted", "offered"]}
+    queries = handlers.requests_queries(RequestsQuery(state="open", community="quanwaiyuan"), PLACES, 0)
+    assert {(q["district"], q["grid"], q["status"]) for q in queries} == {
+        ("beibei", grid, status) for grid in ("quanwai-01", "quanwai-02", "quanwai-03")
+        for status in ("submitted", "offered")}
 
     cursor = handlers.cursor_after({"created": 12.5, "_id": "r-9"})
-    paged = handlers.requests_filter(RequestsQuery(cursor=cursor), PLACES, 0)
-    assert paged["$or"] == [{"created": {"$gt": 12.5}}, {"created": 12.5, "_id": {"$gt": "r-9"}}]
+    [paged] = handlers.requests_queries(RequestsQuery(cursor=cursor), PLACES, 0)
+    assert paged == {"$or": [{"created": {"$gt": 12.5}}, {"created": 12.5, "_id": {"$gt": "r-9"}}]}
+
+
+def test_a_grid_outside_the_community_named_lists_nothing() -> None:
+    call = RequestsQuery(community="quanwaiyuan", district="beibei", grid="chaoyang-01")
+    assert handlers.requests_queries(call, PLACES, 0) == []
 
 
 def test_an_update_that_changes_nothing_keeps_the_revision() -> None:

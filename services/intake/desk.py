@@ -157,7 +157,9 @@ class Desk:
 
     async def requests(self, call: RequestsQuery) -> RequestList:
         now = self.clock().timestamp()
-        docs = await self.store.page(handlers.requests_filter(call, self.places, now), call.limit + 1)
+        queries = handlers.requests_queries(call, self.places, now)
+        pages = await asyncio.gather(*[self.store.page(query, call.limit + 1) for query in queries])
+        docs = sorted((d for page in pages for d in page), key=lambda d: (d["created"], d["_id"]))[: call.limit + 1]
         more = len(docs) > call.limit
         docs = docs[: call.limit]
         return RequestList(
