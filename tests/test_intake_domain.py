@@ -8,7 +8,13 @@ import pytest
 
 from contracts import ApiError, new_event
 from contracts.calls import RequestsQuery, SubmitRequest, UpdateVolunteer
-from contracts.events import AssignmentAccepted, AssignmentCompleted, RequestRedispatched, VolunteerAssigned
+from contracts.events import (
+    AssignmentAccepted,
+    AssignmentCompleted,
+    RequestRedispatched,
+    RequestUnmatched,
+    VolunteerAssigned,
+)
 from services.common.places import Places
 from services.intake import handlers
 from services.intake.config import DEFAULT_CATALOG
@@ -65,6 +71,22 @@ def test_work_of_the_next_round_that_overtakes_the_redispatch_starts_the_round()
     moved = {**doc, **move.update()}
     late = handlers.redispatch(moved, said(RequestRedispatched(request_id="r", operator="小刘", reason="换人"), 35))
     assert late.status == "accepted" and late.changes == {} and late.note == "sent out again by 小刘: 换人"
+
+
+def test_an_unmatched_newer_than_the_reopen_belongs_to_the_next_round() -> None:
+    doc = request(status="reopened", assignment_id="a-1", stage_at=(T0 + timedelta(minutes=30)).isoformat())
+    unmatched = said(RequestUnmatched(request_id="r", reason="nobody"), 45)
+    move = handlers.follow(doc, "unmatched", unmatched, "nobody")
+    assert move is not None and move.status == "unmatched" and move.changes["round"] == 1
+
+
+def test_a_late_offer_of_the_round_before_a_redispatch_changes_nothing() -> None:
+    doc = request(status="reopened", assignment_id="a-1", stage_at=(T0 + timedelta(minutes=30)).isoformat())
+    again = {**doc, **handlers.redispatch(doc, said(RequestRedispatched(request_id="r", operator="小刘", reason="换人"),
+                                                    40)).update()}
+    assert again["status"] == "submitted" and again["round"] == 1
+    assert handlers.follow(again, "offered", offer(5, "a-0"), "asked", "a-0") is None
+    assert handlers.follow(again, "offered", offer(50, "a-2"), "asked", "a-2") is not None
 
 
 def test_a_repeated_event_of_the_reopened_round_changes_nothing() -> None:

@@ -117,7 +117,7 @@ def as_code(text: str) -> str | None:
 
 def check_places(places: Places, district: str, grids: list[str]) -> None:
     if problems := places.problems(district, grids):
-        raise ApiError("unknown_place", "; ".join(p["problem"] for p in problems) + ": choose one of the choices",
+        raise ApiError("unknown_place", "; ".join(p["problem"] for p in problems) + " (details list the choices)",
                        problems)
 
 
@@ -357,8 +357,9 @@ NEXT_ROUND_RESET = {"stars": None, "comment": "", "done": True, "hours": None, "
                     "volunteer_name": "", "assignment_id": None, "assignment_code": ""}
 
 
-def next_round(doc: dict[str, Any]) -> dict[str, Any]:
-    return {**NEXT_ROUND_RESET, "round": doc.get("round", 0) + 1, "reopened_assignment": doc.get("assignment_id")}
+def next_round(doc: dict[str, Any], at: datetime) -> dict[str, Any]:
+    return {**NEXT_ROUND_RESET, "round": doc.get("round", 0) + 1, "round_at": at.isoformat(),
+            "reopened_assignment": doc.get("assignment_id")}
 
 
 def moves_on(doc: dict[str, Any], status: str, at: datetime) -> bool:
@@ -374,10 +375,13 @@ def follow(doc: dict[str, Any], status: str, event: Envelope[Any], note: str,
            assignment_id: str | None = None, **changes: Any) -> Move | None:
     """What an event from the matcher does to a request: move it on, or nothing when it is late or repeated."""
     at = event.time
-    if doc["status"] == "reopened" and assignment_id and assignment_id != doc.get("assignment_id") \
+    if doc["status"] == "reopened" and assignment_id != doc.get("assignment_id") \
             and at > (when(doc.get("stage_at")) or at):
-        # Work of the next round that overtook request.redispatched: the new round starts here.
-        return Move(status, event.id, at, note, {**next_round(doc), "assignment_id": assignment_id, **changes})
+        # Newer than the reopen and not about the work rated: the next round, which overtook
+        # request.redispatched (they come through separate consumers). The new round starts here.
+        return Move(status, event.id, at, note, {**next_round(doc, at), "assignment_id": assignment_id, **changes})
+    if (started := when(doc.get("round_at"))) and at < started:
+        return None  # a late word of the round before
     if not moves_on(doc, status, at):
         return None
     if assignment_id:
@@ -389,7 +393,7 @@ def redispatch(doc: dict[str, Any], event: Envelope[Any]) -> Move:
     data = event.data
     note = f"sent out again by {data.operator}: {data.reason}"
     if doc["status"] == "reopened":
-        return Move("submitted", event.id, event.time, note, next_round(doc))
+        return Move("submitted", event.id, event.time, note, next_round(doc, event.time))
     return Move(doc["status"], event.id, event.time, note)  # the new round already began: only the history line
 
 
