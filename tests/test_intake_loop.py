@@ -14,6 +14,7 @@ from contracts import API, new_event
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
+    AssignmentWithdrawn,
     RequestRedispatched,
     RequestUnmatched,
     VolunteerAssigned,
@@ -263,6 +264,20 @@ async def test_details_are_no_longer_given_once_the_ttl_after_completion_has_pas
         assert await eventually(expired)
     finally:
         await intake.stop()
+
+
+async def test_a_volunteer_taken_off_the_work_is_no_longer_given_the_details(intake: Service, bus: Bus) -> None:
+    volunteer_id = await register(bus)
+    request_id = await submit(bus)
+    assignment = await accepted_by(intake, bus, request_id, volunteer_id)
+    ids = {"request_id": request_id, "volunteer_id": volunteer_id, "assignment_id": assignment}
+    await tell(intake, AssignmentWithdrawn(**ids, reason="reassigned", by="小刘"), request_id)
+
+    async def refused() -> dict[str, Any] | None:
+        reply = await bus.call(API.INTAKE_DETAILS, {"assignment_id": assignment, "volunteer_id": volunteer_id})
+        return reply if "error" in reply else None
+
+    assert (await eventually(refused))["error"]["code"] == "details_expired"
 
 
 # --- status as the resident sees it -----------------------------------------------------------------------------

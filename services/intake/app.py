@@ -29,6 +29,7 @@ from contracts.calls import (
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
+    AssignmentWithdrawn,
     RequestRedispatched,
     RequestUnmatched,
     VolunteerAssigned,
@@ -144,6 +145,12 @@ def build(settings: IntakeSettings | None = None) -> Service:
         async with inbox.once("intake-completed", event) as first:
             if first:
                 await desk.completed(event)
+
+    @on_event(broker, settings.bus, "intake", "assignment.withdrawn")
+    async def withdrawn(event: Envelope[AssignmentWithdrawn]) -> None:
+        async with inbox.once("intake-withdrawn", event) as first:
+            if first:
+                await desk.withdrawn(event)
 
     @on_event(broker, settings.bus, "intake", "request.unmatched")
     async def unmatched(event: Envelope[RequestUnmatched]) -> None:

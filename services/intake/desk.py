@@ -37,6 +37,7 @@ from contracts.envelope import derived_id
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
+    AssignmentWithdrawn,
     RequestRedispatched,
     RequestUnmatched,
     VolunteerAssigned,
@@ -195,6 +196,12 @@ class Desk:
         await self.move(d.request_id, lambda doc: handlers.follow(
             doc, "completed", event, f"done in {d.hours} h", d.assignment_id,
             volunteer_id=d.volunteer_id, volunteer_name=name, hours=str(d.hours)))
+
+    async def withdrawn(self, event: Envelope[AssignmentWithdrawn]) -> None:
+        d = event.data
+        # A volunteer taken off the work is no longer given the resident's details.
+        await self.store.record_assignment(d.assignment_id, {
+            "request_id": d.request_id, "volunteer_id": d.volunteer_id, "withdrawn_at": event.time.isoformat()})
 
     async def unmatched(self, event: Envelope[RequestUnmatched]) -> None:
         await self.move(event.data.request_id, lambda doc: handlers.follow(

@@ -621,8 +621,9 @@ def details_view(assignment: dict[str, Any], volunteer_id: str, request: dict[st
     if until is not None and until < now:
         raise ApiError("details_expired", "the work is done and its details are no longer given out",
                        {"assignment_id": assignment["_id"], "access_until": until.isoformat()})
-    if request["status"] == "cancelled":
-        raise ApiError("details_expired", "the request was cancelled", {"assignment_id": assignment["_id"]})
+    if request["status"] == "cancelled" or assignment.get("withdrawn_at"):
+        raise ApiError("details_expired", "the request was cancelled or the work given to someone else",
+                       {"assignment_id": assignment["_id"]})
     return AssignmentDetails(
         request_id=request["_id"], code=request.get("code", ""), assignment_id=assignment["_id"],
         district=request["district"], grid=request["grid"],
