@@ -347,9 +347,12 @@ class Move:
     at: datetime
     note: str
     changes: dict[str, Any] = field(default_factory=dict)
+    note_only: bool = False  # a line in the history, the status as it is
 
     def update(self) -> dict[str, Any]:
         entry = {"key": self.key, "status": self.status, "at": self.at.isoformat(), "note": self.note}
+        if self.note_only:
+            return {"last_change": entry}
         return {"status": self.status, "stage_at": self.at.isoformat(), "last_change": entry, **self.changes}
 
 
@@ -394,7 +397,7 @@ def redispatch(doc: dict[str, Any], event: Envelope[Any]) -> Move:
     note = f"sent out again by {data.operator}: {data.reason}"
     if doc["status"] == "reopened":
         return Move("submitted", event.id, event.time, note, next_round(doc, event.time))
-    return Move(doc["status"], event.id, event.time, note)  # the new round already began: only the history line
+    return Move(doc["status"], event.id, event.time, note, note_only=True)  # the new round already began
 
 
 def check_rating(doc: dict[str, Any], stars: int, done: bool = True) -> str:
