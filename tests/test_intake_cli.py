@@ -119,7 +119,7 @@ async def test_a_rating_of_not_done_reopens_and_only_then_can_the_request_be_clo
                                         district="beibei", subject=request_id, correlationid=request_id)])
 
     async def completed() -> bool:
-        return (await bus.call(API.INTAKE_STATUS, {"request_id": request_id}))["status"] == "completed"
+        return bool((await bus.call(API.INTAKE_STATUS, {"request_id": request_id}))["status"] == "completed")
 
     await eventually(completed)
     _, rated, _ = await linli(tmp_path, capsys, "rate", code, "--stars", "4", "--not-done")

@@ -157,7 +157,7 @@ async def test_a_phone_under_another_name_is_refused_and_the_same_person_gets_th
     assert "update_volunteer" in other["error"]["message"] and other["error"]["details"]["volunteer_id"] == first
     assert again == {"volunteer_id": first}
     stored = await intake.db["volunteers"].find_one({"_id": first})
-    assert stored["name"] == "袁文" and stored["skills"] == ["repair"] and stored["capacity"] == 1
+    assert stored and stored["name"] == "袁文" and stored["skills"] == ["repair"] and stored["capacity"] == 1
     await asyncio.sleep(0.3)
     assert len(await stored_events(bus.nc, "volunteer.registered")) == 1
 
@@ -204,7 +204,8 @@ async def test_a_volunteer_who_leaves_is_announced_once_and_can_no_longer_be_upd
 
     back = await bus.call(API.INTAKE_REGISTER_VOLUNTEER, volunteer())
     assert back == {"volunteer_id": volunteer_id}
-    assert (await intake.db["volunteers"].find_one({"_id": volunteer_id}))["active"] is True
+    rejoined = await intake.db["volunteers"].find_one({"_id": volunteer_id})
+    assert rejoined and rejoined["active"] is True
     await bus.wait_for("volunteer.registered", count=2, volunteer_id=volunteer_id)
 
 
@@ -259,7 +260,7 @@ async def test_details_are_no_longer_given_once_the_ttl_after_completion_has_pas
 
         async def expired() -> bool:
             reply = await bus.call(API.INTAKE_DETAILS, {"assignment_id": assignment, "volunteer_id": volunteer_id})
-            return reply.get("error", {}).get("code") == "details_expired"
+            return bool(reply.get("error", {}).get("code") == "details_expired")
 
         assert await eventually(expired)
     finally:
