@@ -373,6 +373,8 @@ async def test_requests_are_listed_by_state_and_place_and_paged_with_a_cursor(in
     assert await listed(state="open", district="beibei", grid="quanwai-02") == [quanwai[1]]
     assert await listed(state="overdue", district="beibei") == [late]
     assert await listed(state="unmatched") == [unmatched]
+    made = [item["created_at"] for item in (await bus.call(API.INTAKE_REQUESTS, {"district": "beibei"}))["items"]]
+    assert await listed(district="beibei", since=made[1], until=made[3]) == [quanwai[1], quanwai[2]]
     first = (await bus.call(API.INTAKE_REQUESTS, {"district": "beibei", "limit": 1}))["items"][0]
     assert first["place"] == "泉外社区泉外第一网格" and first["service_name"] == "水电维修" and len(first["code"]) == 6
     nowhere = await bus.call(API.INTAKE_REQUESTS, {"community": "atlantis"})
