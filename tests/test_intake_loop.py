@@ -402,3 +402,40 @@ async def test_requests_are_listed_by_state_and_place_and_paged_with_a_cursor(in
 async def test_an_unknown_id_is_not_found(intake: Service, bus: Bus, subject: str, call: dict[str, Any]) -> None:
     reply = await bus.call(subject, call)
     assert reply["error"]["code"] == "not_found"
+
+
+# --- with the real matcher ------------------------------------------------------------------------------------
+
+
+async def test_through_the_matcher_the_resident_sees_the_offer_and_only_the_volunteer_who_accepts_gets_details(
+    intake: Service, settings: BusSettings, bus: Bus
+) -> None:
+    from services.matcher.app import build as build_matcher
+    from services.matcher.config import MatcherSettings
+
+    matcher = build_matcher(MatcherSettings(bus=settings, offer_ttl=60, sweep_interval=0.2, lease=5))
+    await matcher.start()
+    try:
+        volunteer_id = await register(bus)
+        await eventually(lambda: matcher.db["volunteers"].find_one({"_id": volunteer_id}))
+        request_id = await submit(bus)
+        offer = (await bus.wait_for("volunteer.assigned", request_id=request_id))[0]["data"]
+        await status_is(bus, request_id, "offered")
+        before = await bus.call(API.INTAKE_DETAILS, {"assignment_id": offer["assignment_id"],
+                                                      "volunteer_id": volunteer_id})
+
+        await bus.call(API.MATCHER_RESPOND, {"assignment_id": offer["assignment_id"], "volunteer_id": volunteer_id,
+                                             "accept": True})
+        coming = await status_is(bus, request_id, "accepted", volunteer_name="袁文")
+
+        async def given() -> dict[str, Any] | None:
+            reply = await bus.call(API.INTAKE_DETAILS, {"assignment_id": offer["assignment_id"],
+                                                         "volunteer_id": volunteer_id})
+            return reply if "error" not in reply else None
+
+        details = await eventually(given)
+        assert before["error"]["code"] == "not_found"  # an offer is not yet the work
+        assert [h["status"] for h in coming["history"]] == ["submitted", "offered", "accepted"]
+        assert details["address"] == "泉外园小区3栋2单元401" and details["code"] == coming["code"]
+    finally:
+        await matcher.stop()
