@@ -51,7 +51,7 @@ def event_decoder(event_type: str) -> Callable[[StreamMessage[Any]], Any]:
         try:
             read_event(event_type, message.body)
         except BodyRefused as exc:
-            raise Poison(f"{exc.code}: {exc.message} {exc.details or ''}") from exc
+            raise Poison(f"{exc.code}: {exc.message} {exc.details or ''}"[:1000]) from exc
         return json.loads(message.body)
 
     return decode

@@ -55,7 +55,7 @@ def replay_problem(subject: str, body: bytes) -> str:
     try:
         read_event(event_type_of(subject), body)
     except BodyRefused as exc:
-        return f"{exc.code}: {exc.message}" + (f" {exc.details}" if exc.details else "")
+        return (f"{exc.code}: {exc.message}" + (f" {exc.details}" if exc.details else ""))[:1000]
     return ""
 
 
