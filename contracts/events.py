@@ -70,7 +70,7 @@ Weekday = Annotated[int, Field(ge=0, le=6)]
 
 class WeeklyWindow(Event):
     days: list[Weekday] = Field(
-        min_length=1, max_length=7, description="Days of the week, 0 = Monday, each once.", examples=[[0, 1, 2, 3, 4]]
+        max_length=7, description="Days of the week, 0 = Monday, each once.", examples=[[0, 1, 2, 3, 4]]
     )
     start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Local time (Asia/Shanghai).")
     end: str = Field(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$", examples=["18:00"])
