@@ -32,7 +32,7 @@ class Handled:
 @pytest.fixture
 async def probe(settings: BusSettings) -> AsyncIterator[tuple[Service, Handled]]:
     # Few ack-pending slots: poison that held on to them would stop the consumer at once.
-    small = replace(settings, max_ack_pending=10, max_deliver=20)
+    small = replace(settings, max_ack_pending=10, max_deliver=20, ack_wait=30)
     service = Service.create("probe", small)
     handled = Handled()
 
