@@ -8,6 +8,10 @@ from contracts.events import AwayPeriod, Channel, Hours, Urgency, WeeklyWindow
 
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Lower-case id usable as a NATS subject token.")
 ItemId = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,80}$", description="Catalogue category or item id.")
+# Every string and list a call carries is bounded: ids, names and free text by max_length, lists by max_length
+# and their items by the type below.
+Id = Field(min_length=1, max_length=80)
+Token = Annotated[str, Field(min_length=1, max_length=81)]
 
 
 class Call(BaseModel):
@@ -15,7 +19,7 @@ class Call(BaseModel):
 
 
 class CatalogQuery(Call):
-    district: str | None = None
+    district: str | None = Field(default=None, max_length=64)
 
 
 class CatalogItem(BaseModel):
@@ -55,7 +59,7 @@ class SubmitRequest(Call):
     window_end: datetime | None = None
     resident: Resident
     channel: Channel = "kiosk"
-    needs: list[str] = Field(
+    needs: list[Token] = Field(
         default_factory=list, max_length=10,
         description="Hard constraints: sign-language, dialect:<name>, woman, wheelchair.",
     )
@@ -76,13 +80,15 @@ class RegisterVolunteer(Call):
     name: str = Field(min_length=1, max_length=50, examples=["袁文"])
     phone: str = Field(pattern=r"^\+?[0-9][0-9 -]{4,19}$", examples=["13900139000"])
     district: str = Slug
-    grids: list[str] = Field(min_length=1, max_length=20)
-    skills: list[str] = Field(min_length=1, max_length=50)
+    grids: list[Token] = Field(min_length=1, max_length=20)
+    skills: list[Token] = Field(min_length=1, max_length=50)
     capacity: int = Field(default=1, ge=1, le=20)
     team: str = Field(default="", max_length=80, description="The volunteer team (志愿服务队).")
-    attributes: list[str] = Field(default_factory=list, max_length=20, examples=[["sign-language", "woman"]])
-    availability: list[WeeklyWindow] = Field(default_factory=list, description="Weekly windows; empty means any time.")
-    away: list[AwayPeriod] = Field(default_factory=list, description="Periods the volunteer is away.")
+    attributes: list[Token] = Field(default_factory=list, max_length=20, examples=[["sign-language", "woman"]])
+    availability: list[WeeklyWindow] = Field(
+        default_factory=list, max_length=50, description="Weekly windows; empty means any time."
+    )
+    away: list[AwayPeriod] = Field(default_factory=list, max_length=50, description="Periods the volunteer is away.")
 
     @model_validator(mode="after")
     def ids_well_formed(self) -> "RegisterVolunteer":
@@ -97,18 +103,18 @@ class RegisterReply(BaseModel):
 
 
 class RateRequest(Call):
-    request_id: str = Field(min_length=1)
+    request_id: str = Id
     stars: int = Field(ge=1, le=5)
     comment: str = Field(default="", max_length=500)
     done: bool = Field(default=True, description="False when the resident says the service was not done.")
 
 
 class StatusQuery(Call):
-    request_id: str = Field(min_length=1)
+    request_id: str = Id
 
 
 class CancelRequest(Call):
-    request_id: str = Field(min_length=1)
+    request_id: str = Id
     reason: str = Field(default="", max_length=500)
     operator: str = Field(default="", max_length=80, description="Who cancelled it, when not the resident.")
 
@@ -144,7 +150,7 @@ class RequestStatus(BaseModel):
 
 class ContactQuery(Call):
     kind: Literal["volunteer", "resident"]
-    id: str = Field(min_length=1, description="A volunteer id, or a request id for its resident.")
+    id: str = Field(min_length=1, max_length=80, description="A volunteer id, or a request id for its resident.")
 
 
 class Contact(BaseModel):
@@ -154,7 +160,7 @@ class Contact(BaseModel):
 
 
 class PlacesQuery(Call):
-    district: str | None = Field(default=None, description="One district; none gives every district.")
+    district: str | None = Field(default=None, max_length=64, description="One district; none gives every district.")
 
 
 class PlaceName(BaseModel):
@@ -219,9 +225,9 @@ class RequestsQuery(Call):
         description="open: not yet accepted (submitted or offered); assigned: accepted, not yet done; overdue: open or "
         "assigned past its window's end (or INTAKE_OVERDUE_AFTER after it was made, when it has no window).",
     )
-    district: str | None = None
-    community: str | None = None
-    grid: str | None = None
+    district: str | None = Field(default=None, max_length=64)
+    community: str | None = Field(default=None, max_length=64)
+    grid: str | None = Field(default=None, max_length=64)
     since: datetime | None = Field(default=None, description="Made at or after this time.")
     until: datetime | None = Field(default=None, description="Made before this time.")
     limit: int = Field(default=50, ge=1, le=500)
@@ -253,11 +259,11 @@ class RequestList(BaseModel):
 
 class UpdateVolunteer(Call):
     volunteer_id: str = Field(min_length=1, max_length=80)
-    grids: list[str] | None = Field(default=None, min_length=1, max_length=20)
-    skills: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    grids: list[Token] | None = Field(default=None, min_length=1, max_length=20)
+    skills: list[Token] | None = Field(default=None, min_length=1, max_length=50)
     capacity: int | None = Field(default=None, ge=1, le=20)
     team: str | None = Field(default=None, max_length=80)
-    attributes: list[str] | None = Field(default=None, max_length=20)
+    attributes: list[Token] | None = Field(default=None, max_length=20)
     availability: list[WeeklyWindow] | None = Field(default=None, max_length=50)
     away: list[AwayPeriod] | None = Field(default=None, max_length=50)
     name: str | None = Field(default=None, min_length=1, max_length=50)
@@ -289,15 +295,15 @@ class CloseRequest(Call):
 
 
 class Respond(Call):
-    assignment_id: str = Field(min_length=1)
-    volunteer_id: str = Field(min_length=1)
+    assignment_id: str = Id
+    volunteer_id: str = Id
     accept: bool
     reason: str = Field(default="", max_length=500)
 
 
 class Complete(Call):
-    assignment_id: str = Field(min_length=1)
-    volunteer_id: str = Field(min_length=1)
+    assignment_id: str = Id
+    volunteer_id: str = Id
     hours: Hours
     note: str = Field(default="", max_length=1000)
 
@@ -309,7 +315,7 @@ class AssignmentReply(BaseModel):
 
 
 class AssignmentsQuery(Call):
-    volunteer_id: str = Field(min_length=1)
+    volunteer_id: str = Id
 
 
 class AssignmentView(BaseModel):
@@ -331,9 +337,9 @@ class AssignmentView(BaseModel):
 
 class VolunteersQuery(Call):
     district: str = Field(min_length=1, max_length=64)
-    grid: str | None = None
-    skill: str | None = Field(default=None, description="A menu category or item id.")
-    team: str | None = None
+    grid: str | None = Field(default=None, max_length=64)
+    skill: str | None = Field(default=None, max_length=81, description="A menu category or item id.")
+    team: str | None = Field(default=None, max_length=80)
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str = Field(default="", max_length=200)
 
@@ -361,7 +367,7 @@ class Assignments(BaseModel):
 
 
 class BalanceQuery(Call):
-    volunteer_id: str = Field(min_length=1)
+    volunteer_id: str = Id
 
 
 class Balance(BaseModel):
@@ -374,7 +380,7 @@ class Balance(BaseModel):
 
 
 class ExplainQuery(Call):
-    request_id: str = Field(min_length=1)
+    request_id: str = Id
 
 
 class Explanation(BaseModel):
@@ -388,24 +394,26 @@ class Explanation(BaseModel):
 
 
 class OperatorAssign(Call):
-    request_id: str = Field(min_length=1)
-    volunteer_id: str = Field(min_length=1)
+    request_id: str = Id
+    volunteer_id: str = Id
     operator: str = Field(min_length=1, max_length=80, description="Who is assigning by hand.")
     reason: str = Field(min_length=1, max_length=500, description="Why; kept with the assignment.")
     confirmed: bool = Field(default=False, description="The operator already has the volunteer's yes.")
 
 
 class OperatorReassign(Call):
-    request_id: str = Field(min_length=1)
+    request_id: str = Id
     operator: str = Field(min_length=1, max_length=80)
     reason: str = Field(min_length=1, max_length=500)
-    volunteer_id: str | None = Field(default=None, description="A named volunteer; without one, match again.")
+    volunteer_id: str | None = Field(
+        default=None, max_length=80, description="A named volunteer; without one, match again."
+    )
 
 
 class PairResident(Call):
     district: str = Slug
     resident_phone: str = Field(pattern=r"^\+?[0-9][0-9 -]{4,19}$", description="Identifies the resident.")
-    volunteer_id: str = Field(min_length=1)
+    volunteer_id: str = Id
     kind: Literal["caring-parent", "care-group", "other"] = "care-group"
 
 
@@ -417,7 +425,7 @@ class Pairing(BaseModel):
 
 
 class EndPairing(Call):
-    pairing_id: str = Field(min_length=1)
+    pairing_id: str = Id
     reason: str = Field(default="", max_length=500)
 
 
@@ -444,13 +452,13 @@ class LedgerEntry(BaseModel):
 
 
 class AdjustBalance(Call):
-    volunteer_id: str = Field(min_length=1)
+    volunteer_id: str = Id
     hours: SignedAmount = Decimal("0")
     points: SignedAmount = Decimal("0")
     reason: str = Field(min_length=1, max_length=500, description="Why; kept in the entry for good.")
     operator: str = Field(min_length=1, max_length=80)
     idempotency_key: str = Field(min_length=8, max_length=128)
-    request_id: str = Field(default="", description="The reviewed request this settles, if any.")
+    request_id: str = Field(default="", max_length=80, description="The reviewed request this settles, if any.")
 
     @model_validator(mode="after")
     def changes_something(self) -> "AdjustBalance":
@@ -460,7 +468,7 @@ class AdjustBalance(Call):
 
 
 class ConfirmService(Call):
-    request_id: str = Field(min_length=1)
+    request_id: str = Id
     operator: str = Field(min_length=1, max_length=80)
     reason: str = Field(default="", max_length=500)
 
@@ -491,7 +499,7 @@ class PutRewardItem(Call):
     name: str = Field(min_length=1, max_length=80, examples=["大米 5kg"])
     kind: Literal["goods", "course", "service"] = Field(description="Goods with stock, a course with seats, a service.")
     points: Decimal = Field(gt=0, le=1000000, decimal_places=2, description="Price in points of one unit.")
-    stock: int | None = Field(default=None, ge=0, description="Units or seats on hand now; null is unlimited.")
+    stock: int | None = Field(default=None, ge=0, le=1_000_000_000, description="Units or seats on hand now; null is unlimited.")
     active: bool = True
     description: str = Field(default="", max_length=500)
 
@@ -515,8 +523,8 @@ class RewardCatalog(BaseModel):
 
 
 class Redeem(Call):
-    volunteer_id: str = Field(min_length=1)
-    item_id: str = Field(min_length=1)
+    volunteer_id: str = Id
+    item_id: str = Field(min_length=1, max_length=81)
     quantity: int = Field(default=1, ge=1, le=100)
     idempotency_key: str = Field(min_length=8, max_length=128)
 
@@ -532,7 +540,7 @@ class Redemption(BaseModel):
 
 
 class StatementQuery(Call):
-    volunteer_id: str = Field(min_length=1)
+    volunteer_id: str = Id
 
 
 class StatementLine(BaseModel):
@@ -570,9 +578,9 @@ class SignedStatement(BaseModel):
 
 
 class ImportStatement(Call):
-    statement: dict[str, Any]
-    signature: str = Field(min_length=1)
-    volunteer_id: str = Field(min_length=1, description="The volunteer's id in this district.")
+    statement: dict[str, Any] = Field(description="A Statement as signed; bounded by the size and depth of the body.")
+    signature: str = Field(min_length=1, max_length=512)
+    volunteer_id: str = Field(min_length=1, max_length=80, description="The volunteer's id in this district.")
 
 
 class PublicKeyQuery(Call):

@@ -3,7 +3,7 @@ from typing import Any
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Urgency = Literal["routine", "soon", "urgent"]
 Channel = Literal["kiosk", "hotline", "app", "operator"]
@@ -65,10 +65,22 @@ class RequestReopened(Event):
     )
 
 
+Weekday = Annotated[int, Field(ge=0, le=6)]
+
+
 class WeeklyWindow(Event):
-    days: list[int] = Field(description="Days of the week, 0 = Monday.", examples=[[0, 1, 2, 3, 4]])
+    days: list[Weekday] = Field(
+        max_length=7, description="Days of the week, 0 = Monday, each once.", examples=[[0, 1, 2, 3, 4]]
+    )
     start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Local time (Asia/Shanghai).")
     end: str = Field(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$", examples=["18:00"])
+
+    @field_validator("days")
+    @classmethod
+    def each_day_once(cls, days: list[int]) -> list[int]:
+        if len(set(days)) != len(days):
+            raise ValueError("each day of the week at most once")
+        return days
 
 
 class AwayPeriod(Event):

@@ -66,10 +66,15 @@ async def test_a_failing_event_is_retried_then_dead_lettered_and_replayable(
     assert json.loads(letters[0]["body"])["data"]["request_id"] == "r-stuck"
 
     flaky.healthy = True
-    replay = await bus.call("linli.api.probe.dead_letters", {"action": "replay", "id": letters[0]["_id"]})
+    assert letters[0]["replayable"] and letters[0]["problem"] == ""
+    replay = await bus.call("linli.api.probe.dead_letters", {
+        "action": "replay", "id": letters[0]["_id"], "operator": "王工", "reason": "the dependency is back",
+    })
     assert replay["replays"] == 1
     await eventually(lambda: "r-stuck" in flaky.handled)
     assert flaky.handled.count("r-stuck") == 1
+    replayed = (await dead_letters(bus))[0]
+    assert (replayed["replayed_by"], replayed["replay_reason"]) == ("王工", "the dependency is back")
 
 
 async def test_a_malformed_event_is_dead_lettered_at_once(probe: tuple[Service, Flaky], bus: Bus) -> None:

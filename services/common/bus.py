@@ -20,6 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import ApiError, Envelope, event_subject
 from contracts.subjects import STREAM, STREAM_SUBJECTS
+from contracts.wire import BodyRefused, read_call, read_event
 from services.common.config import BusSettings
 
 log = logging.getLogger("linli.bus")
@@ -37,12 +38,37 @@ def event_stream(settings: BusSettings) -> JStream:
     )
 
 
+class Poison(Exception):
+    """An event body that no delivery can ever handle: not JSON, too large or too deep, or not a valid
+    envelope of the consumer's event type."""
+
+
+def event_decoder(event_type: str) -> Callable[[StreamMessage[Any]], Any]:
+    """Reads an event body whatever its headers say, so a body that cannot be an event is poison on its
+    first delivery rather than a decoding error retried like a failure."""
+
+    def decode(message: StreamMessage[Any]) -> Any:
+        try:
+            read_event(event_type, message.body)
+        except BodyRefused as exc:
+            raise Poison(f"{exc.code}: {exc.message} {exc.details or ''}"[:1000]) from exc
+        return json.loads(message.body)
+
+    return decode
+
+
+def call_body(message: StreamMessage[Any]) -> Any:
+    """Hands a call's bytes on undecoded: api_call validates them and answers whatever they are."""
+    return message.body
+
+
 class RetryLater(BaseMiddleware):
-    """Turns a failed event handler into a delayed redelivery, and a malformed event into a dead letter.
+    """Turns a failed event handler into a delayed redelivery, and a poison event into a dead letter.
 
     A plain nak is redelivered at once; the delay grows with each delivery so a dependency that is
     down is not hammered. After max_deliver the server stops and publishes the advisory that the
-    dead-letter recorder stores.
+    dead-letter recorder stores. A poison event is terminated on its first delivery, so a flood of them
+    holds no ack-pending slot and no event behind them waits.
     """
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
@@ -54,7 +80,7 @@ class RetryLater(BaseMiddleware):
         except HandlerException:
             raise
         except Exception as exc:
-            if isinstance(exc, ValidationError) and malformed_event(exc):
+            if isinstance(exc, Poison) or (isinstance(exc, ValidationError) and malformed_event(exc)):
                 log.error(
                     "malformed event on %s (correlation %s), sent to dead letters: %s",
                     msg.raw_message.subject, msg.correlation_id, exc,
@@ -108,8 +134,9 @@ def on_event(
         config=ConsumerConfig(
             ack_wait=settings.ack_wait,
             max_deliver=settings.max_deliver,
-            max_ack_pending=1000,
+            max_ack_pending=settings.max_ack_pending,
         ),
+        decoder=event_decoder(event_type),
         ack_policy=AckPolicy.ACK,
         max_workers=workers if workers > 1 else None,
         title=f"{service}:{event_type}",
@@ -118,13 +145,13 @@ def on_event(
 
 def on_call(broker: NatsBroker, subject: str, service: str, workers: int = 8) -> Any:
     # Calls are answered concurrently: each waits on database round trips, not on the CPU.
-    return broker.subscriber(subject, queue=service, title=subject, max_workers=workers)
+    return broker.subscriber(subject, queue=service, title=subject, max_workers=workers, decoder=call_body)
 
 
 def api_call(
     model: type[M],
 ) -> Callable[[Callable[[M], Awaitable[BaseModel | dict[str, Any]]]], Callable[[StreamMessage[Any]], Awaitable[dict[str, Any]]]]:
-    """Validate a call's JSON body; answer a bad call or a refused one with the error shape, never raise."""
+    """Validate a call's JSON body strictly; answer a bad call or a refused one with the error shape, never raise."""
 
     def decorate(
         handler: Callable[[M], Awaitable[BaseModel | dict[str, Any]]],
@@ -132,13 +159,9 @@ def api_call(
         @wraps(handler)
         async def answer(message: NatsMessage) -> dict[str, Any]:
             try:
-                call = model.model_validate_json(message.body or b"{}")
-            except ValidationError as exc:
-                details = [
-                    {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
-                    for err in exc.errors(include_url=False)
-                ]
-                return ApiError("invalid_request", f"the {model.__name__} call is not valid", details).reply()
+                call = read_call(model, message.body)
+            except BodyRefused as exc:
+                return ApiError(exc.code, exc.message, exc.details).reply()
             try:
                 result = await handler(call)
             except ApiError as exc:

@@ -20,6 +20,8 @@ class BusSettings:
     duplicate_window: float = field(default_factory=lambda: env_float("LINLI_DUPLICATE_WINDOW", 600))
     max_deliver: int = field(default_factory=lambda: env_int("LINLI_MAX_DELIVER", 20))
     ack_wait: float = field(default_factory=lambda: env_float("LINLI_ACK_WAIT", 30))
+    # Messages a consumer has delivered and not yet acknowledged; poison is terminated at once and holds none.
+    max_ack_pending: int = field(default_factory=lambda: env_int("LINLI_MAX_ACK_PENDING", 1000))
     retry_base_delay: float = field(default_factory=lambda: env_float("LINLI_RETRY_BASE_DELAY", 0.5))
     outbox_relay_interval: float = field(default_factory=lambda: env_float("LINLI_OUTBOX_RELAY_INTERVAL", 1.0))
     # How long stopping waits for the NATS connection to drain before it closes it: with the server
