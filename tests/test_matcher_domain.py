@@ -13,7 +13,7 @@ from services.matcher import handlers, scoring
 pytestmark = pytest.mark.domain
 
 RULES = scoring.Rules.load(Path(scoring.__file__).with_name("matching.yaml"))
-PLACES = scoring.Places({"d1": {
+PLACES = scoring.places_from({"d1": {
     "g1": {"community": "c1", "street": "s1", "neighbours": ["g2"]},
     "g2": {"community": "c1", "street": "s1", "neighbours": ["g1", "g3"]},
     "g3": {"community": "c1", "street": "s1", "neighbours": ["g2"]},

@@ -19,7 +19,9 @@ class MatcherSettings:
     rules_path: Path = field(
         default_factory=lambda: Path(os.environ.get("MATCHER_RULES", Path(__file__).with_name("matching.yaml")))
     )
-    places_path: Path = field(
-        default_factory=lambda: Path(os.environ.get("MATCHER_PLACES", Path(__file__).with_name("places.yaml")))
+    # The matcher's own places file, if it must differ from every other service's (LINLI_PLACES).
+    places_path: Path | None = field(
+        default_factory=lambda: Path(os.environ["MATCHER_PLACES"]) if os.environ.get("MATCHER_PLACES") else None
     )
+    # The clock of availability windows in a district the places file does not list.
     timezone: str = field(default_factory=lambda: os.environ.get("MATCHER_TIMEZONE", "Asia/Shanghai"))

@@ -2,13 +2,15 @@
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
+
+from services.common.places import DEFAULT_TIMEZONE, District, Grid, Places
 
 TIERS = ("grid", "neighbour", "community", "street", "district")
 KNOWN_NEEDS = ("sign-language", "woman", "wheelchair")  # plus dialect:<name>
@@ -75,42 +77,19 @@ class Rules:
         return rules
 
 
-@dataclass(frozen=True)
-class Places:
-    """Each district's grids and what lies around them."""
-
-    grids: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> "Places":
-        return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-
-    def _about(self, district: str, grid: str) -> dict[str, Any]:
-        return self.grids.get(district, {}).get(grid, {})
-
-    def tier(self, district: str, grid: str, volunteer_grids: list[str]) -> str:
-        if grid in volunteer_grids:
-            return "grid"
-        here = self._about(district, grid)
-        if set(here.get("neighbours", [])) & set(volunteer_grids):
-            return "neighbour"
-        for level in ("community", "street"):
-            if here.get(level) and any(self._about(district, g).get(level) == here[level] for g in volunteer_grids):
-                return level
-        return "district"
-
-    def grids_within(self, district: str, grid: str, tiers: tuple[str, ...]) -> list[str] | None:
-        """The grids a stage may draw volunteers from; None means the whole district."""
-        if "district" in tiers:
-            return None
-        here = self._about(district, grid)
-        allowed = {grid}
-        if "neighbour" in tiers:
-            allowed |= set(here.get("neighbours", []))
-        for level in ("community", "street"):
-            if level in tiers and here.get(level):
-                allowed |= {g for g, about in self.grids.get(district, {}).items() if about.get(level) == here[level]}
-        return sorted(allowed)
+def places_from(raw: dict[str, dict[str, dict[str, Any]]]) -> Places:
+    """Places from the older matcher mapping {district: {grid: {community, street, neighbours}}}, for tests and benches."""
+    districts = {}
+    for district, grids in raw.items():
+        districts[district] = District(
+            id=district, name=district, name_en="", timezone=DEFAULT_TIMEZONE, streets={}, communities={},
+            grids={
+                g: Grid(id=g, name=g, name_en="", community=str(about.get("community", "")),
+                        street=str(about.get("street", "")), neighbours=tuple(about.get("neighbours") or ()))
+                for g, about in grids.items()
+            },
+        )
+    return Places(districts)
 
 
 def meets_needs(needs: list[str], attributes: list[str]) -> bool:
