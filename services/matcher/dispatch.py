@@ -8,7 +8,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,6 +41,7 @@ from services.matcher.store import MatcherStore
 
 log = logging.getLogger("linli.matcher")
 MAX_OFFERS_PER_ROUND = 10  # bounds what a dead replica's round can have reserved
+TIDY_GRACE = 3.0  # seconds a live acceptance has to see itself through before the sweep does it
 Doc = dict[str, Any]
 
 
@@ -71,10 +73,27 @@ class Dispatch:
 
     async def place(self, request_id: str) -> None:
         """Offer an open request to the next stage's best free candidates, or hand it to an operator."""
-        request = await self.store.claim(request_id, self.settings.lease)
+        request = await self.store.claim(request_id, self.clock() + self.settings.lease)
         if request is None:
             return  # not open: another replica has it, or it is offered, done or cancelled
-        await self.choose_and_offer(request)
+        async with self.holding(request):
+            await self.choose_and_offer(request)
+
+    @asynccontextmanager
+    async def holding(self, request: Doc) -> AsyncIterator[None]:
+        """Renews the placing lease while we work, so that only a dead placer's lease lapses, and soon."""
+
+        async def beat() -> None:
+            while await self.store.renew(request["_id"], request["round"], self.clock() + self.settings.lease):
+                await asyncio.sleep(self.settings.lease / 3)
+
+        heartbeat = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat
 
     async def choose_and_offer(self, request: Doc) -> None:
         store, rules = self.store, self.rules
@@ -265,9 +284,10 @@ class Dispatch:
     async def accept(self, assignment: Doc) -> AssignmentReply:
         store = self.store
         # The request is the arbiter: of several offers in one round, exactly one can take it.
+        # `tidy` stays set until the acceptance is seen through, so the sweep finishes what a crash cut short.
         won = await store.move_request(
             assignment["request_id"], {"state": "offered", "round": assignment["round"]},
-            state="assigned", assignment_id=assignment["_id"],
+            state="assigned", assignment_id=assignment["_id"], tidy=True, tidy_at=self.clock(),
         )
         if not won:
             request = await store.request(assignment["request_id"]) or {}
@@ -278,15 +298,20 @@ class Dispatch:
             if current["state"] != "accepted":
                 # It lapsed or was withdrawn in the same instant: give the request back to its round.
                 await store.move_request(assignment["request_id"],
-                                         {"state": "assigned", "assignment_id": assignment["_id"]}, state="offered")
+                                         {"state": "assigned", "assignment_id": assignment["_id"]},
+                                         state="offered", tidy=False)
                 await self.offer_ended(current, "did not answer in time")
                 handlers.refuse_response(current, True, self.clock())
-        request = await store.request(assignment["request_id"]) or {}
-        for sibling in await store.round_offers(assignment["request_id"], assignment["round"]):
+        await self.see_acceptance_through(await store.request(assignment["request_id"]) or {}, assignment)
+        return reply(assignment, "accepted")
+
+    async def see_acceptance_through(self, request: Doc, assignment: Doc) -> None:
+        """Withdraw the round's other offers, announce the acceptance, and clear the request's `tidy` mark."""
+        for sibling in await self.store.round_offers(assignment["request_id"], assignment["round"]):
             if sibling["_id"] != assignment["_id"] and sibling["state"] == "offered":
                 await self.withdraw(sibling, handlers.TAKEN, "matcher")
         await self.outbox.send([handlers.accepted(request, assignment)])
-        return reply(assignment, "accepted")
+        await self.store.move_request(request["_id"], {"assignment_id": assignment["_id"], "tidy": True}, tidy=False)
 
     async def complete(self, call: Complete) -> AssignmentReply:
         store = self.store
@@ -340,35 +365,43 @@ class Dispatch:
 
     # --- operators -----------------------------------------------------------------------------------
 
-    async def take_for_operator(self, request_id: str, operator: str, reason: str, action: str) -> Doc:
-        store = self.store
-        request = await store.request(request_id)
+    async def operable(self, request_id: str) -> Doc:
+        request = await self.store.request(request_id)
         if request is None or "urgency" not in request:
             raise ApiError("not_found", "the matcher has no request with this id", {"request_id": request_id})
         if request["state"] in ("completed", "cancelled", "placing"):
             raise ApiError("not_changeable", f"a {request['state']} request cannot be changed now",
                            {"state": request["state"]})
-        taken = await store.take(request, self.settings.lease)
+        return request
+
+    async def check_volunteer(self, request: Doc, volunteer_id: str) -> None:
+        """Every refusal of a named volunteer, decided before anything is written."""
+        found = await self.store.volunteers_by_id([volunteer_id])
+        volunteer = found[0] if found else None
+        held_here = [a["_id"] for a in await self.store.of_request(request["_id"])
+                     if a["volunteer_id"] == volunteer_id and a["state"] in ("offered", "accepted")]
+        free = (await self.store.free_slots(found)).get(volunteer_id, 0) if volunteer else 0
+        handlers.check_named_volunteer(volunteer, request["district"], free + len(held_here))
+
+    async def take_for_operator(self, request: Doc, operator: str, reason: str, action: str) -> Doc:
+        store = self.store
+        taken = await store.take(request, self.clock() + self.settings.lease)
         if taken is None:
             raise ApiError("conflict", "the request changed while you were acting on it; look again and retry")
-        await store.record_action({"_id": f"{request_id}:{taken['round']}", "request_id": request_id,
+        await store.record_action({"_id": f"{request['_id']}:{taken['round']}", "request_id": request["_id"],
                                    "action": action, "operator": operator, "reason": reason, "at": self.clock()})
-        for assignment in await store.of_request(request_id):
+        for assignment in await store.of_request(request["_id"]):
             if assignment["state"] in ("offered", "accepted"):
-                await store.note_why(request_id, assignment["volunteer_id"], f"{action} by {operator}: {reason}")
+                await store.note_why(request["_id"], assignment["volunteer_id"], f"{action} by {operator}: {reason}")
                 await self.withdraw(assignment, f"{action} by {operator}: {reason}", operator)
         return taken
 
     async def hand_to(self, request: Doc, volunteer_id: str, operator: str, reason: str,
                       confirmed: bool) -> AssignmentReply:
         store = self.store
-        volunteers = await store.volunteers_by_id([volunteer_id])
-        if not volunteers or volunteers[0]["district"] != request["district"]:
-            await store.move_request(request["_id"], {"state": "placing", "round": request["round"]},
-                                     state="open", opened=self.clock())
-            raise ApiError("unknown_volunteer", "no volunteer with this id in the request's district")
         assignment_id = handlers.assignment_id_for(request["_id"], request["round"])
         if not await store.reserve(volunteer_id, assignment_id):
+            # Only a placement racing ours since check_volunteer gets here: match the request again.
             await store.move_request(request["_id"], {"state": "placing", "round": request["round"]},
                                      state="open", opened=self.clock())
             raise ApiError("at_capacity", "this volunteer has no free capacity; the request is matched again",
@@ -381,19 +414,26 @@ class Dispatch:
                                status="accepted" if confirmed else "offered")
 
     async def assign(self, call: OperatorAssign) -> AssignmentReply:
-        request = await self.take_for_operator(call.request_id, call.operator, call.reason, "assigned by hand")
-        return await self.hand_to(request, call.volunteer_id, call.operator, call.reason, call.confirmed)
+        request = await self.operable(call.request_id)
+        await self.check_volunteer(request, call.volunteer_id)
+        taken = await self.take_for_operator(request, call.operator, call.reason, "assigned by hand")
+        async with self.holding(taken):
+            return await self.hand_to(taken, call.volunteer_id, call.operator, call.reason, call.confirmed)
 
     async def reassign(self, call: OperatorReassign) -> AssignmentReply:
-        request = await self.take_for_operator(call.request_id, call.operator, call.reason, "reassigned")
+        request = await self.operable(call.request_id)
         if call.volunteer_id:
-            return await self.hand_to(request, call.volunteer_id, call.operator, call.reason, False)
-        tried = sorted({*request.get("tried", []), *request.get("why", {}).keys()})
-        await self.store.move_request(request["_id"], {"state": "placing", "round": request["round"]},
+            await self.check_volunteer(request, call.volunteer_id)
+        taken = await self.take_for_operator(request, call.operator, call.reason, "reassigned")
+        if call.volunteer_id:
+            async with self.holding(taken):
+                return await self.hand_to(taken, call.volunteer_id, call.operator, call.reason, False)
+        tried = sorted({*taken.get("tried", []), *taken.get("why", {}).keys()})
+        await self.store.move_request(taken["_id"], {"state": "placing", "round": taken["round"]},
                                       state="open", tried=tried, opened=self.clock())
-        await self.place(request["_id"])
-        latest = (await self.store.request(request["_id"])) or request
-        return AssignmentReply(assignment_id=latest.get("assignment_id") or "", request_id=request["_id"],
+        await self.place(taken["_id"])
+        latest = (await self.store.request(taken["_id"])) or taken
+        return AssignmentReply(assignment_id=latest.get("assignment_id") or "", request_id=taken["_id"],
                                status="offered" if latest["state"] == "offered" else "withdrawn")
 
     # --- timers that survive restarts ----------------------------------------------------------------
@@ -407,17 +447,23 @@ class Dispatch:
                 request = await store.request(assignment["request_id"]) or {}
                 await self.outbox.send([handlers.expired(request, assignment)])
                 await self.offer_ended(assignment, "did not answer in time")
-        for request in await store.stale_placements():
-            # A replica died while placing: undo what it did in that round and start the round again.
-            orphans = [handlers.assignment_id_for(request["_id"], request["round"], i) for i in range(MAX_OFFERS_PER_ROUND)]
+        for request in await store.untidy(older_than=TIDY_GRACE):
+            await self.finish_acceptance(request)
+        now = self.clock()
+        for request in await store.stale_placements(now):
+            # Its placer stopped renewing the lease: it died. Taking the request back first makes a placer
+            # that was only slow fail its own compare-and-set, so nothing it reserved is ever announced.
+            placing = {"state": "placing", "round": request["round"], "lease": {"$lt": now}}
+            if not await store.move_request(request["_id"], placing, state="open", opened=now):
+                continue
+            log.warning("request %s was left mid-placement; placing it again", request["_id"])
             for assignment in await store.round_offers(request["_id"], request["round"]):
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn",
                                             reason="placing replica died")
-            await store.release_all(orphans)
-            if await store.move_request(
-                request["_id"], {"state": "placing", "round": request["round"]}, state="open", opened=self.clock()
-            ):
-                log.warning("request %s was left mid-placement; placing it again", request["_id"])
+            await store.release_all(
+                [handlers.assignment_id_for(request["_id"], request["round"], i) for i in range(MAX_OFFERS_PER_ROUND)]
+            )
+            await self.place(request["_id"])
         for request in await store.waiting(older_than=max(2 * self.settings.sweep_interval, 2.0)):
             await self.place(request["_id"])
         for request in await store.unannounced_unmatched(older_than=5.0):
@@ -429,6 +475,22 @@ class Dispatch:
             if request.get("round") == assignment["round"] and assignment["state"] in ("offered", "accepted"):
                 await self.outbox.send([handlers.offered(request, assignment)])
             await store.mark_announced(assignment["_id"])
+
+    async def finish_acceptance(self, request: Doc) -> None:
+        """An acceptance a crash cut short: the volunteer's yes won the request, so see it through."""
+        assignment = await self.store.assignment(request.get("assignment_id") or "")
+        if assignment is None or request.get("state") != "assigned":
+            await self.store.move_request(request["_id"], {"tidy": True}, tidy=False)
+            return
+        if assignment["state"] == "offered":
+            await self.store.move_assignment(assignment["_id"], "offered", "accepted")
+            assignment = await self.store.assignment(assignment["_id"]) or assignment
+        if assignment["state"] == "accepted":
+            log.warning("request %s: seeing an interrupted acceptance through", request["_id"])
+            await self.see_acceptance_through(request, assignment)
+        elif await self.store.move_request(request["_id"], {"state": "assigned", "assignment_id": assignment["_id"]},
+                                           state="offered", tidy=False):
+            await self.offer_ended(assignment, "did not answer in time")  # the offer lapsed before the yes
 
     async def sweep_forever(self) -> None:
         while True:

@@ -35,6 +35,17 @@ def check_responder(assignment: dict[str, Any] | None, volunteer_id: str) -> dic
     return assignment
 
 
+def check_named_volunteer(volunteer: dict[str, Any] | None, district: str, free: int) -> None:
+    """An operator may name a volunteer of the request's district who is still active and has room."""
+    if volunteer is None or volunteer["district"] != district:
+        raise ApiError("unknown_volunteer", "no volunteer with this id in the request's district")
+    if volunteer.get("left"):
+        raise ApiError("volunteer_left", "this volunteer has left and takes no more work",
+                       {"volunteer_id": volunteer["_id"]})
+    if free <= 0:
+        raise ApiError("at_capacity", "this volunteer has no free capacity", {"volunteer_id": volunteer["_id"]})
+
+
 def refuse_response(assignment: dict[str, Any], accept: bool, now: float) -> None:
     """Raised when a response cannot apply; returns quietly when it repeats one already recorded."""
     state = assignment["state"]

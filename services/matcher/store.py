@@ -44,6 +44,7 @@ class MatcherStore:
         await self.slots.create_index([("volunteer_id", 1), ("holder", 1)])
         await self.slots.create_index("holder")
         await self.requests.create_index([("state", 1), ("lease", 1)])
+        await self.requests.create_index("tidy")  # equality on a flag set only while an acceptance is under way
         await self.assignments.create_index([("state", 1), ("expires", 1)])
         await self.assignments.create_index([("volunteer_id", 1), ("state", 1)])
 
@@ -185,21 +186,25 @@ class MatcherStore:
     async def request(self, request_id: str) -> dict[str, Any] | None:
         return await self.requests.find_one({"_id": request_id})
 
-    async def claim(self, request_id: str, lease: float) -> dict[str, Any] | None:
+    async def claim(self, request_id: str, until: float) -> dict[str, Any] | None:
         """Takes an open request for placing; only one replica wins each round."""
         return await self.requests.find_one_and_update(
             {"_id": request_id, "state": "open"},
-            {"$set": {"state": "placing", "lease": time.time() + lease}, "$inc": {"round": 1}},
+            {"$set": {"state": "placing", "lease": until}, "$inc": {"round": 1}},
             return_document=ReturnDocument.AFTER,
         )
 
-    async def take(self, request: dict[str, Any], lease: float) -> dict[str, Any] | None:
+    async def take(self, request: dict[str, Any], until: float, **changes: Any) -> dict[str, Any] | None:
         """Takes a request in whatever state it was read in, for an operator's change; one taker wins."""
         return await self.requests.find_one_and_update(
             {"_id": request["_id"], "state": request["state"], "round": request["round"]},
-            {"$set": {"state": "placing", "lease": time.time() + lease}, "$inc": {"round": 1}},
+            {"$set": {"state": "placing", "lease": until, **changes}, "$inc": {"round": 1}},
             return_document=ReturnDocument.AFTER,
         )
+
+    async def renew(self, request_id: str, round_: int, until: float) -> bool:
+        """The placer's heartbeat: false once the request is no longer ours to place."""
+        return await self.move_request(request_id, {"state": "placing", "round": round_}, lease=until)
 
     async def note_why(self, request_id: str, volunteer_id: str, why: str) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": {f"why.{volunteer_id}": why}})
@@ -208,8 +213,14 @@ class MatcherStore:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
 
-    async def stale_placements(self) -> list[dict[str, Any]]:
-        return await self.requests.find({"state": "placing", "lease": {"$lt": time.time()}}).limit(200).to_list()
+    async def stale_placements(self, now: float) -> list[dict[str, Any]]:
+        return await self.requests.find({"state": "placing", "lease": {"$lt": now}}).limit(200).to_list()
+
+    async def untidy(self, older_than: float) -> list[dict[str, Any]]:
+        """Accepted requests whose acceptance was not seen through (losing offers withdrawn, event sent)."""
+        return await self.requests.find(
+            {"tidy": True, "tidy_at": {"$lt": time.time() - older_than}}
+        ).limit(200).to_list()
 
     async def unannounced_unmatched(self, older_than: float) -> list[dict[str, Any]]:
         cutoff = time.time() - older_than
