@@ -381,6 +381,8 @@ class Explanation(BaseModel):
     request_id: str
     state: str
     urgency: Urgency
+    code: str = Field(default="", description="The request's short code.")
+    reopened: bool = Field(default=False, description="A poor rating sent it back: an operator may re-dispatch it.")
     offers: list[dict[str, Any]] = Field(description="Every offer made, in order, with its stage and score breakdown.")
     fell_out: list[dict[str, Any]] = Field(description="Volunteers offered who fell out, and why.")
     not_considered: dict[str, int] = Field(default_factory=dict)

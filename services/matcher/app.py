@@ -9,13 +9,17 @@ from contracts.calls import (
     OperatorAssign,
     OperatorReassign,
     Respond,
+    VolunteerList,
+    VolunteersQuery,
 )
 from contracts.events import (
     PairingCreated,
     PairingEnded,
     RequestCancelled,
+    RequestClosed,
     RequestCreated,
     RequestRated,
+    VolunteerLeft,
     VolunteerRegistered,
 )
 from services.common.bus import api_call, on_call, on_event
@@ -54,6 +58,14 @@ def build(settings: MatcherSettings | None = None) -> Service:
     async def request_rated(event: Envelope[RequestRated]) -> None:
         await dispatch.request_rated(event.data)  # repeats: one rating per request and volunteer
 
+    @on_event(broker, settings.bus, "matcher", "request.closed")
+    async def request_closed(event: Envelope[RequestClosed]) -> None:
+        await dispatch.request_closed(event.data.request_id)  # a closed request stays closed
+
+    @on_event(broker, settings.bus, "matcher", "volunteer.left")
+    async def volunteer_left(event: Envelope[VolunteerLeft]) -> None:
+        await dispatch.volunteer_left(event.data.volunteer_id)  # leaving twice: the offers are withdrawn already
+
     @on_event(broker, settings.bus, "matcher", "pairing.created")
     async def pairing_created(event: Envelope[PairingCreated]) -> None:
         await dispatch.pairing_created(event.data)  # an upsert keyed on the pairing id
@@ -76,6 +88,11 @@ def build(settings: MatcherSettings | None = None) -> Service:
     @api_call(AssignmentsQuery)
     async def assignments(call: AssignmentsQuery) -> Assignments:
         return await dispatch.assignments(call)
+
+    @on_call(broker, API.MATCHER_VOLUNTEERS, "matcher")
+    @api_call(VolunteersQuery)
+    async def volunteers(call: VolunteersQuery) -> VolunteerList:
+        return await dispatch.volunteers(call)
 
     @on_call(broker, API.MATCHER_EXPLAIN, "matcher")
     @api_call(ExplainQuery)

@@ -26,6 +26,8 @@ from contracts.calls import (
     OperatorAssign,
     OperatorReassign,
     Respond,
+    VolunteerList,
+    VolunteersQuery,
 )
 from contracts.events import (
     PairingCreated,
@@ -68,6 +70,9 @@ class Dispatch:
     def zone(self, district: str) -> ZoneInfo:
         # Availability windows are read on the district's clock; an unlisted district uses the matcher's.
         return self.places.zone(district) if self.places.district(district) else ZoneInfo(self.settings.timezone)
+
+    def week(self, district: str) -> str:
+        return handlers.week_of(self.clock(), self.zone(district))
 
     # --- placing -------------------------------------------------------------------------------------
 
@@ -121,8 +126,9 @@ class Dispatch:
             ids = [v["_id"] for v in pool]
             free = await store.free_slots(pool)
             histories = await store.histories(request.get("resident_ref", ""), ids)
+            weeks = await store.weeks_of(ids, self.week(request["district"]))
             ranked, out = scoring.rank(request, pool, free, histories, self.places, rules, self.clock(),
-                                       self.zone(request["district"]), need_skill)
+                                       self.zone(request["district"]), need_skill, weeks)
             left_out.update(out)
             chosen = []
             for rank_, candidate in enumerate(ranked, start=1):
@@ -140,7 +146,8 @@ class Dispatch:
                 progress.update(stage=progress["stage"] + 1, stage_rounds=0)
         left_out = +left_out  # drop zero counts
         reason = scoring.unmatched_reason(left_out, len(request.get("tried", [])))
-        if await store.move_request(request["_id"], placing, state="unmatched", reason=reason,
+        code = scoring.unmatched_code(left_out, len(request.get("tried", [])))
+        if await store.move_request(request["_id"], placing, state="unmatched", reason=reason, reason_code=code,
                                     not_considered=dict(left_out), announced=False, settled_at=self.clock(),
                                     **progress):
             log.info("request %s unmatched: %s", request["_id"], reason)
@@ -164,7 +171,9 @@ class Dispatch:
              "district": request["district"], "service": request["service"], "grid": request["grid"],
              "urgency": request["urgency"], "state": "accepted" if accepted else "offered", "round": request["round"],
              "stage": stage.name, "explanation": explanation, "by": by, "created": now,
-             "expires": now + self.settings.offer_ttl * stage.ttl_factor, "announced": False}
+             "expires": now + self.settings.offer_ttl * stage.ttl_factor, "announced": False,
+             "code": await store.issue_code(assignment_id),
+             **handlers.offer_details(request, explanation.get("tier", ""))}
             for assignment_id, explanation in chosen
         ]
         for assignment in assignments:
@@ -184,6 +193,7 @@ class Dispatch:
             await self.outbox.send(events)
             await store.mark_announced(assignment["_id"])
             await store.note_work(assignment["volunteer_id"], 0.5, self.rules.half_life_days)
+            await store.note_week(assignment["volunteer_id"], self.week(request["district"]), offers=1)
 
     async def withdraw(self, assignment: Doc, reason: str, by: str) -> None:
         if await self.store.move_assignment(assignment["_id"], assignment["state"], "withdrawn", reason=reason,
@@ -214,6 +224,8 @@ class Dispatch:
 
     async def volunteer_registered(self, data: VolunteerRegistered) -> None:
         known = await self.store.volunteers_by_id([data.volunteer_id])
+        if known and known[0].get("left"):
+            return  # a late or redelivered registration must not bring back a volunteer who left
         kept = {k: known[0][k] for k in ("recent_work", "recent_at", "stars_sum", "stars_n") if known and k in known[0]}
         await self.store.save_volunteer(
             {"_id": data.volunteer_id, "district": data.district, "grids": data.grids,
@@ -230,6 +242,8 @@ class Dispatch:
             {"_id": data.request_id, "district": data.district, "grid": data.grid, "service": data.service,
              "category": data.category, "urgency": data.urgency, "resident_ref": data.resident_ref,
              "needs": data.needs, "window_start": data.window_start.isoformat() if data.window_start else None,
+             "window_end": data.window_end.isoformat() if data.window_end else None,
+             "code": data.code, "description": data.description,
              "state": "open", "round": 0, "tried": [], "why": {}, "stage": 0, "stage_rounds": 0,
              "pairing_pending": True, "cause": event.id, "opened": now, "created": now}
         )
@@ -254,6 +268,25 @@ class Dispatch:
     async def request_rated(self, data: RequestRated) -> None:
         request = await self.store.request(data.request_id) or {}
         await self.store.note_rating(data.request_id, request.get("resident_ref", ""), data.volunteer_id, data.stars)
+        if request.get("state") == "completed" and handlers.reopens(data.stars, data.done):
+            # Setting the same marks again is a no-op, so a redelivered rating changes nothing.
+            against = sorted({*request.get("reopened_against", []), data.volunteer_id})
+            await self.store.move_request(request["_id"], {"state": "completed", "round": request["round"]},
+                                          reopened=True, reopened_against=against)
+
+    async def request_closed(self, request_id: str) -> None:
+        request = await self.store.request(request_id)
+        if request and request.get("state") == "completed":
+            await self.store.move_request(request_id, {"state": "completed", "round": request["round"]},
+                                          state="closed", reopened=False)
+
+    async def volunteer_left(self, volunteer_id: str) -> None:
+        """No new offers from now on, and the offers still waiting for an answer go to someone else."""
+        await self.store.leave(volunteer_id)
+        for assignment in await self.store.open_assignments(volunteer_id):
+            if assignment["state"] == "offered":
+                await self.withdraw(assignment, "the volunteer has left", "volunteer")
+                await self.offer_ended(assignment, "left")
 
     async def pairing_created(self, data: PairingCreated) -> None:
         await self.store.save_pairing({"_id": data.pairing_id, "resident_ref": data.resident_ref,
@@ -267,7 +300,7 @@ class Dispatch:
 
     async def respond(self, call: Respond) -> AssignmentReply:
         store = self.store
-        assignment = handlers.check_responder(await store.assignment(call.assignment_id), call.volunteer_id)
+        assignment = handlers.check_responder(await store.assignment_by_ref(call.assignment_id), call.volunteer_id)
         now = self.clock()
         if assignment["state"] == "offered" and assignment["expires"] > now:
             if call.accept:
@@ -277,7 +310,7 @@ class Dispatch:
                 await self.outbox.send([handlers.declined(request, assignment, call.reason)])
                 await self.offer_ended(assignment, f"declined: {call.reason}" if call.reason else "declined")
                 return reply(assignment, "declined")
-            assignment = await store.assignment(call.assignment_id) or assignment
+            assignment = await store.assignment(assignment["_id"]) or assignment
         handlers.refuse_response(assignment, call.accept, now)
         return reply(assignment, assignment["state"])
 
@@ -315,26 +348,29 @@ class Dispatch:
 
     async def complete(self, call: Complete) -> AssignmentReply:
         store = self.store
-        assignment = handlers.check_responder(await store.assignment(call.assignment_id), call.volunteer_id)
+        assignment = handlers.check_responder(await store.assignment_by_ref(call.assignment_id), call.volunteer_id)
         first = await store.move_assignment(
             assignment["_id"], "accepted", "completed", hours=str(call.hours), note=call.note,
             completed_at=self.clock(),
         )
         if not first:
-            assignment = await store.assignment(call.assignment_id) or assignment
+            assignment = await store.assignment(assignment["_id"]) or assignment
             handlers.refuse_completion(assignment, call.hours)
-        assignment = await store.assignment(call.assignment_id) or assignment
+        assignment = await store.assignment(assignment["_id"]) or assignment
         request = await store.request(assignment["request_id"]) or {}
         await store.release(assignment["_id"])
         await store.move_request(request["_id"], {"state": "assigned"}, state="completed")
         await self.outbox.send(handlers.completed(request, assignment))
         if first:
             await store.note_work(assignment["volunteer_id"], float(call.hours), self.rules.half_life_days)
+            await store.note_week(assignment["volunteer_id"], self.week(assignment["district"]), hours=float(call.hours))
         return reply(assignment, "completed")
 
     # --- what people ask -----------------------------------------------------------------------------
 
     async def assignments(self, call: AssignmentsQuery) -> Assignments:
+        if not await self.store.volunteers_by_id([call.volunteer_id]):
+            raise ApiError("not_found", "the matcher has no volunteer with this id", {"volunteer_id": call.volunteer_id})
         rows = await self.store.open_assignments(call.volunteer_id)
         return Assignments(
             volunteer_id=call.volunteer_id,
@@ -342,34 +378,49 @@ class Dispatch:
                 AssignmentView(
                     assignment_id=a["_id"], request_id=a["request_id"], status=a["state"], service=a["service"],
                     grid=a["grid"], urgency=a["urgency"], expires_at=datetime.fromtimestamp(a["expires"], UTC),
+                    code=a.get("code", ""), request_code=a.get("request_code", ""), district=a["district"],
+                    place=a.get("place", ""), description=a.get("description", ""), **handlers.window(a),
                 )
                 for a in rows
             ],
         )
 
+    async def volunteers(self, call: VolunteersQuery) -> VolunteerList:
+        page, more = await self.store.listed(call.district, call.grid, call.skill, call.team, call.cursor, call.limit)
+        loads = await self.store.loads(page)
+        weeks = await self.store.weeks_of([v["_id"] for v in page], self.week(call.district))
+        return VolunteerList(
+            items=[handlers.volunteer_load(v, loads[v["_id"]], weeks.get(v["_id"], {})) for v in page],
+            next_cursor=page[-1]["_id"] if more and page else "",
+        )
+
     async def explain(self, call: ExplainQuery) -> Explanation:
-        request = await self.store.request(call.request_id)
+        request = await self.store.request_by_ref(call.request_id)
         if request is None or "urgency" not in request:
             raise ApiError("not_found", "the matcher has no request with this id", {"request_id": call.request_id})
         offers = [
-            {"assignment_id": a["_id"], "volunteer_id": a["volunteer_id"], "state": a["state"], "stage": a.get("stage"),
-             "round": a["round"], "by": a.get("by", "matcher"), "explanation": a.get("explanation", {})}
-            for a in await self.store.of_request(call.request_id)
+            {"assignment_id": a["_id"], "code": a.get("code", ""), "volunteer_id": a["volunteer_id"],
+             "state": a["state"], "stage": a.get("stage"), "round": a["round"], "by": a.get("by", "matcher"),
+             "explanation": a.get("explanation", {})}
+            for a in await self.store.of_request(request["_id"])
         ]
-        actions = [{k: v for k, v in a.items() if k != "_id"} for a in await self.store.actions_on(call.request_id)]
+        actions = [{k: v for k, v in a.items() if k != "_id"} for a in await self.store.actions_on(request["_id"])]
         return Explanation(
-            request_id=request["_id"], state=request["state"], urgency=request["urgency"], offers=offers,
+            request_id=request["_id"], code=request.get("code", ""), state=request["state"],
+            urgency=request["urgency"], offers=offers, reopened=bool(request.get("reopened")),
             fell_out=[{"volunteer_id": v, "why": w} for v, w in sorted(request.get("why", {}).items())],
             not_considered=request.get("not_considered", {}), operator_actions=actions,
         )
 
     # --- operators -----------------------------------------------------------------------------------
 
-    async def operable(self, request_id: str) -> Doc:
-        request = await self.store.request(request_id)
+    async def operable(self, ref: str, reopened_too: bool = False) -> Doc:
+        request = await self.store.request_by_ref(ref)
         if request is None or "urgency" not in request:
-            raise ApiError("not_found", "the matcher has no request with this id", {"request_id": request_id})
-        if request["state"] in ("completed", "cancelled", "placing"):
+            raise ApiError("not_found", "the matcher has no request with this id", {"request_id": ref})
+        if reopened_too and request["state"] == "completed" and request.get("reopened"):
+            return request
+        if request["state"] in ("completed", "cancelled", "closed", "placing"):
             raise ApiError("not_changeable", f"a {request['state']} request cannot be changed now",
                            {"state": request["state"]})
         return request
@@ -407,7 +458,10 @@ class Dispatch:
             raise ApiError("at_capacity", "this volunteer has no free capacity; the request is matched again",
                            {"volunteer_id": volunteer_id})
         stage = scoring.Stage("operator", scoring.TIERS)
-        explanation = {"volunteer_id": volunteer_id, "stage": "operator", "operator": operator, "reason": reason}
+        named = await store.volunteers_by_id([volunteer_id])
+        tier = self.places.tier(request["district"], request["grid"], named[0]["grids"] if named else [])
+        explanation = {"volunteer_id": volunteer_id, "stage": "operator", "operator": operator, "reason": reason,
+                       "tier": tier}
         progress = {k: request.get(k) for k in ("stage", "stage_rounds", "pairing_pending")}
         await self.offer(request, stage, [(assignment_id, explanation)], progress, {}, by=operator, accepted=confirmed)
         return AssignmentReply(assignment_id=assignment_id, request_id=request["_id"],
@@ -421,9 +475,11 @@ class Dispatch:
             return await self.hand_to(taken, call.volunteer_id, call.operator, call.reason, call.confirmed)
 
     async def reassign(self, call: OperatorReassign) -> AssignmentReply:
-        request = await self.operable(call.request_id)
+        request = await self.operable(call.request_id, reopened_too=True)
         if call.volunteer_id:
             await self.check_volunteer(request, call.volunteer_id)
+        if request["state"] == "completed":
+            return await self.redispatch(request, call)
         taken = await self.take_for_operator(request, call.operator, call.reason, "reassigned")
         if call.volunteer_id:
             async with self.holding(taken):
@@ -435,6 +491,39 @@ class Dispatch:
         latest = (await self.store.request(taken["_id"])) or taken
         return AssignmentReply(assignment_id=latest.get("assignment_id") or "", request_id=taken["_id"],
                                status="offered" if latest["state"] == "offered" else "withdrawn")
+
+    async def redispatch(self, request: Doc, call: OperatorReassign) -> AssignmentReply:
+        """A reopened request goes out again: the stages from the start, without whom it was reopened against."""
+        excluded = [v for v in request.get("reopened_against", []) if v != call.volunteer_id]
+        round_ = request["round"] + 1
+        redispatch = {"operator": call.operator, "reason": call.reason, "excluded": excluded,
+                      "volunteer_id": call.volunteer_id, "round": round_, "announced": False}
+        # The request remembers the re-dispatch in the write that takes it, so a crash before the event is
+        # sent leaves it for the sweep to send before anything else happens to the request.
+        taken = await self.store.take(request, self.clock() + self.settings.lease, reopened=False, tried=excluded,
+                                      stage=0, stage_rounds=0, pairing_pending=True, redispatch=redispatch)
+        if taken is None:
+            raise ApiError("conflict", "the request changed while you were acting on it; look again and retry")
+        await self.store.record_action({"_id": f"{request['_id']}:{round_}", "request_id": request["_id"],
+                                        "action": "re-dispatched", "operator": call.operator, "reason": call.reason,
+                                        "at": self.clock()})
+        await self.announce_redispatch(taken)
+        if call.volunteer_id:
+            async with self.holding(taken):
+                return await self.hand_to(taken, call.volunteer_id, call.operator, call.reason, False)
+        await self.store.move_request(taken["_id"], {"state": "placing", "round": round_}, state="open",
+                                      opened=self.clock())
+        await self.place(taken["_id"])
+        latest = (await self.store.request(taken["_id"])) or taken
+        return AssignmentReply(assignment_id=latest.get("assignment_id") or "", request_id=taken["_id"],
+                               status="offered" if latest["state"] == "offered" else "withdrawn")
+
+    async def announce_redispatch(self, request: Doc) -> None:
+        redispatch = request.get("redispatch") or {}
+        if redispatch and not redispatch.get("announced"):
+            await self.outbox.send([handlers.redispatched(request, redispatch)])
+            await self.store.move_request(request["_id"], {"redispatch.round": redispatch["round"]},
+                                          **{"redispatch.announced": True})
 
     # --- timers that survive restarts ----------------------------------------------------------------
 
@@ -457,6 +546,7 @@ class Dispatch:
             if not await store.move_request(request["_id"], placing, state="open", opened=now):
                 continue
             log.warning("request %s was left mid-placement; placing it again", request["_id"])
+            await self.announce_redispatch(request)  # before any new offer of a re-dispatch a crash cut short
             for assignment in await store.round_offers(request["_id"], request["round"]):
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn",
                                             reason="placing replica died")
