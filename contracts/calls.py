@@ -306,6 +306,7 @@ class AssignmentReply(BaseModel):
     assignment_id: str
     request_id: str
     status: Literal["offered", "accepted", "declined", "expired", "completed", "withdrawn"]
+    code: str = Field(default="", description="The assignment's short code.")
 
 
 class AssignmentsQuery(Call):
@@ -382,6 +383,7 @@ class Explanation(BaseModel):
     state: str
     urgency: Urgency
     code: str = Field(default="", description="The request's short code.")
+    district: str = ""
     reopened: bool = Field(default=False, description="A poor rating sent it back: an operator may re-dispatch it.")
     offers: list[dict[str, Any]] = Field(description="Every offer made, in order, with its stage and score breakdown.")
     fell_out: list[dict[str, Any]] = Field(description="Volunteers offered who fell out, and why.")

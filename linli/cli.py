@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="print whole CloudEvents")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every service's channels")
     report_cli.add_commands(sub)
+    __import__("linli.matcher_cli").matcher_cli.add_commands(sub)  # explain, assign, reassign, volunteers
     ledger_cli.add_commands(sub)
     return p
 
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_cli.run(args)
     if args.command == "ledger":
         return ledger_cli.run(args)
+    if hasattr(args, "run"):
+        return int(args.run(args))
     try:
         result = asyncio.run(act(args))
     except CallFailed as exc:

@@ -83,7 +83,8 @@ async def test_an_offer_says_what_a_volunteer_needs_and_its_code_answers_for_its
 
     typed = offer["code"].lower()[:3] + "-" + offer["code"][3:]  # as a person types it
     accepted = await bus.call(API.MATCHER_RESPOND, {"assignment_id": typed, "volunteer_id": near, "accept": True})
-    assert accepted == {"assignment_id": offer["assignment_id"], "request_id": request_id, "status": "accepted"}
+    assert accepted == {"assignment_id": offer["assignment_id"], "request_id": request_id, "status": "accepted",
+                        "code": offer["code"]}
     done = await bus.call(API.MATCHER_COMPLETE, {"assignment_id": offer["code"], "volunteer_id": near, "hours": "1.5"})
     assert done["status"] == "completed"
 

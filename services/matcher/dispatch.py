@@ -406,7 +406,7 @@ class Dispatch:
         ]
         actions = [{k: v for k, v in a.items() if k != "_id"} for a in await self.store.actions_on(request["_id"])]
         return Explanation(
-            request_id=request["_id"], code=request.get("code", ""), state=request["state"],
+            request_id=request["_id"], code=request.get("code", ""), district=request["district"], state=request["state"],
             urgency=request["urgency"], offers=offers, reopened=bool(request.get("reopened")),
             fell_out=[{"volunteer_id": v, "why": w} for v, w in sorted(request.get("why", {}).items())],
             not_considered=request.get("not_considered", {}), operator_actions=actions,
@@ -465,7 +465,8 @@ class Dispatch:
         progress = {k: request.get(k) for k in ("stage", "stage_rounds", "pairing_pending")}
         await self.offer(request, stage, [(assignment_id, explanation)], progress, {}, by=operator, accepted=confirmed)
         return AssignmentReply(assignment_id=assignment_id, request_id=request["_id"],
-                               status="accepted" if confirmed else "offered")
+                               status="accepted" if confirmed else "offered",
+                               code=await store.issue_code(assignment_id))
 
     async def assign(self, call: OperatorAssign) -> AssignmentReply:
         request = await self.operable(call.request_id)
@@ -487,10 +488,16 @@ class Dispatch:
         tried = sorted({*taken.get("tried", []), *taken.get("why", {}).keys()})
         await self.store.move_request(taken["_id"], {"state": "placing", "round": taken["round"]},
                                       state="open", tried=tried, opened=self.clock())
+        return await self.match_again(taken)
+
+    async def match_again(self, taken: Doc) -> AssignmentReply:
+        """Place the request now and say what came of it: the first new offer, or that it waits for an operator."""
         await self.place(taken["_id"])
         latest = (await self.store.request(taken["_id"])) or taken
-        return AssignmentReply(assignment_id=latest.get("assignment_id") or "", request_id=taken["_id"],
-                               status="offered" if latest["state"] == "offered" else "withdrawn")
+        offers = [a for a in await self.store.round_offers(taken["_id"], latest["round"]) if a["state"] == "offered"]
+        if latest["state"] == "offered" and offers:
+            return reply(offers[0], "offered")
+        return AssignmentReply(assignment_id="", request_id=taken["_id"], status="withdrawn")
 
     async def redispatch(self, request: Doc, call: OperatorReassign) -> AssignmentReply:
         """A reopened request goes out again: the stages from the start, without whom it was reopened against."""
@@ -513,10 +520,7 @@ class Dispatch:
                 return await self.hand_to(taken, call.volunteer_id, call.operator, call.reason, False)
         await self.store.move_request(taken["_id"], {"state": "placing", "round": round_}, state="open",
                                       opened=self.clock())
-        await self.place(taken["_id"])
-        latest = (await self.store.request(taken["_id"])) or taken
-        return AssignmentReply(assignment_id=latest.get("assignment_id") or "", request_id=taken["_id"],
-                               status="offered" if latest["state"] == "offered" else "withdrawn")
+        return await self.match_again(taken)
 
     async def announce_redispatch(self, request: Doc) -> None:
         redispatch = request.get("redispatch") or {}
@@ -592,4 +596,5 @@ class Dispatch:
 
 
 def reply(assignment: Doc, status: str) -> AssignmentReply:
-    return AssignmentReply(assignment_id=assignment["_id"], request_id=assignment["request_id"], status=status)
+    return AssignmentReply(assignment_id=assignment["_id"], request_id=assignment["request_id"], status=status,
+                           code=assignment.get("code", ""))
