@@ -113,6 +113,9 @@ async def test_a_reopened_request_is_redispatched_without_the_volunteer_it_was_r
 
     await publish(bus, RequestRated(request_id=request_id, volunteer_id=first, stars=2, done=False), request_id)
     await eventually(lambda: _explained(bus, request_id, reopened=True))
+    nobody = await bus.call(API.MATCHER_REASSIGN, {**again, "volunteer_id": "v-nobody"})
+    assert nobody["error"]["code"] == "unknown_volunteer"
+    assert await _explained(bus, request_id, reopened=True, state="completed", operator_actions=[])
     redone = await bus.call(API.MATCHER_REASSIGN, again)
     assert redone["status"] == "offered"
 

@@ -572,19 +572,22 @@ class Dispatch:
 
     async def finish_acceptance(self, request: Doc) -> None:
         """An acceptance a crash cut short: the volunteer's yes won the request, so see it through."""
-        assignment = await self.store.assignment(request.get("assignment_id") or "")
-        if assignment is None or request.get("state") != "assigned":
-            await self.store.move_request(request["_id"], {"tidy": True}, tidy=False)
+        store = self.store
+        assignment = await store.assignment(request.get("assignment_id") or "")
+        if assignment is None or request.get("state") not in ("assigned", "completed"):
+            await store.move_request(request["_id"], {"tidy": True}, tidy=False)  # cancelled or taken back since
             return
-        if assignment["state"] == "offered":
-            await self.store.move_assignment(assignment["_id"], "offered", "accepted")
-            assignment = await self.store.assignment(assignment["_id"]) or assignment
-        if assignment["state"] == "accepted":
+        if assignment["state"] == "offered" and request["state"] == "assigned":
+            await store.move_assignment(assignment["_id"], "offered", "accepted")
+            assignment = await store.assignment(assignment["_id"]) or assignment
+        if assignment["state"] in ("accepted", "completed"):
             log.warning("request %s: seeing an interrupted acceptance through", request["_id"])
             await self.see_acceptance_through(request, assignment)
-        elif await self.store.move_request(request["_id"], {"state": "assigned", "assignment_id": assignment["_id"]},
-                                           state="offered", tidy=False):
+        elif await store.move_request(request["_id"], {"state": "assigned", "assignment_id": assignment["_id"]},
+                                      state="offered", tidy=False):
             await self.offer_ended(assignment, "did not answer in time")  # the offer lapsed before the yes
+        else:
+            await store.move_request(request["_id"], {"tidy": True}, tidy=False)
 
     async def sweep_forever(self) -> None:
         while True:
