@@ -89,8 +89,10 @@ class Dispatch:
         """Renews the placing lease while we work, so that only a dead placer's lease lapses, and soon."""
 
         async def beat() -> None:
-            while await self.store.renew(request["_id"], request["round"], self.clock() + self.settings.lease):
+            while True:
                 await asyncio.sleep(self.settings.lease / 3)
+                if not await self.store.renew(request["_id"], request["round"], self.clock() + self.settings.lease):
+                    return  # no longer ours: the final compare-and-set will say so too
 
         heartbeat = asyncio.create_task(beat())
         try:
@@ -130,7 +132,7 @@ class Dispatch:
             ranked, out = scoring.rank(request, pool, free, histories, self.places, rules, self.clock(),
                                        self.zone(request["district"]), need_skill, weeks)
             left_out.update(out)
-            chosen = []
+            chosen: list[tuple[str, Doc]] = []
             for rank_, candidate in enumerate(ranked, start=1):
                 if len(chosen) == stage.offer_to:
                     break
@@ -255,7 +257,7 @@ class Dispatch:
             # Cancelled before its request.created reached us: a tombstone makes that event a no-op.
             await self.store.add_request({"_id": request_id, "state": "cancelled", "round": 0})
             return
-        if request["state"] in {"cancelled", "completed"}:
+        if request["state"] in {"cancelled", "completed", "closed"}:
             return
         if request["state"] == "placing":
             raise RuntimeError(f"request {request['_id']} is being placed; cancel it once that settles")
