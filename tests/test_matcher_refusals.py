@@ -154,3 +154,9 @@ async def test_a_refused_completion_changes_nothing(world: World, bus: Bus) -> N
                                                      "volunteer_id": world.b, "hours": "1"}, "not_accepted")
     await refused(world, bus, API.MATCHER_COMPLETE, {"assignment_id": world.r3_offer["assignment_id"],
                                                      "volunteer_id": world.b, "hours": "2"}, "already_completed")
+
+
+async def test_a_refused_question_changes_nothing(world: World, bus: Bus) -> None:
+    await refused(world, bus, API.MATCHER_EXPLAIN, {"request_id": "r-nope"}, "not_found")
+    await refused(world, bus, API.MATCHER_ASSIGNMENTS, {"volunteer_id": "v-nobody"}, "not_found")
+    await refused(world, bus, API.MATCHER_VOLUNTEERS, {"district": "beibei", "limit": 0}, "invalid_request")
