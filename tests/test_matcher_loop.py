@@ -139,6 +139,10 @@ async def test_a_reopened_request_is_redispatched_without_the_volunteer_it_was_r
     assert ended["error"]["code"] == "not_changeable"
 
 
+async def _equals(got: Any, expected: Any) -> bool:
+    return bool(await got == expected)
+
+
 async def _explained(bus: Bus, request_id: str, **expected: Any) -> bool:
     explained = await bus.call(API.MATCHER_EXPLAIN, {"request_id": request_id})
     return all(explained.get(k) == v for k, v in expected.items())
@@ -199,9 +203,13 @@ async def test_volunteers_are_listed_with_their_load_and_week_and_paged(matcher:
     await bus.call(API.MATCHER_COMPLETE, {"assignment_id": offer["code"], "volunteer_id": busy, "hours": "2.5"})
     await offer_of(bus, await request(bus))
 
-    by_grid = (await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT, "grid": "quanwai-01"}))["items"]
-    assert [(v["volunteer_id"], v["load"], v["capacity"], v["offers_this_week"], v["hours_this_week"])
-            for v in by_grid] == [(busy, 1, 2, 2, "2.5")]
+    async def by_grid() -> list[tuple[Any, ...]]:
+        listed = (await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT, "grid": "quanwai-01"}))["items"]
+        return [(v["volunteer_id"], v["load"], v["capacity"], v["offers_this_week"], v["hours_this_week"])
+                for v in listed]
+
+    # The week is counted just after the offer is announced.
+    await eventually(lambda: _equals(by_grid(), [(busy, 1, 2, 2, "2.5")]))
     by_team = await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT, "team": "泉外志愿服务队"})
     assert [v["volunteer_id"] for v in by_team["items"]] == [busy]
     by_skill = await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT, "skill": "haircut", "limit": 2})
