@@ -107,7 +107,8 @@ class Dispatch:
         placing = {"state": "placing", "round": request["round"]}
         progress = {"stage": request.get("stage", 0), "stage_rounds": request.get("stage_rounds", 0),
                     "pairing_pending": request.get("pairing_pending", True)}
-        left_out: Counter[str] = Counter()
+        # Each volunteer counts once, under the rule that last left them out, however many stages looked.
+        left_out: dict[str, str] = {}
         while True:
             if progress["pairing_pending"]:
                 progress["pairing_pending"] = False
@@ -142,15 +143,15 @@ class Dispatch:
             if chosen:
                 if stage.name != "pairing":
                     progress["stage_rounds"] += 1
-                await self.offer(request, stage, chosen, progress, dict(+left_out))
+                await self.offer(request, stage, chosen, progress, dict(Counter(left_out.values())))
                 return
             if stage.name != "pairing":
                 progress.update(stage=progress["stage"] + 1, stage_rounds=0)
-        left_out = +left_out  # drop zero counts
-        reason = scoring.unmatched_reason(left_out, len(request.get("tried", [])))
-        code = scoring.unmatched_code(left_out, len(request.get("tried", [])))
+        counts = Counter(left_out.values())
+        reason = scoring.unmatched_reason(counts, len(request.get("tried", [])))
+        code = scoring.unmatched_code(counts, len(request.get("tried", [])))
         if await store.move_request(request["_id"], placing, state="unmatched", reason=reason, reason_code=code,
-                                    not_considered=dict(left_out), announced=False, settled_at=self.clock(),
+                                    not_considered=dict(counts), announced=False, settled_at=self.clock(),
                                     **progress):
             log.info("request %s unmatched: %s", request["_id"], reason)
             await self.announce_unmatched(request["_id"])

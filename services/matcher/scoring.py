@@ -224,17 +224,17 @@ def rank(
     zone: ZoneInfo,
     need_skill: bool = True,
     weeks: dict[str, dict[str, Any]] | None = None,
-) -> tuple[list[Scored], Counter[str]]:
-    """Candidates best first, and how many volunteers each hard rule left out."""
+) -> tuple[list[Scored], dict[str, str]]:
+    """Candidates best first, and the hard rule that left out each of the others."""
     at = service_time(request, now)
     ranked: list[Scored] = []
-    out: Counter[str] = Counter()
+    out: dict[str, str] = {}
     for volunteer in volunteers:
         history = histories.get(volunteer["_id"])
         why = left_out(request, volunteer, free.get(volunteer["_id"], 0), history, rules, at, zone, need_skill,
                        (weeks or {}).get(volunteer["_id"]))
         if why:
-            out[why] += 1
+            out[volunteer["_id"]] = why
             continue
         tier = places.tier(request["district"], request["grid"], volunteer["grids"])
         ranked.append(score(volunteer, tier, free.get(volunteer["_id"], 0), history, rules, now))
