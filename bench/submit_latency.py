@@ -150,6 +150,15 @@ class Req:
     payload: dict[str, Any]
 
 
+def write_places(data_dir: Path) -> Path:
+    """The bench's district and grids, for intake to accept (LINLI_PLACES): the same grid or the district."""
+    path = data_dir / "places.yaml"
+    grids = {g: {"name": f"基准网格{g[-2:]}"} for g in GRIDS}
+    path.write_text(yaml.safe_dump({DISTRICT: {"name": "基准测试区", "grids": grids}}, allow_unicode=True),
+                    encoding="utf-8")
+    return path
+
+
 def volunteers_plan(count: int, capacity: int) -> list[Volunteer]:
     # Each volunteer: one grid, two categories; every category is covered by ~2/5 of the roster.
     return [
@@ -1118,7 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(start_mongo(data_dir))
         nats_url, mongo_url = servers[0].url, servers[1].url
         server_pids = {s.name: s.process.pid for s in servers}
-        env = {"MATCHER_OFFER_TTL": "1000000", **args.env_map}
+        env = {"MATCHER_OFFER_TTL": "1000000", "LINLI_PLACES": str(write_places(data_dir)), **args.env_map}
         prefix = env.get("LINLI_DB_PREFIX", os.environ.get("LINLI_DB_PREFIX", "linli"))
 
         if not args.skip_services:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
-from linli import ledger_cli, matcher_cli, report_cli
+from linli import intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
 from linli.show import console, print_event
 
@@ -68,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     rate.add_argument("request")
     rate.add_argument("--stars", type=int, required=True)
     rate.add_argument("--comment", default="")
+    rate.add_argument("--not-done", action="store_true", help="the service was not done (reopens the request)")
 
     for name, helptext, arg in [
         ("status", "a request as the resident sees it", "request"),
@@ -85,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     report_cli.add_commands(sub)
     matcher_cli.add_commands(sub)
     ledger_cli.add_commands(sub)
+    intake_cli.add_commands(sub)
     return p
 
 
@@ -116,7 +118,8 @@ async def act(args: argparse.Namespace) -> dict[str, Any] | list[Any] | None:
                 })
             case "rate":
                 return await client.call(
-                    API.INTAKE_RATE, {"request_id": args.request, "stars": args.stars, "comment": args.comment}
+                    API.INTAKE_RATE, {"request_id": args.request, "stars": args.stars, "comment": args.comment,
+                                      "done": not args.not_done}
                 )
             case "status":
                 return await client.call(API.INTAKE_STATUS, {"request_id": args.request})

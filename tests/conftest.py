@@ -1,6 +1,7 @@
 import asyncio
 import faulthandler
 import json
+import os
 import sys
 import threading
 import uuid
@@ -16,6 +17,9 @@ from nats.aio.client import Client as NATS
 from linli.embedded import Server, start_mongo, start_nats
 from linli.system import System
 from services.common.config import BusSettings
+
+# The places tests name, for services in this process and the processes a System starts alike.
+os.environ["LINLI_PLACES"] = str(Path(__file__).with_name("samples") / "places.yaml")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -161,4 +161,4 @@ async def test_volunteer_registration_publishes_and_unknown_skills_are_refused(i
     bad = await bus.call(API.INTAKE_REGISTER_VOLUNTEER, {**call, "phone": "13700000000", "skills": ["juggling"]})
     assert bad["error"]["code"] == "unknown_skill"
     contact = await bus.call(API.INTAKE_CONTACT, {"kind": "volunteer", "id": first["volunteer_id"]})
-    assert contact == {"name": "袁文", "phone": "139 0013 9000"}
+    assert contact == {"name": "袁文", "phone": "139 0013 9000", "address": ""}

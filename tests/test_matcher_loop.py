@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from contracts import API, new_event
 from contracts.events import RequestClosed, RequestCreated, RequestRated, VolunteerLeft, VolunteerRegistered
 from contracts.subjects import event_subject
+from linli.client import caught_up
 from services.common.bus import envelope_json
 from services.common.config import BusSettings
 from services.common.runtime import Service
@@ -33,9 +34,10 @@ async def matcher(settings: BusSettings) -> AsyncIterator[Service]:
     await service.stop()
 
 
-async def publish(bus: Bus, data: BaseModel, subject: str) -> None:
+async def publish(bus: Bus, data: BaseModel, subject: str, at: datetime | None = None) -> None:
     """As intake (or a district system) would: one event on the stream."""
-    event = new_event(data, source="linli/intake", district=DISTRICT, subject=subject, correlationid=subject)
+    event = new_event(data, source="linli/intake", district=DISTRICT, subject=subject, correlationid=subject,
+                      time=at)
     await bus.nc.jetstream().publish(event_subject(event.short_type, DISTRICT), envelope_json(event),
                                      headers={"Nats-Msg-Id": event.id})
 
@@ -191,6 +193,20 @@ async def test_a_volunteer_who_left_gets_no_new_offers_and_their_open_offers_go_
     assert refused["error"]["code"] == "volunteer_left"
     listed = await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT})
     assert [v["volunteer_id"] for v in listed["items"]] == [staying]
+
+    profile = VolunteerRegistered(volunteer_id=leaving, district=DISTRICT, grids=["quanwai-01"], skills=["repair"],
+                                  capacity=1)
+    await publish(bus, profile, leaving, at=datetime.now(UTC) - timedelta(hours=1))  # redelivered from before
+    await caught_up(bus.nc, "matcher", "volunteer.registered")
+    listed = await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT})
+    assert [v["volunteer_id"] for v in listed["items"]] == [staying]
+    await publish(bus, profile, leaving)  # registered again after leaving: back on the roster
+    await eventually(lambda: _listed(bus, sorted([leaving, staying])))
+
+
+async def _listed(bus: Bus, expected: list[str]) -> bool:
+    listed = await bus.call(API.MATCHER_VOLUNTEERS, {"district": DISTRICT})
+    return [v["volunteer_id"] for v in listed["items"]] == expected
 
 
 async def test_volunteers_are_listed_with_their_load_and_week_and_paged(matcher: Service, bus: Bus) -> None:

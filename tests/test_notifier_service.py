@@ -18,8 +18,11 @@ from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
 from contracts import API, Envelope, event_subject, new_event
-from contracts.events import AssignmentAccepted, PointsEarned, RequestUnmatched, VolunteerAssigned
+from contracts.events import AssignmentAccepted, AssignmentCompleted, PointsEarned, RequestUnmatched, VolunteerAssigned
+from linli.client import caught_up
 from services.common.bus import envelope_json
+from services.common.codes import short_code
+from services.common.places import DEFAULT_PATH as DEFAULT_PLACES
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
@@ -105,6 +108,7 @@ def notifier_settings(bus: BusSettings, hook: Hook | None, **overrides: Any) -> 
             "webhook_backoff_cap": 0.2,
             "webhook_timeout": 3.0,
             "contact_timeout": 1.0,
+            "places": DEFAULT_PLACES,
             **overrides,
         }
     )
@@ -127,19 +131,26 @@ async def volunteer_and_request(bus: Bus) -> tuple[str, str]:
             {
                 "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": "beibei", "grid": "quanwai-01",
                 "service": "repair.plumbing", "urgency": "urgent",
-                "resident": {"name": "王秀英", "phone": "13800138000"},
+                "resident": {"name": "王秀英", "phone": "13800138000", "address": "泉外园小区3栋2单元401"},
             },
         )
     )["request_id"]
     return volunteer_id, request_id
 
 
+WINDOW = {
+    "window_start": datetime(2026, 12, 2, 1, 30, tzinfo=UTC), "window_end": datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+}
+
+
 def offer(volunteer_id: str, request_id: str) -> Envelope[Any]:
+    assignment_id = str(uuid.uuid4())
     return about(
         VolunteerAssigned(
-            request_id=request_id, volunteer_id=volunteer_id, assignment_id=f"a-{uuid.uuid4().hex[:8]}",
-            expires_at=datetime(2026, 5, 1, 6, 30, tzinfo=UTC), service="repair.plumbing", grid="quanwai-01",
-            urgency="urgent",
+            request_id=request_id, volunteer_id=volunteer_id, assignment_id=assignment_id,
+            expires_at=datetime(2026, 12, 2, 0, 30, tzinfo=UTC), service="repair.plumbing", grid="quanwai-01",
+            urgency="urgent", code=short_code(assignment_id), request_code=short_code(request_id), district="beibei",
+            description="厨房水管漏水", place="neighbour", **WINDOW,
         ),
         request_id,
     )
@@ -167,7 +178,9 @@ async def test_an_offer_reaches_the_volunteer_once_signed_and_with_their_phone(
     assert headers["idempotency-key"] == notification_id and headers["x-linli-timestamp"].isdigit()
     sent = json.loads(body)
     assert sent["phone"] == "13900139000" and sent["name"] == "袁文" and sent["request_id"] == request_id
-    assert "水电维修" in sent["text"] and event.data.assignment_id in sent["text"] and "紧急" in sent["text"]
+    text = sent["text"]
+    assert "水电维修" in text and "泉外社区泉外第一网格" in text and "12月2日 09:30–11:00" in text and "紧急" in text
+    assert "厨房水管漏水" in text and event.data.code in text and event.data.assignment_id not in text
 
     stored = await notifier.db["notifications"].find_one({"_id": notification_id})
     assert stored is not None
@@ -262,7 +275,9 @@ async def test_an_unmatched_request_reaches_operators_without_any_contact_lookup
     settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
 ) -> None:
     notifier = await run(build(notifier_settings(settings, hook)))  # no intake running: a lookup would fail
-    event = about(RequestUnmatched(request_id="r-77", reason="该网格暂无空闲志愿者", tried=["v-1"]), "r-77")
+    unmatched = RequestUnmatched(request_id="r-77", reason="no volunteer has this skill", reason_code="no_skill",
+                                 request_code="K7QX3M", tried=["v-1"])
+    event = about(unmatched, "r-77")
 
     await publish(bus.nc, event)
 
@@ -270,25 +285,90 @@ async def test_an_unmatched_request_reaches_operators_without_any_contact_lookup
     [delivered] = await bus.wait_for("notification.delivered", notification_id=notification_id)
     assert delivered["data"]["recipient"] == "operators"
     [sent] = hook.bodies()
-    assert sent["recipient"] == "operators" and sent["phone"] == "" and "r-77" in sent["text"]
-    assert "该网格暂无空闲志愿者" in sent["text"]
+    assert sent["recipient"] == "operators" and sent["phone"] == "" and "K7QX3M" in sent["text"]
+    assert "没有具备这项技能的志愿者" in sent["text"] and "skill" not in sent["text"]
     assert await notifier.db["contacts"].count_documents({}) == 0
 
 
-async def test_the_resident_hears_that_a_volunteer_is_coming(
+def accepted_event(volunteer_id: str, request_id: str) -> Envelope[Any]:
+    assignment_id = str(uuid.uuid4())
+    data = AssignmentAccepted(
+        request_id=request_id, volunteer_id=volunteer_id, assignment_id=assignment_id, code=short_code(assignment_id),
+        request_code=short_code(request_id), service="repair.plumbing", **WINDOW,
+    )
+    return about(data, request_id)
+
+
+async def test_an_acceptance_gives_the_volunteer_the_residents_details_and_tells_the_resident_who_comes_when(
     settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
 ) -> None:
     await run(build_intake(IntakeSettings(bus=settings)))
     await run(build(notifier_settings(settings, hook)))
     volunteer_id, request_id = await volunteer_and_request(bus)
-    event = about(AssignmentAccepted(request_id=request_id, volunteer_id=volunteer_id, assignment_id="a-1"), request_id)
+    event = accepted_event(volunteer_id, request_id)
 
     await publish(bus.nc, event)
 
-    await bus.wait_for("notification.delivered", kind="volunteer_coming")
+    await bus.wait_for("notification.delivered", count=2)
+    bodies = {b["kind"]: b for b in hook.bodies()}
+    assert set(bodies) == {"accepted_details", "volunteer_coming"}
+    details, coming = bodies["accepted_details"], bodies["volunteer_coming"]
+    assert details["recipient"] == f"volunteer:{volunteer_id}" and details["phone"] == "13900139000"
+    assert "王秀英" in details["text"] and "13800138000" in details["text"] and "12月2日 09:30–11:00" in details["text"]
+    assert event.data.code in details["text"] and event.data.assignment_id not in details["text"]
+    # The address is whatever intake.contact gives for the resident (intake adds it to the reply).
+    contact = await bus.call(API.INTAKE_CONTACT, {"kind": "resident", "id": request_id})
+    if contact.get("address"):
+        assert f"地址：{contact['address']}" in details["text"]
+    else:
+        assert "地址" not in details["text"]
+    assert coming["recipient"] == f"resident:{request_id}" and coming["phone"] == "13800138000"
+    assert coming["text"].startswith("王秀英您好") and "志愿者袁文" in coming["text"]
+    assert "12月2日 09:30–11:00" in coming["text"] and event.data.request_code in coming["text"]
+    assert "13900139000" not in coming["text"]
+
+
+async def test_an_acceptance_handled_again_after_a_crash_sends_nothing_twice(
+    settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
+) -> None:
+    await run(build_intake(IntakeSettings(bus=settings)))
+    notifier = await run(build(notifier_settings(settings, hook)))
+    volunteer_id, request_id = await volunteer_and_request(bus)
+    event = accepted_event(volunteer_id, request_id)
+    await publish(bus.nc, event, msg_id="first-copy")
+    await bus.wait_for("notification.delivered", count=2)
+    await caught_up(bus.nc, "notifier", "assignment.accepted")
+    # What a process killed after sending but before marking the event handled leaves behind.
+    await notifier.db["processed"].delete_one({"_id": f"notifier-accepted:{event.id}"})
+
+    await publish(bus.nc, event, msg_id="second-copy")
+
+    await eventually(lambda: notifier.db["processed"].count_documents({"_id": f"notifier-accepted:{event.id}"}))
+    await caught_up(bus.nc, "notifier", "assignment.accepted")
+    assert len(await stored_events(bus.nc, "assignment.accepted")) == 2
+    assert sorted(b["kind"] for b in hook.bodies()) == ["accepted_details", "volunteer_coming"]
+    assert len(await stored_events(bus.nc, "notification.delivered")) == 2
+
+
+async def test_a_completed_service_asks_the_resident_to_rate_it_with_the_request_code(
+    settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
+) -> None:
+    await run(build_intake(IntakeSettings(bus=settings)))
+    await run(build(notifier_settings(settings, hook)))
+    volunteer_id, request_id = await volunteer_and_request(bus)
+    assignment_id = str(uuid.uuid4())
+    completed = AssignmentCompleted(
+        request_id=request_id, volunteer_id=volunteer_id, assignment_id=assignment_id, code=short_code(assignment_id),
+        request_code=short_code(request_id), hours=Decimal("1.5"),
+    )
+
+    await publish(bus.nc, about(completed, request_id))
+
+    await bus.wait_for("notification.delivered", kind="please_rate")
     [sent] = hook.bodies()
     assert sent["recipient"] == f"resident:{request_id}" and sent["phone"] == "13800138000"
-    assert sent["text"].startswith("王秀英您好") and "13900139000" not in sent["text"]
+    assert sent["text"].startswith("王秀英您好") and "星" in sent["text"] and short_code(request_id) in sent["text"]
+    assert request_id not in sent["text"]
 
 
 async def test_without_a_webhook_points_earned_goes_to_the_console(
@@ -311,7 +391,9 @@ async def test_without_a_webhook_points_earned_goes_to_the_console(
     [line] = [r.getMessage() for r in caplog.records if r.name == "linli.notifier" and "NOTIFY" in r.getMessage()]
     assert "1.5小时" in line and "15积分" in line and "当前积分135" in line
     assert "139****9000" in line and "13900139000" not in line
-    assert await notifier.db["attempts"].count_documents({"channel": "console", "outcome": "delivered"}) == 1
+    [stored] = await notifier.db["notifications"].find({"kind": "points_earned"}).to_list()
+    assert (stored["status"], stored["channel"], stored["attempts"]) == ("delivered", "console", 1)
+    assert stored["attempt"]["outcome"] == "delivered"
 
 
 async def test_a_volunteer_intake_does_not_know_is_reported_as_failed_not_dropped(
@@ -424,3 +506,23 @@ async def test_a_crash_during_the_last_allowed_attempt_is_reported_as_failed_not
     [failed] = await bus.wait_for("notification.failed", notification_id=doc["_id"])
     assert failed["data"]["attempts"] == 3 and "interrupted" in failed["data"]["error"]
     assert hook.posts == []
+
+
+async def test_a_contact_just_used_is_taken_from_memory_without_asking_intake_or_the_database(
+    settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
+) -> None:
+    intake = build_intake(IntakeSettings(bus=settings))
+    await intake.start()
+    notifier = await run(build(notifier_settings(settings, hook, contact_memory=600.0)))
+    volunteer_id, request_id = await volunteer_and_request(bus)
+    first = offer(volunteer_id, request_id)
+    await publish(bus.nc, first)
+    await bus.wait_for("notification.delivered", notification_id=handlers.notification_id(first.id, "offer"))
+    await intake.stop()
+    await notifier.db["contacts"].delete_many({})
+
+    second = offer(volunteer_id, request_id)
+    await publish(bus.nc, second)
+
+    await bus.wait_for("notification.delivered", notification_id=handlers.notification_id(second.id, "offer"))
+    assert [b["phone"] for b in hook.bodies()] == ["13900139000", "13900139000"]

@@ -34,7 +34,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 async def test_from_registration_to_a_credited_rated_service(system: System, client: Bus) -> None:
-    district = f"d{uuid.uuid4().hex[:6]}"
+    district = "system-flow"  # a district of its own, in tests/samples/places.yaml
     volunteer = (await client.call(API.INTAKE_REGISTER_VOLUNTEER, {
         "name": "郑阿姨", "phone": "13911112222", "district": district, "grids": ["tieling-07"],
         "skills": ["elderly"], "capacity": 1,
@@ -74,7 +74,8 @@ async def test_from_registration_to_a_credited_rated_service(system: System, cli
     assert balance["services"] == 1 and Decimal(balance["average_stars"]) == 5
 
     history = [h["status"] for h in (await client.call(API.INTAKE_STATUS, {"request_id": request_id}))["history"]]
-    assert history == ["submitted", "accepted", "completed", "rated"]
+    # "offered" too, unless intake read the acceptance first (they come through separate consumers)
+    assert [s for s in history if s != "offered"] == ["submitted", "accepted", "completed", "rated"]
     # the whole chain of events belongs to the request
     for kind in ("request.created", "volunteer.assigned", "assignment.accepted", "assignment.completed",
                  "hours.logged", "points.earned", "request.rated"):
@@ -82,7 +83,7 @@ async def test_from_registration_to_a_credited_rated_service(system: System, cli
 
 
 async def test_a_request_nobody_can_take_reaches_an_operator(system: System, client: Bus) -> None:
-    district = f"d{uuid.uuid4().hex[:6]}"
+    district = "system-unmatched"  # a district of its own, in tests/samples/places.yaml
     request_id = (await client.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": district, "grid": "g1",
         "service": "legal.advice", "urgency": "urgent", "resident": {"name": "李淑君", "phone": "13800002222"},
@@ -94,7 +95,7 @@ async def test_a_request_nobody_can_take_reaches_an_operator(system: System, cli
 
 
 async def test_a_killed_matcher_loses_no_request(system: System, client: Bus) -> None:
-    district = f"d{uuid.uuid4().hex[:6]}"
+    district = "system-killed"  # a district of its own, in tests/samples/places.yaml
     volunteers = []
     for n in range(3):
         volunteers.append((await client.call(API.INTAKE_REGISTER_VOLUNTEER, {

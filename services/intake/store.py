@@ -1,79 +1,129 @@
 import time
 from typing import Any
 
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.intake.handlers import RANK
+Doc = dict[str, Any]
 
 
 class IntakeStore:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.requests = db["requests"]
         self.volunteers = db["volunteers"]
         # A separate collection, not an array in the request: nx-27017 mangles $push of sub-documents.
         self.changes = db["status_changes"]
         self.pairings = db["pairings"]
+        # The accepted volunteer of each assignment, the only one given the resident's details.
+        self.assignments = db["assignments"]
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("announced", 1), ("created", 1)])
+        await self.requests.create_index("code", unique=True, sparse=True)
+        # Every list query leads with one of these fields and pages in (created, _id) order.
+        # (nx-27017 cannot index _id inside a compound index; created is nearly unique on its own.)
+        await self.requests.create_index("created")
+        await self.requests.create_index([("district", 1), ("created", 1)])
+        await self.requests.create_index([("district", 1), ("grid", 1), ("created", 1)])
+        await self.requests.create_index([("status", 1), ("created", 1)])
+        await self.requests.create_index([("district", 1), ("status", 1), ("created", 1)])
         await self.changes.create_index([("request_id", 1), ("seq", 1)])
+        await self.assignments.create_index("code", unique=True, sparse=True)
 
-    async def add_request(self, doc: dict[str, Any]) -> dict[str, Any] | None:
-        """Stores a new request; returns the one already stored under the same id instead, if any."""
+    # --- requests
+
+    async def add_request(self, doc: Doc) -> Doc | None:
+        """Stores a new request; returns the one already stored under the same id instead, if any.
+        Raises DuplicateKeyError when only its short code is taken (the caller lengthens the code)."""
         try:
             await self.requests.insert_one(doc)
-            await self.record_change(doc["_id"], doc["status"], doc["created_at"], f"received by {doc['channel']}")
-            return None
         except DuplicateKeyError:
-            return await self.requests.find_one({"_id": doc["_id"]})
+            if stored := await self.requests.find_one({"_id": doc["_id"]}):
+                return stored
+            raise
+        await self.record_change(doc["_id"], "submitted:0", doc["status"], doc["created_at"],
+                                 f"received by {doc['channel']}")
+        return None
 
-    async def request(self, request_id: str) -> dict[str, Any] | None:
+    async def request(self, request_id: str) -> Doc | None:
         return await self.requests.find_one({"_id": request_id})
+
+    async def request_by_code(self, code: str) -> Doc | None:
+        return await self.requests.find_one({"code": code})
 
     async def mark_announced(self, request_id: str) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": {"announced": True}})
 
-    async def unannounced(self, older_than: float) -> list[dict[str, Any]]:
+    async def unannounced(self, older_than: float) -> list[Doc]:
         cutoff = time.time() - older_than
         return await self.requests.find({"announced": False, "created": {"$lt": cutoff}}).limit(500).to_list()
 
-    async def advance(
-        self, request_id: str, status: str, at: str, note: str, below: int | None = None, **fields: Any
-    ) -> bool:
-        """Moves a request forward; a status at or below the current rank changes nothing."""
+    async def change(self, doc: Doc, fields: Doc) -> bool:
+        """Compare-and-set on the version read: False when another change came first."""
         result = await self.requests.update_one(
-            {"_id": request_id, "rank": {"$lt": RANK[status] if below is None else below}},
-            {"$set": {"status": status, "rank": RANK[status], **fields}},
+            {"_id": doc["_id"], "version": doc.get("version")}, {"$set": fields, "$inc": {"version": 1}}
         )
-        if result.modified_count == 1:
-            await self.record_change(request_id, status, at, note)
         return result.modified_count == 1
 
-    async def record_change(self, request_id: str, status: str, at: str, note: str) -> None:
+    async def page(self, query: Doc, limit: int) -> list[Doc]:
+        cursor = self.requests.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return await cursor.to_list()
+
+    async def record_change(self, request_id: str, key: str, status: str, at: str, note: str) -> None:
         try:
             await self.changes.insert_one(
-                {"_id": f"{request_id}:{status}", "request_id": request_id, "status": status, "at": at,
+                {"_id": f"{request_id}:{key}", "request_id": request_id, "status": status, "at": at,
                  "note": note, "seq": time.time()}
             )
         except DuplicateKeyError:
             pass
 
-    async def history(self, request_id: str) -> list[dict[str, Any]]:
+    async def history(self, request_id: str) -> list[Doc]:
         return await self.changes.find({"request_id": request_id}).sort("seq", 1).to_list()
 
-    async def save_pairing(self, doc: dict[str, Any]) -> None:
+    # --- assignments
+
+    async def record_assignment(self, assignment_id: str, fields: Doc) -> None:
+        try:
+            await self.assignments.update_one({"_id": assignment_id}, {"$set": fields}, upsert=True)
+        except DuplicateKeyError:
+            # A code the matcher gave twice cannot be looked up; the id still can.
+            fields = {k: v for k, v in fields.items() if k != "code"}
+            await self.assignments.update_one({"_id": assignment_id}, {"$set": fields}, upsert=True)
+
+    async def assignment(self, assignment_id: str) -> Doc | None:
+        return await self.assignments.find_one({"_id": assignment_id})
+
+    async def assignment_by_code(self, code: str) -> Doc | None:
+        return await self.assignments.find_one({"code": code})
+
+    # --- pairings
+
+    async def save_pairing(self, doc: Doc) -> None:
         await self.pairings.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
-    async def pairing(self, pairing_id: str) -> dict[str, Any] | None:
+    async def pairing(self, pairing_id: str) -> Doc | None:
         return await self.pairings.find_one({"_id": pairing_id})
 
     async def end_pairing(self, pairing_id: str) -> bool:
         result = await self.pairings.update_one({"_id": pairing_id, "active": True}, {"$set": {"active": False}})
         return result.modified_count == 1
 
-    async def save_volunteer(self, doc: dict[str, Any]) -> None:
-        await self.volunteers.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+    # --- volunteers
 
-    async def volunteer(self, volunteer_id: str) -> dict[str, Any] | None:
+    async def add_volunteer(self, doc: Doc) -> Doc | None:
+        """Stores a new volunteer; returns the one already stored under the same id instead, if any."""
+        try:
+            await self.volunteers.insert_one(doc)
+            return None
+        except DuplicateKeyError:
+            return await self.volunteer(doc["_id"])
+
+    async def replace_volunteer(self, stored: Doc, doc: Doc) -> bool:
+        """Compare-and-set on the revision read: False when another change came first."""
+        result = await self.volunteers.replace_one({"_id": stored["_id"], "revision": stored.get("revision")}, doc)
+        return result.matched_count == 1
+
+    async def volunteer(self, volunteer_id: str) -> Doc | None:
         return await self.volunteers.find_one({"_id": volunteer_id})

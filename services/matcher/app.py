@@ -44,7 +44,7 @@ def build(settings: MatcherSettings | None = None) -> Service:
     async def volunteer_registered(event: Envelope[VolunteerRegistered]) -> None:
         async with inbox.once("matcher-volunteer-registered", event) as first:  # repeats: by event id
             if first:
-                await dispatch.volunteer_registered(event.data)
+                await dispatch.volunteer_registered(event.data, event.time.timestamp())
 
     @on_event(broker, settings.bus, "matcher", "request.created", workers=settings.workers)
     async def request_created(event: Envelope[RequestCreated]) -> None:
@@ -64,7 +64,8 @@ def build(settings: MatcherSettings | None = None) -> Service:
 
     @on_event(broker, settings.bus, "matcher", "volunteer.left")
     async def volunteer_left(event: Envelope[VolunteerLeft]) -> None:
-        await dispatch.volunteer_left(event.data.volunteer_id)  # leaving twice: the offers are withdrawn already
+        # Leaving twice: the offers are withdrawn already. The event's time tells a later comeback from a stale one.
+        await dispatch.volunteer_left(event.data.volunteer_id, event.time.timestamp())
 
     @on_event(broker, settings.bus, "matcher", "pairing.created")
     async def pairing_created(event: Envelope[PairingCreated]) -> None:

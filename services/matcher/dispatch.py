@@ -225,10 +225,10 @@ class Dispatch:
 
     # --- what other services tell us -----------------------------------------------------------------
 
-    async def volunteer_registered(self, data: VolunteerRegistered) -> None:
+    async def volunteer_registered(self, data: VolunteerRegistered, at: float) -> None:
         known = await self.store.volunteers_by_id([data.volunteer_id])
-        if known and known[0].get("left"):
-            return  # a late or redelivered registration must not bring back a volunteer who left
+        if known and known[0].get("left") and at <= known[0].get("left_at", 0.0):
+            return  # a registration from before the volunteer left must not bring them back; a later one does
         kept = {k: known[0][k] for k in ("recent_work", "recent_at", "stars_sum", "stars_n") if known and k in known[0]}
         await self.store.save_volunteer(
             {"_id": data.volunteer_id, "district": data.district, "grids": data.grids,
@@ -283,9 +283,9 @@ class Dispatch:
             await self.store.move_request(request_id, {"state": "completed", "round": request["round"]},
                                           state="closed", reopened=False)
 
-    async def volunteer_left(self, volunteer_id: str) -> None:
+    async def volunteer_left(self, volunteer_id: str, at: float) -> None:
         """No new offers from now on, and the offers still waiting for an answer go to someone else."""
-        await self.store.leave(volunteer_id)
+        await self.store.leave(volunteer_id, at)
         for assignment in await self.store.open_assignments(volunteer_id):
             if assignment["state"] == "offered":
                 await self.withdraw(assignment, "the volunteer has left", "volunteer")

@@ -134,9 +134,10 @@ class MatcherStore:
                 latest[row["volunteer_id"]] = row
         return latest
 
-    async def leave(self, volunteer_id: str) -> None:
-        """The volunteer is no longer found by ranking; their profile stays for the work they hold."""
-        await self.volunteers.update_one({"_id": volunteer_id}, {"$set": {"left": True, "updated": time.time()}})
+    async def leave(self, volunteer_id: str, at: float) -> None:
+        """The volunteer is no longer found by ranking; their profile stays for the work they hold, until a
+        registration made after `at` replaces it."""
+        await self.volunteers.update_one({"_id": volunteer_id}, {"$set": {"left": True, "left_at": at}})
         await self.members.delete_many({"volunteer_id": volunteer_id})
 
     async def listed(

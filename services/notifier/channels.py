@@ -2,6 +2,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,11 @@ def masked(phone: str) -> str:
     return f"{digits[:3]}****{digits[-4:]}" if len(digits) > 7 else "****"
 
 
+PHONE = re.compile(r"\+?\d[\d -]{5,}\d")
+
+
 def to_console(doc: dict[str, Any]) -> None:
-    # Phones are masked: logs travel further than the notifier's database.
+    # Phones are masked, the recipient's and any in the text: logs travel further than the notifier's database.
     who = f"{doc['recipient']} {doc['name']} {masked(doc['phone'])}" if doc["phone"] else doc["recipient"]
-    log.info("NOTIFY %s [%s, request %s]: %s", who, doc["kind"], doc["request_id"], doc["text"])
+    text = PHONE.sub(lambda found: masked(found.group()), doc["text"])
+    log.info("NOTIFY %s [%s, request %s]: %s", who, doc["kind"], doc["request_id"], text)

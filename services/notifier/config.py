@@ -1,7 +1,9 @@
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.common.config import BusSettings, env_float, env_int
+from services.common.places import places_path
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,11 @@ class NotifierSettings:
     contact_timeout: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_TIMEOUT", 5.0))
     # A cached contact older than this is fetched again; a stale one is still used while intake is down.
     contact_max_age: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_MAX_AGE", 24 * 3600.0))
-    # Times in messages are shown in the readers' local time.
-    timezone: str = field(default_factory=lambda: os.environ.get("NOTIFIER_TIMEZONE", "Asia/Shanghai"))
+    # A contact just used is taken from memory this long, without asking the database.
+    contact_memory: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_MEMORY", 60.0))
+    # The language of every text (templates/<language>.yaml); times are read in each district's own clock.
+    language: str = field(default_factory=lambda: os.environ.get("NOTIFIER_LANGUAGE", "zh"))
+    places: Path = field(default_factory=places_path)
 
     @property
     def channel(self) -> str:

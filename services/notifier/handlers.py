@@ -1,7 +1,8 @@
 """Notifier's decisions: who is told what, when to try again. Plain functions over plain data, no I/O."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -9,81 +10,194 @@ from contracts import Envelope, new_event
 from contracts.envelope import derived_id
 from contracts.events import (
     AssignmentAccepted,
+    AssignmentCompleted,
+    AssignmentExpired,
     AssignmentWithdrawn,
     NotificationDelivered,
     NotificationFailed,
     PointsEarned,
+    RequestClosed,
+    RequestRedispatched,
     RequestReopened,
     RequestUnmatched,
     VolunteerAssigned,
 )
+from services.common.codes import short_code
+from services.common.places import Places, format_local, format_window
+from services.notifier.messages import Messages
 
 SOURCE = "linli/notifier"
-URGENCY = {"routine": "一般", "soon": "尽快", "urgent": "紧急"}
 FINAL = {"delivered", "failed"}
 ContactKind = Literal["volunteer", "resident"]
+Lookup = tuple[ContactKind, str]
+Contact = Mapping[str, str]
 
 
 @dataclass(frozen=True)
 class Route:
     kind: str
     recipient: str
-    lookup: tuple[ContactKind, str] | None
+    lookup: Lookup | None
+    # Other people the text names: their contacts are looked up too, never sent to.
+    about: tuple[Lookup, ...] = ()
+
+
+def routes(event: Envelope[Any]) -> list[Route]:
+    """Who is told about `event`, one notification each."""
+    match event.data:
+        case VolunteerAssigned(volunteer_id=volunteer):
+            return [Route("offer", f"volunteer:{volunteer}", ("volunteer", volunteer))]
+        case AssignmentAccepted(request_id=request, volunteer_id=volunteer):
+            # The resident's address and phone go to the volunteer who accepted, and to no one else.
+            return [
+                Route("accepted_details", f"volunteer:{volunteer}", ("volunteer", volunteer), (("resident", request),)),
+                Route("volunteer_coming", f"resident:{request}", ("resident", request), (("volunteer", volunteer),)),
+            ]
+        case AssignmentWithdrawn(volunteer_id=volunteer):
+            return [Route("offer_withdrawn", f"volunteer:{volunteer}", ("volunteer", volunteer))]
+        case AssignmentExpired(volunteer_id=volunteer):
+            return [Route("offer_lapsed", f"volunteer:{volunteer}", ("volunteer", volunteer))]
+        case AssignmentCompleted(request_id=request, volunteer_id=volunteer):
+            return [Route("please_rate", f"resident:{request}", ("resident", request), (("volunteer", volunteer),))]
+        case RequestUnmatched():
+            return [Route("unmatched", "operators", None)]
+        case RequestReopened(volunteer_id=volunteer):
+            return [Route("reopened", "operators", None, (("volunteer", volunteer),))]
+        case RequestRedispatched():
+            return [Route("redispatched", "operators", None)]
+        case RequestClosed():
+            return [Route("closed", "operators", None)]
+        case PointsEarned(volunteer_id=volunteer):
+            return [Route("points_earned", f"volunteer:{volunteer}", ("volunteer", volunteer))]
+    raise ValueError(f"the notifier has nothing to say about {event.type}")
 
 
 def route(event: Envelope[Any]) -> Route:
-    match event.data:
-        case VolunteerAssigned(volunteer_id=volunteer):
-            return Route("offer", f"volunteer:{volunteer}", ("volunteer", volunteer))
-        case AssignmentAccepted(request_id=request):
-            return Route("volunteer_coming", f"resident:{request}", ("resident", request))
-        case AssignmentWithdrawn(volunteer_id=volunteer):
-            return Route("offer_withdrawn", f"volunteer:{volunteer}", ("volunteer", volunteer))
-        case RequestUnmatched():
-            return Route("unmatched", "operators", None)
-        case RequestReopened():
-            return Route("reopened", "operators", None)
-        case PointsEarned(volunteer_id=volunteer):
-            return Route("points_earned", f"volunteer:{volunteer}", ("volunteer", volunteer))
-    raise ValueError(f"the notifier has nothing to say about {event.type}")
+    return routes(event)[0]
+
+
+def names_a_service(event: Envelope[Any]) -> bool:
+    return isinstance(event.data, VolunteerAssigned | AssignmentAccepted)
+
+
+def lookups(to: Route) -> list[Lookup]:
+    return ([to.lookup] if to.lookup else []) + [about for about in to.about if about != to.lookup]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a text is made of besides its event, already looked up."""
+
+    contacts: Mapping[str, Contact | None]  # "volunteer:<id>" / "resident:<request id>"; None: intake knows none
+    services: Mapping[str, str]  # service id -> its name in the reader's language
+    places: Places
+    lang: str = "zh"
+
+    def contact(self, kind: ContactKind, id: str) -> Contact | None:
+        return self.contacts.get(f"{kind}:{id}")
 
 
 def number(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def local_time(at: datetime, zone: tzinfo) -> str:
-    local = at.astimezone(zone)
-    return f"{local.month}月{local.day}日 {local:%H:%M}"
+def code_of(code: str, full_id: str) -> str:
+    # An event from before codes were issued: the code its owner would derive first.
+    return code or short_code(full_id)
 
 
-def greeting(name: str) -> str:
-    return f"{name}您好，" if name else "您好，"
+def text(event: Envelope[Any], to: Route, facts: Facts, messages: Messages) -> str:
+    """The text `to` reads about `event`, in the reader's language and the district's clock."""
+    lang, places = facts.lang, facts.places
+    district = getattr(event.data, "district", "") or event.district
+    zone = places.zone(district)
 
+    def say(key: str, **values: Any) -> str:
+        return messages.render(lang, key, **values)
 
-def text(event: Envelope[Any], name: str, labels: dict[str, str], zone: tzinfo) -> str:
+    def name_of(lookup: Lookup | None) -> str:
+        found = facts.contact(*lookup) if lookup else None
+        return found["name"] if found else ""
+
+    def greeting() -> str:
+        name = name_of(to.lookup)
+        return say("greeting", name=name) if name else say("greeting.anonymous")
+
+    def service(service_id: str) -> str:
+        return facts.services.get(service_id) or say("service.unknown")
+
+    def volunteer(volunteer_id: str) -> str:
+        name = name_of(("volunteer", volunteer_id))
+        return say("volunteer.named", name=name) if name else say("volunteer.someone")
+
+    def operators(key: str, **values: Any) -> str:
+        request_code = code_of(getattr(event.data, "request_code", ""), event.data.request_id)
+        return say(key, district=places.district_name(district, lang), request_code=request_code, **values)
+
     match event.data:
         case VolunteerAssigned() as offer:
-            where = f"，网格{offer.grid}" if offer.grid else ""
-            service = labels.get(offer.service) or offer.service or "服务"
-            return (
-                f"新的服务请求：{service}{where}，{URGENCY[offer.urgency]}。"
-                f"请于{local_time(offer.expires_at, zone)}前回复，派单号{offer.assignment_id}"
+            return say(
+                "offer",
+                greeting=greeting(),
+                service=service(offer.service),
+                place=places.place_name(district, offer.grid, lang),
+                near=say("offer.near", near=say(f"near.{offer.place}")) if offer.place else "",
+                window=format_window(offer.window_start, offer.window_end, zone, lang),
+                urgency=say(f"urgency.{offer.urgency}"),
+                description=say("offer.description", description=offer.description) if offer.description else "",
+                deadline=format_local(offer.expires_at, zone, lang),
+                code=code_of(offer.code, offer.assignment_id),
             )
-        case AssignmentAccepted():
-            return f"{greeting(name)}已有志愿者接下您的服务请求，将按约定上门。"
+        case AssignmentAccepted() as accepted if to.kind == "accepted_details":
+            resident = facts.contact("resident", accepted.request_id) or {}
+            address = resident.get("address", "")
+            return say(
+                "accepted.volunteer",
+                greeting=greeting(),
+                code=code_of(accepted.code, accepted.assignment_id),
+                service=service(accepted.service),
+                resident=resident.get("name", ""),
+                phone=resident.get("phone", ""),
+                address=say("accepted.address", address=address) if address else "",
+                window=format_window(accepted.window_start, accepted.window_end, zone, lang),
+            )
+        case AssignmentAccepted() as accepted:
+            return say(
+                "accepted.resident",
+                greeting=greeting(),
+                volunteer=volunteer(accepted.volunteer_id),
+                request_code=code_of(accepted.request_code, accepted.request_id),
+                window=format_window(accepted.window_start, accepted.window_end, zone, lang),
+            )
         case AssignmentWithdrawn() as withdrawn:
-            return f"{greeting(name)}派单{withdrawn.assignment_id}已撤回（{withdrawn.reason}），无需前往。谢谢！"
+            why = {"matcher": "taken", "resident": "cancelled"}.get(withdrawn.by, "operator")
+            return say(f"withdrawn.{why}", greeting=greeting(), code=code_of(withdrawn.code, withdrawn.assignment_id))
+        case AssignmentExpired() as lapsed:
+            return say("lapsed", greeting=greeting(), code=code_of(lapsed.code, lapsed.assignment_id))
+        case AssignmentCompleted() as completed:
+            return say(
+                "completed.resident",
+                greeting=greeting(),
+                volunteer=volunteer(completed.volunteer_id),
+                request_code=code_of(completed.request_code, completed.request_id),
+            )
         case RequestUnmatched() as unmatched:
-            tried = f"已联系{len(unmatched.tried)}位志愿者，" if unmatched.tried else ""
-            return f"[{event.district}] 请求{unmatched.request_id}无人接单：{unmatched.reason}。{tried}请尽快跟进。"
+            reason = say(f"unmatched.reason.{unmatched.reason_code or 'other'}")
+            tried = say("unmatched.tried", count=len(unmatched.tried)) if unmatched.tried else ""
+            return operators("unmatched", reason=reason, tried=tried)
         case RequestReopened() as reopened:
-            return (f"[{event.district}] 请求{reopened.request_id}被居民退回（{reopened.reason}），"
-                    f"志愿者{reopened.volunteer_id}的时长待复核，请尽快回访。")
+            return operators("reopened", stars=reopened.stars, volunteer=volunteer(reopened.volunteer_id))
+        case RequestRedispatched() as redispatched:
+            return operators("redispatched", operator=redispatched.operator, reason=redispatched.reason)
+        case RequestClosed() as closed:
+            return operators("closed", operator=closed.operator, reason=closed.reason)
         case PointsEarned() as earned:
-            return (
-                f"{greeting(name)}本次服务{number(earned.hours)}小时，获得{number(earned.points)}积分，"
-                f"当前积分{number(earned.balance_points)}。感谢您的奉献！"
+            return say(
+                "points",
+                greeting=greeting(),
+                hours=number(earned.hours),
+                points=number(earned.points),
+                balance=number(earned.balance_points),
             )
     raise ValueError(f"the notifier has nothing to say about {event.type}")
 
@@ -93,7 +207,7 @@ def notification_id(event_id: str, kind: str) -> str:
 
 
 def new_notification(
-    event: Envelope[Any], to: Route, contact: dict[str, str] | None, body: str, channel: str, now: datetime
+    event: Envelope[Any], to: Route, contact: Contact | None, body: str, channel: str, now: datetime, lang: str = "zh"
 ) -> dict[str, Any]:
     return {
         "_id": notification_id(event.id, to.kind),
@@ -104,6 +218,7 @@ def new_notification(
         "phone": contact["phone"] if contact else "",
         "reachable": contact is not None or to.lookup is None,
         "text": body,
+        "lang": lang,
         "channel": channel,
         "district": event.district,
         "request_id": event.data.request_id,

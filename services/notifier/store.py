@@ -1,3 +1,4 @@
+from collections.abc import Mapping
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -18,10 +19,8 @@ class NotifierStore:
     async def contact(self, key: str) -> dict[str, Any] | None:
         return await self.contacts.find_one({"_id": key})
 
-    async def save_contact(self, key: str, name: str, phone: str, at: float) -> None:
-        await self.contacts.replace_one(
-            {"_id": key}, {"_id": key, "name": name, "phone": phone, "fetched": at}, upsert=True
-        )
+    async def save_contact(self, key: str, contact: Mapping[str, str], at: float) -> None:
+        await self.contacts.replace_one({"_id": key}, {**contact, "_id": key, "fetched": at}, upsert=True)
 
     async def notification(self, notification_id: str) -> dict[str, Any] | None:
         return await self.notifications.find_one({"_id": notification_id})

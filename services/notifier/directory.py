@@ -1,0 +1,70 @@
+"""Who people are and what the services are called: asked of intake, and remembered."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from contracts import API
+from contracts.calls import Catalog
+from services.notifier.config import NotifierSettings
+from services.notifier.handlers import Contact, ContactKind
+from services.notifier.store import NotifierStore
+
+log = logging.getLogger("linli.notifier")
+
+Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Directory:
+    def __init__(self, ask: Ask, store: NotifierStore, settings: NotifierSettings, clock: Callable[[], float]) -> None:
+        self.ask = ask
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.labels: dict[str, dict[str, str]] = {}
+        # Contacts just used, kept in memory a short while: one offer round asks for the same people again.
+        self.recent: dict[str, tuple[float, Contact]] = {}
+
+    async def contact(self, kind: ContactKind, id: str) -> Contact | None:
+        key = f"{kind}:{id}"
+        if (recent := self.recent.get(key)) and self.clock() - recent[0] < self.settings.contact_memory:
+            return recent[1]
+        cached = await self.store.contact(key)
+        # A contact stored before intake gave addresses is asked again, so the accepted volunteer gets one.
+        if cached and "address" in cached and self.clock() - cached["fetched"] < self.settings.contact_max_age:
+            return self.remember(key, cached)
+        try:
+            reply = await self.ask(API.INTAKE_CONTACT, {"kind": kind, "id": id})
+        except Exception as exc:
+            if cached is None:
+                raise  # the event is redelivered later, when intake may answer
+            log.warning("intake did not answer for %s, using the contact cached earlier: %r", key, exc)
+            return cached
+        if "error" in reply:
+            if reply["error"].get("code") == "not_found":
+                return None
+            raise RuntimeError(f"intake refused the contact lookup for {key}: {reply['error']}")
+        found = {"name": reply["name"], "phone": reply["phone"], "address": reply.get("address", "")}
+        await self.store.save_contact(key, found, self.clock())
+        return self.remember(key, found)
+
+    def remember(self, key: str, contact: Contact) -> Contact:
+        if len(self.recent) > 10_000:
+            self.recent.clear()
+        self.recent[key] = (self.clock(), contact)
+        return contact
+
+    async def service_names(self, lang: str) -> dict[str, str]:
+        """Asked once; until intake answers, texts say "a volunteer service" and the next one asks again."""
+        if not self.labels:
+            try:
+                catalog = Catalog.model_validate(await self.ask(API.INTAKE_CATALOG, {}))
+            except Exception as exc:
+                log.warning("service catalogue unavailable, texts name no service: %r", exc)
+                return {}
+            items = [item for category in catalog.categories for item in category.items]
+            self.labels = {
+                "zh": {item.id: item.name for item in items},
+                "en": {item.id: item.name_en or item.name for item in items},
+            }
+        return self.labels.get(lang, self.labels["zh"])

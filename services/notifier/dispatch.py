@@ -1,0 +1,189 @@
+"""The notifier's flow: prepare each notification an event calls for, send it once, publish the outcome.
+
+A notification is claimed by one handling at a time; a handling that dies leaves a claim that lapses,
+and the next delivery of the event resumes where it stopped, counting the attempts already made.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from faststream.nats.annotations import NatsMessage
+
+from contracts import Envelope
+from services.common.places import Places
+from services.common.runtime import cancel_and_wait
+from services.notifier import handlers
+from services.notifier.channels import post_webhook, to_console
+from services.notifier.config import NotifierSettings
+from services.notifier.directory import Directory
+from services.notifier.messages import Messages
+from services.notifier.store import NotifierStore
+
+log = logging.getLogger("linli.notifier")
+
+
+class ClaimLost(RuntimeError):
+    pass
+
+
+@asynccontextmanager
+async def heartbeat(message: NatsMessage, every: float) -> AsyncIterator[None]:
+    # Sending with retries can outlast ack_wait; without this JetStream would hand the event to
+    # another consumer while this one is still sending it.
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await message.in_progress()
+            except Exception as exc:
+                log.warning("could not extend the ack deadline: %r", exc)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        await cancel_and_wait([task])
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: NotifierStore,
+        publish: Callable[[Envelope[Any]], Awaitable[None]],
+        directory: Directory,
+        settings: NotifierSettings,
+        messages: Messages,
+        places: Places,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.directory = directory
+        self.settings = settings
+        self.clock = clock
+        self.messages = messages
+        self.places = places
+        self.secret = settings.webhook_secret.encode()
+
+    async def notify(self, event: Envelope[Any], message: NatsMessage) -> None:
+        owner = uuid.uuid4().hex  # per handling, so two deliveries of one event never both hold the claim
+        async with heartbeat(message, self.settings.bus.ack_wait / 3):
+            for to in handlers.routes(event):
+                doc = await self.prepare(event, to, owner)
+                if doc["status"] == "pending":
+                    try:
+                        doc = await self.deliver(doc, owner)
+                    except Exception:
+                        await self.store.release(doc["_id"], owner)
+                        raise
+                # Published straight from the stored notification, no outbox: a crash before this leaves the event
+                # unacknowledged, and its redelivery finds the notification final and publishes again (the
+                # derived event id lets JetStream drop a repeat).
+                await self.publish(handlers.outcome_event(doc))
+
+    async def prepare(self, event: Envelope[Any], to: handlers.Route, owner: str) -> dict[str, Any]:
+        """The notification `to` gets about `event`, claimed by `owner` when it still has to be sent."""
+        notification_id = handlers.notification_id(event.id, to.kind)
+        doc = await self.store.notification(notification_id)
+        if doc is None:
+            doc = await self.compose(event, to)
+            if not doc["reachable"] or not self.settings.webhook_url:
+                return await self.settle_new(doc)
+            if await self.store.create(doc, owner, self.clock() + self.settings.claim_seconds):
+                return doc
+            doc = await self.store.notification(notification_id)
+            assert doc is not None
+        now = self.clock()
+        if doc["status"] in handlers.FINAL or await self.store.claim(
+            doc["_id"], owner, now, now + self.settings.claim_seconds
+        ):
+            return doc
+        raise ClaimLost(f"notification {doc['_id']} is being sent by another consumer; trying again later")
+
+    async def compose(self, event: Envelope[Any], to: handlers.Route) -> dict[str, Any]:
+        lang = self.settings.language
+        contacts = {f"{kind}:{id}": await self.directory.contact(kind, id) for kind, id in handlers.lookups(to)}
+        services = await self.directory.service_names(lang) if handlers.names_a_service(event) else {}
+        facts = handlers.Facts(contacts, services, self.places, lang)
+        recipient = facts.contact(*to.lookup) if to.lookup else None
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        body = handlers.text(event, to, facts, self.messages)
+        return handlers.new_notification(event, to, recipient, body, self.settings.channel, now, lang)
+
+    async def settle_new(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A console line, or a person nobody can reach: the outcome is known before anything is stored, so the
+        notification is written once, already final. Logged first: a crash in between logs it twice, never not."""
+        to_console(doc)
+        now = self.clock()
+        if doc["reachable"]:
+            status, outcome, channel, error = "delivered", "delivered", "console", ""
+        else:
+            status, outcome, channel, error = "failed", "no_contact", doc["channel"], self.unknown(doc)
+        final = {**doc, "status": status, "channel": channel, "error": error, "attempts": 1, "finished": now,
+                 "attempt": {"n": 1, "at": now, "outcome": outcome}}
+        if await self.store.create(final, "", 0.0):
+            return final
+        stored = await self.store.notification(doc["_id"])
+        assert stored is not None
+        return stored
+
+    @staticmethod
+    def unknown(doc: dict[str, Any]) -> str:
+        return f"intake knows no contact for {doc['recipient']}"
+
+    async def deliver(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
+        to_console(doc)
+        if not doc["reachable"]:
+            return await self.settle_at_once(doc, owner, doc["channel"], "no_contact", self.unknown(doc))
+        if not self.settings.webhook_url:
+            return await self.settle_at_once(doc, owner, "console", "delivered", "")
+        return await self.by_webhook(doc, owner, self.settings.webhook_url)
+
+    async def finish(
+        self, doc: dict[str, Any], owner: str, status: str, channel: str, error: str = ""
+    ) -> dict[str, Any]:
+        if not await self.store.finish(doc["_id"], owner, status, channel, error, self.clock()):
+            raise ClaimLost(f"notification {doc['_id']} was taken over while it was being sent")
+        return {**doc, "status": status, "channel": channel, "error": error}
+
+    async def attempt(self, doc: dict[str, Any], owner: str, n: int) -> None:
+        if not await self.store.begin_attempt(doc["_id"], owner, n, self.clock() + self.settings.claim_seconds):
+            raise ClaimLost(f"notification {doc['_id']} was taken over while it was being sent")
+        doc["attempts"] = n
+
+    async def settle_at_once(
+        self, doc: dict[str, Any], owner: str, channel: str, outcome: str, error: str
+    ) -> dict[str, Any]:
+        n = doc["attempts"] + 1
+        await self.attempt(doc, owner, n)
+        await self.store.record_attempt(doc["_id"], n, channel, self.clock(), outcome, None, error)
+        return await self.finish(doc, owner, "delivered" if outcome == "delivered" else "failed", channel, error)
+
+    async def by_webhook(self, doc: dict[str, Any], owner: str, url: str) -> dict[str, Any]:
+        settings = self.settings
+        error = "the last attempt was interrupted"
+        async with httpx.AsyncClient(timeout=settings.webhook_timeout) as client:
+            for n in range(doc["attempts"] + 1, settings.webhook_attempts + 1):
+                await self.attempt(doc, owner, n)
+                outcome = await post_webhook(client, url, self.secret, doc)
+                verdict = "delivered" if outcome.delivered else "failed"
+                await self.store.record_attempt(
+                    doc["_id"], n, "webhook", self.clock(), verdict, outcome.status, outcome.error
+                )
+                if outcome.delivered:
+                    return await self.finish(doc, owner, "delivered", "webhook")
+                error = outcome.error
+                if not handlers.retryable(outcome.status) or n == settings.webhook_attempts:
+                    break
+                log.warning("webhook attempt %d for %s failed (%s), trying again", n, doc["_id"], error)
+                await asyncio.sleep(handlers.backoff(n, settings.webhook_backoff, settings.webhook_backoff_cap))
+        log.error(
+            "notification %s to %s FAILED after %d attempt(s): %s", doc["_id"], doc["recipient"], doc["attempts"], error
+        )
+        return await self.finish(doc, owner, "failed", "webhook", error)
