@@ -49,7 +49,7 @@ def synthetic_places(grids: int) -> scoring.Places:
         community, street = g // 10, g // 100
         neighbours = [f"g{n:04d}" for n in (g - 1, g + 1) if 0 <= n < grids and n // 10 == community]
         about[f"g{g:04d}"] = {"community": f"c{community}", "street": f"s{street}", "neighbours": neighbours}
-    return scoring.Places({"county": about})
+    return scoring.places_from({"county": about})
 
 
 def members(volunteers: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -312,6 +312,7 @@ class AssignmentReply(BaseModel):
     assignment_id: str
     request_id: str
     status: Literal["offered", "accepted", "declined", "expired", "completed", "withdrawn"]
+    code: str = Field(default="", description="The assignment's short code.")
 
 
 class AssignmentsQuery(Call):
@@ -387,6 +388,9 @@ class Explanation(BaseModel):
     request_id: str
     state: str
     urgency: Urgency
+    code: str = Field(default="", description="The request's short code.")
+    district: str = ""
+    reopened: bool = Field(default=False, description="A poor rating sent it back: an operator may re-dispatch it.")
     offers: list[dict[str, Any]] = Field(description="Every offer made, in order, with its stage and score breakdown.")
     fell_out: list[dict[str, Any]] = Field(description="Volunteers offered who fell out, and why.")
     not_considered: dict[str, int] = Field(default_factory=dict)

@@ -154,7 +154,10 @@ class AssignmentExpired(AssignmentEvent):
 
 class AssignmentWithdrawn(AssignmentEvent):
     reason: str = Field(examples=["another volunteer accepted first"])
-    by: str = Field(default="matcher", description="matcher, or the operator who withdrew it.")
+    by: str = Field(
+        default="matcher",
+        description="matcher, the operator who withdrew it, resident (cancelled) or volunteer (the volunteer left).",
+    )
 
 
 class AssignmentCompleted(AssignmentEvent):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
-from linli import intake_cli, ledger_cli, report_cli
+from linli import intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
 from linli.show import console, print_event
 
@@ -84,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="print whole CloudEvents")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every service's channels")
     report_cli.add_commands(sub)
+    matcher_cli.add_commands(sub)
     ledger_cli.add_commands(sub)
     intake_cli.add_commands(sub)
     return p

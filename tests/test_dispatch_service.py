@@ -18,7 +18,7 @@ from services.matcher.store import MatcherStore
 from tests.conftest import Bus, eventually
 
 pytestmark = pytest.mark.service
-DISTRICT = "beibei"  # its grid hierarchy ships in services/matcher/places.yaml
+DISTRICT = "beibei"  # its grid hierarchy ships in services/common/places.yaml
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -6,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from contracts import ApiError
 from services.matcher import handlers, scoring
@@ -13,7 +15,7 @@ from services.matcher import handlers, scoring
 pytestmark = pytest.mark.domain
 
 RULES = scoring.Rules.load(Path(scoring.__file__).with_name("matching.yaml"))
-PLACES = scoring.Places({"d1": {
+PLACES = scoring.places_from({"d1": {
     "g1": {"community": "c1", "street": "s1", "neighbours": ["g2"]},
     "g2": {"community": "c1", "street": "s1", "neighbours": ["g1", "g3"]},
     "g3": {"community": "c1", "street": "s1", "neighbours": ["g2"]},
@@ -38,7 +40,7 @@ def ranked(req: dict[str, Any], roster: list[dict[str, Any]], free: dict[str, in
            histories: dict[str, dict[str, Any]] | None = None) -> tuple[list[str], dict[str, int]]:
     result, out = scoring.rank(req, roster, free or {v["_id"]: 2 for v in roster}, histories or {}, PLACES, RULES,
                                NOW, ZONE)
-    return [s.volunteer_id for s in result], dict(out)
+    return [s.volunteer_id for s in result], dict(Counter(out.values()))
 
 
 def test_place_tiers_follow_the_grid_hierarchy() -> None:
@@ -212,3 +214,80 @@ def test_unmatched_event_lists_each_candidate_and_why() -> None:
                                 "not_considered": {"skill": 3}}, "nobody")
     assert [(c.volunteer_id, c.why) for c in event.data.candidates] == [("a", "declined: 在上班"), ("b", "did not answer in time")]
     assert event.data.not_considered == {"skill": 3}
+
+
+FATIGUE = scoring.Rules.parse({**yaml.safe_load(Path(scoring.__file__).with_name("matching.yaml").read_text()),
+                               "fatigue": {"offers_per_week": 3, "hours_per_week": 10}})
+
+
+def test_a_weekly_limit_on_offers_or_hours_is_a_hard_rule_named_fatigue() -> None:
+    assert not scoring.fatigued(None, FATIGUE)
+    assert not scoring.fatigued({"offers": 2, "hours": 9.5}, FATIGUE)
+    assert scoring.fatigued({"offers": 3, "hours": 0.0}, FATIGUE)
+    assert scoring.fatigued({"offers": 0, "hours": 10.0}, FATIGUE)
+    roster = [volunteer("tired"), volunteer("fresh")]
+    result, out = scoring.rank(request(), roster, {"tired": 2, "fresh": 2}, {}, PLACES, FATIGUE, NOW, ZONE,
+                               weeks={"tired": {"offers": 3}})
+    assert [s.volunteer_id for s in result] == ["fresh"] and out == {"tired": "fatigue"}
+
+
+def test_without_limits_in_the_rules_nobody_is_fatigued() -> None:
+    unlimited = scoring.Rules.parse({**yaml.safe_load(Path(scoring.__file__).with_name("matching.yaml").read_text()),
+                                     "fatigue": {"offers_per_week": 0}})
+    assert unlimited.max_offers_per_week is None and unlimited.max_hours_per_week is None
+    assert not scoring.fatigued({"offers": 500, "hours": 100.0}, unlimited)
+
+
+def test_a_volunteer_who_left_is_left_out() -> None:
+    assert ranked(request(), [volunteer("gone", left=True), volunteer("here")]) == (["here"], {"left": 1})
+
+
+@pytest.mark.parametrize("out, offered, code", [
+    (Counter(), 0, "no_volunteers"),
+    (Counter({"skill": 4, "needs": 1}), 0, "no_skill"),
+    (Counter({"fatigue": 2, "skill": 1}), 0, "fatigue"),
+    (Counter({"at full capacity": 2}), 0, "none_eligible"),
+    (Counter({"already offered": 2}), 2, "all_fell_out"),
+])
+def test_unmatched_reason_codes_name_the_main_obstacle(out: Counter[str], offered: int, code: str) -> None:
+    assert scoring.unmatched_code(out, offered) == code
+
+
+def test_one_or_two_stars_or_not_done_reopen_a_request() -> None:
+    assert handlers.reopens(2, True) and handlers.reopens(1, True) and handlers.reopens(5, False)
+    assert not handlers.reopens(3, True)
+
+
+def test_weeks_turn_on_monday_midnight_on_the_district_clock() -> None:
+    sunday_night = datetime(2026, 12, 6, 15, 59, tzinfo=UTC).timestamp()  # Sunday 23:59 in Shanghai
+    assert handlers.week_of(sunday_night, ZONE) == "2026-W49"
+    assert handlers.week_of(sunday_night + 60, ZONE) == "2026-W50"
+
+
+def test_offer_events_carry_what_a_volunteer_needs_and_the_codes() -> None:
+    req = {**request(), "code": "K7QX3M", "description": "换灯泡", "window_start": "2026-12-03T01:00:00+00:00",
+           "window_end": None, "district": "d1"}
+    assignment = {"_id": "a1", "request_id": "r1", "volunteer_id": "v1", "expires": NOW, "code": "ABC234",
+                  "service": "repair.plumbing", **handlers.offer_details(req, "neighbour")}
+    offer = handlers.offered(req, assignment).data
+    assert (offer.code, offer.request_code, offer.district, offer.description, offer.place) == (
+        "ABC234", "K7QX3M", "d1", "换灯泡", "neighbour")
+    assert offer.window_start == datetime(2026, 12, 3, 1, 0, tzinfo=UTC) and offer.window_end is None
+    accepted = handlers.accepted(req, assignment).data
+    assert (accepted.code, accepted.request_code, accepted.service) == ("ABC234", "K7QX3M", "repair.plumbing")
+    assert accepted.window_start == offer.window_start
+    for event in (handlers.declined(req, assignment, ""), handlers.expired(req, assignment),
+                  handlers.withdrawn(req, assignment, "x", "matcher")):
+        assert (event.data.code, event.data.request_code) == ("ABC234", "K7QX3M")
+    unmatched = handlers.unmatched({**req, "reason_code": "no_skill"}, "no volunteer has this skill").data
+    assert (unmatched.reason_code, unmatched.request_code) == ("no_skill", "K7QX3M")
+
+
+def test_an_operator_may_name_only_an_active_volunteer_of_the_district_with_room() -> None:
+    for who, district, free, code in [(None, "d1", 1, "unknown_volunteer"), (volunteer("x"), "d2", 1, "unknown_volunteer"),
+                                      (volunteer("x", left=True), "d1", 1, "volunteer_left"),
+                                      (volunteer("x"), "d1", 0, "at_capacity")]:
+        with pytest.raises(ApiError) as err:
+            handlers.check_named_volunteer(who, district, free)
+        assert err.value.code == code
+    handlers.check_named_volunteer(volunteer("x"), "d1", 1)

@@ -12,14 +12,17 @@ class MatcherSettings:
     offer_ttl: float = field(default_factory=lambda: env_float("MATCHER_OFFER_TTL", 300))
     # How often each replica looks for lapsed offers and work a crashed replica left behind.
     sweep_interval: float = field(default_factory=lambda: env_float("MATCHER_SWEEP_INTERVAL", 1.0))
-    # A replica placing a request holds it this long; after that another replica may take over.
-    lease: float = field(default_factory=lambda: env_float("MATCHER_LEASE", 30))
+    # A replica placing a request holds it this long and renews it every third of it while it works, so
+    # a dead replica's requests are taken over within seconds.
+    lease: float = field(default_factory=lambda: env_float("MATCHER_LEASE", 5))
     # Requests handled at once by one replica.
     workers: int = field(default_factory=lambda: env_int("MATCHER_WORKERS", 4))
     rules_path: Path = field(
         default_factory=lambda: Path(os.environ.get("MATCHER_RULES", Path(__file__).with_name("matching.yaml")))
     )
-    places_path: Path = field(
-        default_factory=lambda: Path(os.environ.get("MATCHER_PLACES", Path(__file__).with_name("places.yaml")))
+    # The matcher's own places file, if it must differ from every other service's (LINLI_PLACES).
+    places_path: Path | None = field(
+        default_factory=lambda: Path(os.environ["MATCHER_PLACES"]) if os.environ.get("MATCHER_PLACES") else None
     )
+    # The clock of availability windows in a district the places file does not list.
     timezone: str = field(default_factory=lambda: os.environ.get("MATCHER_TIMEZONE", "Asia/Shanghai"))

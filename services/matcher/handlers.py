@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from contracts import ApiError, Envelope, new_event
+from contracts.calls import VolunteerLoad
 from contracts.envelope import derived_id
 from contracts.events import (
     AssignmentAccepted,
@@ -15,6 +16,7 @@ from contracts.events import (
     AssignmentWithdrawn,
     FellOut,
     HoursLogged,
+    RequestRedispatched,
     RequestUnmatched,
     VolunteerAssigned,
 )
@@ -33,6 +35,17 @@ def check_responder(assignment: dict[str, Any] | None, volunteer_id: str) -> dic
     if assignment["volunteer_id"] != volunteer_id:
         raise ApiError("not_your_assignment", "this assignment was offered to another volunteer")
     return assignment
+
+
+def check_named_volunteer(volunteer: dict[str, Any] | None, district: str, free: int) -> None:
+    """An operator may name a volunteer of the request's district who is still active and has room."""
+    if volunteer is None or volunteer["district"] != district:
+        raise ApiError("unknown_volunteer", "no volunteer with this id in the request's district")
+    if volunteer.get("left"):
+        raise ApiError("volunteer_left", "this volunteer has left and takes no more work",
+                       {"volunteer_id": volunteer["_id"]})
+    if free <= 0:
+        raise ApiError("at_capacity", "this volunteer has no free capacity", {"volunteer_id": volunteer["_id"]})
 
 
 def refuse_response(assignment: dict[str, Any], accept: bool, now: float) -> None:
@@ -78,6 +91,26 @@ def ids(assignment: Mapping[str, Any]) -> dict[str, str]:
         "request_id": assignment["request_id"],
         "volunteer_id": assignment["volunteer_id"],
         "assignment_id": assignment["_id"],
+        "code": assignment.get("code", ""),
+        "request_code": assignment.get("request_code", ""),
+    }
+
+
+def window(doc: Mapping[str, Any]) -> dict[str, datetime | None]:
+    return {
+        "window_start": datetime.fromisoformat(doc["window_start"]) if doc.get("window_start") else None,
+        "window_end": datetime.fromisoformat(doc["window_end"]) if doc.get("window_end") else None,
+    }
+
+
+def offer_details(request: Mapping[str, Any], tier: str) -> dict[str, Any]:
+    """What a volunteer needs to decide, copied onto the offer so that its events and views need no request."""
+    return {
+        "request_code": request.get("code", ""),
+        "description": request.get("description", ""),
+        "window_start": request.get("window_start"),
+        "window_end": request.get("window_end"),
+        "place": tier,
     }
 
 
@@ -91,12 +124,36 @@ def offered(request: Mapping[str, Any], assignment: Mapping[str, Any]) -> Envelo
         urgency=request["urgency"],
         stage=assignment.get("stage", ""),
         explanation=assignment.get("explanation", {}),
+        district=request["district"],
+        description=assignment.get("description", ""),
+        place=assignment.get("place", ""),
+        **window(assignment),
     )
     return _event(data, request, "volunteer.assigned", assignment["_id"], request.get("cause"))
 
 
 def accepted(request: Mapping[str, Any], assignment: Mapping[str, Any]) -> Envelope[Any]:
-    return _event(AssignmentAccepted(**ids(assignment)), request, "assignment.accepted", assignment["_id"], None)
+    data = AssignmentAccepted(**ids(assignment), service=assignment.get("service", ""), **window(assignment))
+    return _event(data, request, "assignment.accepted", assignment["_id"], None)
+
+
+def redispatched(request: Mapping[str, Any], redispatch: Mapping[str, Any]) -> Envelope[Any]:
+    data = RequestRedispatched(
+        request_id=request["_id"], operator=redispatch["operator"], reason=redispatch["reason"],
+        excluded=list(redispatch.get("excluded", [])), volunteer_id=redispatch.get("volunteer_id"),
+    )
+    return _event(data, request, "request.redispatched", f"{request['_id']}/{redispatch['round']}", None)
+
+
+def reopens(stars: int, done: bool) -> bool:
+    """A rating that sends the request back to an operator: 1–2 stars, or the resident says it was not done."""
+    return stars <= 2 or not done
+
+
+def week_of(moment: float, zone: Any) -> str:
+    """The ISO week a moment falls in on the district's clock: weekly limits reset on Monday 00:00 there."""
+    year, week, _ = datetime.fromtimestamp(moment, zone).isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 def declined(request: Mapping[str, Any], assignment: Mapping[str, Any], reason: str) -> Envelope[Any]:
@@ -143,8 +200,19 @@ def unmatched(request: Mapping[str, Any], reason: str) -> Envelope[Any]:
     data = RequestUnmatched(
         request_id=request["_id"],
         reason=reason,
+        reason_code=request.get("reason_code", ""),
+        request_code=request.get("code", ""),
         tried=list(request.get("tried", [])),
         candidates=[FellOut(volunteer_id=v, why=w) for v, w in sorted(why.items())],
         not_considered=dict(request.get("not_considered", {})),
     )
     return _event(data, request, "request.unmatched", f"{request['_id']}/{request['round']}", request.get("cause"))
+
+
+def volunteer_load(volunteer: Mapping[str, Any], load: int, week: Mapping[str, Any]) -> VolunteerLoad:
+    return VolunteerLoad(
+        volunteer_id=volunteer["_id"], district=volunteer["district"], grids=volunteer["grids"],
+        skills=volunteer["skills"], team=volunteer.get("team", ""), capacity=volunteer["capacity"], load=load,
+        offers_this_week=int(week.get("offers", 0)),
+        hours_this_week=Decimal(str(round(float(week.get("hours", 0.0)), 2))),
+    )

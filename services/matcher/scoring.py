@@ -2,13 +2,15 @@
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
+
+from services.common.places import DEFAULT_TIMEZONE, District, Grid, Places
 
 TIERS = ("grid", "neighbour", "community", "street", "district")
 KNOWN_NEEDS = ("sign-language", "woman", "wheelchair")  # plus dialect:<name>
@@ -36,6 +38,9 @@ class Rules:
     avoid_below: int
     pairing_ttl_factor: float
     stages: dict[str, tuple[Stage, ...]]
+    # Weekly limits per volunteer (None: no limit); reaching one leaves the volunteer out until next week.
+    max_offers_per_week: int | None = None
+    max_hours_per_week: float | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Rules":
@@ -64,6 +69,8 @@ class Rules:
                 avoid_below=int(raw["continuity"]["avoid_below"]),
                 pairing_ttl_factor=float(raw.get("pairing", {}).get("ttl_factor", 1.0)),
                 stages=stages,
+                max_offers_per_week=_limit(raw.get("fatigue", {}).get("offers_per_week"), int),
+                max_hours_per_week=_limit(raw.get("fatigue", {}).get("hours_per_week"), float),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where}: matching rules are incomplete or malformed: {exc!r}") from exc
@@ -75,42 +82,23 @@ class Rules:
         return rules
 
 
-@dataclass(frozen=True)
-class Places:
-    """Each district's grids and what lies around them."""
+def _limit(value: Any, kind: type[int] | type[float]) -> Any:
+    return None if value in (None, 0, "") else kind(value)
 
-    grids: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
-    @classmethod
-    def load(cls, path: Path) -> "Places":
-        return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-
-    def _about(self, district: str, grid: str) -> dict[str, Any]:
-        return self.grids.get(district, {}).get(grid, {})
-
-    def tier(self, district: str, grid: str, volunteer_grids: list[str]) -> str:
-        if grid in volunteer_grids:
-            return "grid"
-        here = self._about(district, grid)
-        if set(here.get("neighbours", [])) & set(volunteer_grids):
-            return "neighbour"
-        for level in ("community", "street"):
-            if here.get(level) and any(self._about(district, g).get(level) == here[level] for g in volunteer_grids):
-                return level
-        return "district"
-
-    def grids_within(self, district: str, grid: str, tiers: tuple[str, ...]) -> list[str] | None:
-        """The grids a stage may draw volunteers from; None means the whole district."""
-        if "district" in tiers:
-            return None
-        here = self._about(district, grid)
-        allowed = {grid}
-        if "neighbour" in tiers:
-            allowed |= set(here.get("neighbours", []))
-        for level in ("community", "street"):
-            if level in tiers and here.get(level):
-                allowed |= {g for g, about in self.grids.get(district, {}).items() if about.get(level) == here[level]}
-        return sorted(allowed)
+def places_from(raw: dict[str, dict[str, dict[str, Any]]]) -> Places:
+    """Places from the older matcher mapping {district: {grid: {community, street, neighbours}}}, for tests and benches."""
+    districts = {}
+    for district, grids in raw.items():
+        districts[district] = District(
+            id=district, name=district, name_en="", timezone=DEFAULT_TIMEZONE, streets={}, communities={},
+            grids={
+                g: Grid(id=g, name=g, name_en="", community=str(about.get("community", "")),
+                        street=str(about.get("street", "")), neighbours=tuple(about.get("neighbours") or ()))
+                for g, about in grids.items()
+            },
+        )
+    return Places(districts)
 
 
 def meets_needs(needs: list[str], attributes: list[str]) -> bool:
@@ -183,6 +171,15 @@ def score(
     return Scored(volunteer["_id"], total, tier, components)
 
 
+def fatigued(week: dict[str, Any] | None, rules: Rules) -> bool:
+    """Has the volunteer reached a weekly limit? `week` holds this week's offers and hours so far."""
+    if not week:
+        return False
+    offers_cap, hours_cap = rules.max_offers_per_week, rules.max_hours_per_week
+    return bool((offers_cap is not None and week.get("offers", 0) >= offers_cap)
+                or (hours_cap is not None and week.get("hours", 0.0) >= hours_cap))
+
+
 def left_out(
     request: dict[str, Any],
     volunteer: dict[str, Any],
@@ -192,10 +189,13 @@ def left_out(
     at: datetime,
     zone: ZoneInfo,
     need_skill: bool = True,
+    week: dict[str, Any] | None = None,
 ) -> str | None:
     """The hard rule that keeps this volunteer from the request, if any."""
     if volunteer["district"] != request["district"]:
         return "district"
+    if volunteer.get("left"):
+        return "left"
     if volunteer["_id"] in request.get("tried", []):
         return "already offered"
     if need_skill and not (request["service"] in volunteer["skills"] or request["category"] in volunteer["skills"]):
@@ -204,6 +204,8 @@ def left_out(
         return "needs"
     if history and history.get("stars", 5) < rules.avoid_below:
         return "rated poorly by this resident"
+    if fatigued(week, rules):
+        return "fatigue"
     if why := available(volunteer, at, zone):
         return why
     if free <= 0:
@@ -221,16 +223,18 @@ def rank(
     now: float,
     zone: ZoneInfo,
     need_skill: bool = True,
-) -> tuple[list[Scored], Counter[str]]:
-    """Candidates best first, and how many volunteers each hard rule left out."""
+    weeks: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[Scored], dict[str, str]]:
+    """Candidates best first, and the hard rule that left out each of the others."""
     at = service_time(request, now)
     ranked: list[Scored] = []
-    out: Counter[str] = Counter()
+    out: dict[str, str] = {}
     for volunteer in volunteers:
         history = histories.get(volunteer["_id"])
-        why = left_out(request, volunteer, free.get(volunteer["_id"], 0), history, rules, at, zone, need_skill)
+        why = left_out(request, volunteer, free.get(volunteer["_id"], 0), history, rules, at, zone, need_skill,
+                       (weeks or {}).get(volunteer["_id"]))
         if why:
-            out[why] += 1
+            out[volunteer["_id"]] = why
             continue
         tier = places.tier(request["district"], request["grid"], volunteer["grids"])
         ranked.append(score(volunteer, tier, free.get(volunteer["_id"], 0), history, rules, now))
@@ -251,6 +255,16 @@ def stage_for(rules: Rules, urgency: str, index: int) -> Stage | None:
     return stages[index] if index < len(stages) else None
 
 
+def unmatched_code(out: Counter[str], offered: int) -> str:
+    """The reason as a code a notification template is chosen by (RequestUnmatched.reason_code)."""
+    if offered:
+        return "all_fell_out"
+    if not out:
+        return "no_volunteers"
+    main, _ = out.most_common(1)[0]
+    return {"skill": "no_skill", "fatigue": "fatigue"}.get(main, "none_eligible")
+
+
 def unmatched_reason(out: Counter[str], offered: int) -> str:
     if offered:
         return f"{offered} volunteer(s) were offered it and declined or did not answer; nobody else fits"
@@ -263,4 +277,5 @@ def unmatched_reason(out: Counter[str], offered: int) -> str:
         "at full capacity": "every suitable volunteer is at full capacity",
         "unavailable": "no suitable volunteer is available at that time",
         "away": "the suitable volunteers are away",
+        "fatigue": "every suitable volunteer has reached this week's limit",
     }.get(main, f"no suitable volunteer ({main})")

@@ -5,6 +5,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.common.codes import looks_like_code, normalize, short_code
+
 FREE = ""  # a slot's holder when it holds no assignment
 
 
@@ -31,6 +33,10 @@ class MatcherStore:
         self.served = db["served"]
         self.pairings = db["pairings"]
         self.actions = db["operator_actions"]
+        # One document per issued assignment code, the code its _id: the unique index is _id's own.
+        self.codes = db["assignment_codes"]
+        # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
+        self.weeks = db["weeks"]
 
     async def ensure_indexes(self) -> None:
         # Ranking reads the grids near the request, so its cost follows the volunteers per grid,
@@ -44,6 +50,9 @@ class MatcherStore:
         await self.slots.create_index([("volunteer_id", 1), ("holder", 1)])
         await self.slots.create_index("holder")
         await self.requests.create_index([("state", 1), ("lease", 1)])
+        await self.requests.create_index("code")
+        await self.volunteers.create_index("district")
+        await self.requests.create_index("tidy")  # equality on a flag set only while an acceptance is under way
         await self.assignments.create_index([("state", 1), ("expires", 1)])
         await self.assignments.create_index([("volunteer_id", 1), ("state", 1)])
 
@@ -106,8 +115,9 @@ class MatcherStore:
 
     async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> None:
         try:
+            # Per request and volunteer: a re-dispatched request is rated again for its second volunteer.
             await self.served.insert_one(
-                {"_id": f"rating:{request_id}", "resident_ref": resident_ref, "volunteer_id": volunteer_id,
+                {"_id": f"rating:{request_id}:{volunteer_id}", "resident_ref": resident_ref, "volunteer_id": volunteer_id,
                  "stars": stars, "at": time.time()}
             )
         except DuplicateKeyError:
@@ -123,6 +133,48 @@ class MatcherStore:
             if row["at"] >= latest.get(row["volunteer_id"], {}).get("at", 0):
                 latest[row["volunteer_id"]] = row
         return latest
+
+    async def leave(self, volunteer_id: str, at: float) -> None:
+        """The volunteer is no longer found by ranking; their profile stays for the work they hold, until a
+        registration made after `at` replaces it."""
+        await self.volunteers.update_one({"_id": volunteer_id}, {"$set": {"left": True, "left_at": at}})
+        await self.members.delete_many({"volunteer_id": volunteer_id})
+
+    async def listed(
+        self, district: str, grid: str | None, skill: str | None, team: str | None, after: str, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of a district's active volunteers by id, found through the most selective index; and whether
+        more follow."""
+        if grid or skill:
+            key = member_key("grid", district, grid) if grid else member_key("skill", district, skill or "")
+            ids = sorted({m["volunteer_id"] async for m in self.members.find({"key": key})})
+        else:
+            ids = sorted([v["_id"] async for v in self.volunteers.find({"district": district}, {"_id": 1})])
+        ids = [i for i in ids if i > after]
+        page: list[dict[str, Any]] = []
+        for start in range(0, len(ids), max(limit, 50)):
+            chunk = await self.volunteers_by_id(ids[start:start + max(limit, 50)])
+            for volunteer in sorted(chunk, key=lambda v: v["_id"]):
+                if volunteer.get("left") or volunteer["district"] != district:
+                    continue
+                if (grid and grid not in volunteer["grids"]) or (skill and skill not in volunteer["skills"]):
+                    continue
+                if team and volunteer.get("team") != team:
+                    continue
+                if len(page) == limit:
+                    return page, True
+                page.append(volunteer)
+        return page, False
+
+    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0) -> None:
+        await self.weeks.update_one({"_id": f"{volunteer_id}:{week}"},
+                                    {"$inc": {"offers": offers, "hours": hours}}, upsert=True)
+
+    async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
+        if not volunteer_ids:
+            return {}
+        rows = self.weeks.find({"_id": {"$in": [f"{v}:{week}" for v in volunteer_ids]}})
+        return {row["_id"].rsplit(":", 1)[0]: row async for row in rows}
 
     # pairings
 
@@ -158,6 +210,11 @@ class MatcherStore:
                     free[slot["volunteer_id"]] += 1
         return free
 
+    async def loads(self, volunteers: list[dict[str, Any]]) -> dict[str, int]:
+        """Open offers and assignments each volunteer holds a slot for."""
+        free = await self.free_slots(volunteers)
+        return {v["_id"]: v["capacity"] - free[v["_id"]] for v in volunteers}
+
     async def reserve(self, volunteer_id: str, assignment_id: str) -> bool:
         taken = await self.slots.find_one_and_update(
             {"volunteer_id": volunteer_id, "holder": FREE}, {"$set": {"holder": assignment_id}}
@@ -185,21 +242,32 @@ class MatcherStore:
     async def request(self, request_id: str) -> dict[str, Any] | None:
         return await self.requests.find_one({"_id": request_id})
 
-    async def claim(self, request_id: str, lease: float) -> dict[str, Any] | None:
+    async def request_by_ref(self, ref: str) -> dict[str, Any] | None:
+        """A request by its id or by the short code intake gave it."""
+        found = await self.request(ref)
+        if found is None and looks_like_code(ref):
+            found = await self.requests.find_one({"code": normalize(ref)})
+        return found
+
+    async def claim(self, request_id: str, until: float) -> dict[str, Any] | None:
         """Takes an open request for placing; only one replica wins each round."""
         return await self.requests.find_one_and_update(
             {"_id": request_id, "state": "open"},
-            {"$set": {"state": "placing", "lease": time.time() + lease}, "$inc": {"round": 1}},
+            {"$set": {"state": "placing", "lease": until}, "$inc": {"round": 1}},
             return_document=ReturnDocument.AFTER,
         )
 
-    async def take(self, request: dict[str, Any], lease: float) -> dict[str, Any] | None:
+    async def take(self, request: dict[str, Any], until: float, **changes: Any) -> dict[str, Any] | None:
         """Takes a request in whatever state it was read in, for an operator's change; one taker wins."""
         return await self.requests.find_one_and_update(
             {"_id": request["_id"], "state": request["state"], "round": request["round"]},
-            {"$set": {"state": "placing", "lease": time.time() + lease}, "$inc": {"round": 1}},
+            {"$set": {"state": "placing", "lease": until, **changes}, "$inc": {"round": 1}},
             return_document=ReturnDocument.AFTER,
         )
+
+    async def renew(self, request_id: str, round_: int, until: float) -> bool:
+        """The placer's heartbeat: false once the request is no longer ours to place."""
+        return await self.move_request(request_id, {"state": "placing", "round": round_}, lease=until)
 
     async def note_why(self, request_id: str, volunteer_id: str, why: str) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": {f"why.{volunteer_id}": why}})
@@ -208,8 +276,14 @@ class MatcherStore:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
 
-    async def stale_placements(self) -> list[dict[str, Any]]:
-        return await self.requests.find({"state": "placing", "lease": {"$lt": time.time()}}).limit(200).to_list()
+    async def stale_placements(self, now: float) -> list[dict[str, Any]]:
+        return await self.requests.find({"state": "placing", "lease": {"$lt": now}}).limit(200).to_list()
+
+    async def untidy(self, older_than: float) -> list[dict[str, Any]]:
+        """Accepted requests whose acceptance was not seen through (losing offers withdrawn, event sent)."""
+        return await self.requests.find(
+            {"tidy": True, "tidy_at": {"$lt": time.time() - older_than}}
+        ).limit(200).to_list()
 
     async def unannounced_unmatched(self, older_than: float) -> list[dict[str, Any]]:
         cutoff = time.time() - older_than
@@ -230,6 +304,27 @@ class MatcherStore:
 
     async def assignment(self, assignment_id: str) -> dict[str, Any] | None:
         return await self.assignments.find_one({"_id": assignment_id})
+
+    async def assignment_by_ref(self, ref: str) -> dict[str, Any] | None:
+        """An assignment by its id or by its short code."""
+        found = await self.assignment(ref)
+        if found is None and looks_like_code(ref):
+            issued = await self.codes.find_one({"_id": normalize(ref)})
+            found = await self.assignment(issued["assignment_id"]) if issued else None
+        return found
+
+    async def issue_code(self, assignment_id: str) -> str:
+        """The assignment's short code: the same id always gets the same code; a clash lengthens it."""
+        for length in range(6, 13):
+            code = short_code(assignment_id, length)
+            try:
+                await self.codes.insert_one({"_id": code, "assignment_id": assignment_id})
+                return code
+            except DuplicateKeyError:
+                issued = await self.codes.find_one({"_id": code})
+                if issued and issued["assignment_id"] == assignment_id:
+                    return code
+        raise RuntimeError(f"no free short code for {assignment_id}")
 
     async def move_assignment(self, assignment_id: str, expect: str, state: str, **changes: Any) -> bool:
         result = await self.assignments.update_one(
