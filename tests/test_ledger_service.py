@@ -329,7 +329,7 @@ async def test_a_malformed_event_does_not_block_the_one_behind_it(ledger: Servic
 
     await bus.wait_for("points.earned", volunteer_id="v-good")
     assert (await balance(bus, "v-good"))["points"] == "15.00"
-    assert (await balance(bus, "v-bad"))["services"] == 0
+    assert (await balance(bus, "v-bad"))["error"]["code"] == "not_found"  # the ledger never took it in
 
 
 async def test_ratings_are_counted_once_per_request_and_averaged(ledger: Service, bus: Bus) -> None:
@@ -343,7 +343,7 @@ async def test_ratings_are_counted_once_per_request_and_averaged(ledger: Service
     view = await balance(bus, "v-stars")
     assert (view["ratings"], view["average_stars"]) == (3, "4.33")
     assert (view["hours"], view["points"], view["services"]) == ("0.00", "5.00", 0)  # the one 5-star bonus
-    rating = await ledger.db["ratings"].find_one({"_id": "r-0"})
+    rating = await ledger.db["ratings"].find_one({"request_id": "r-0"})
     assert rating is not None and (rating["stars"], rating["done"], rating["volunteer_id"]) == (5, True, "v-stars")
 
 
@@ -357,12 +357,20 @@ async def test_a_registered_volunteer_gets_one_account_with_their_team(ledger: S
         ("v-new", "beibei", "青年志愿者服务队", 0)]
 
 
-async def test_an_unknown_volunteer_has_a_zero_balance(ledger: Service, bus: Bus) -> None:
-    assert await balance(bus, "v-nobody") == {
-        "volunteer_id": "v-nobody", "hours": "0.00", "points": "0.00", "services": 0, "ratings": 0,
+async def test_an_unknown_volunteer_has_no_balance_not_a_zero_one(ledger: Service, bus: Bus) -> None:
+    for subject in (API.LEDGER_BALANCE, API.LEDGER_STATEMENT):
+        reply = await bus.call(subject, {"volunteer_id": "v-nobody"})
+        assert reply["error"]["code"] == "not_found" and reply["error"]["details"] == {"volunteer_id": "v-nobody"}
+    for refused in (await adjust(bus, "v-nobody", points="5"), await bus.call(API.LEDGER_REDEEM, {
+            "volunteer_id": "v-nobody", "item_id": "goods.any", "quantity": 1, "idempotency_key": "nobody-0001"})):
+        assert refused["error"]["code"] == "not_found"
+    assert await ledger.db["accounts"].count_documents({}) == 0
+
+    await open_account(bus, ledger, "v-newcomer")
+    assert await balance(bus, "v-newcomer") == {
+        "volunteer_id": "v-newcomer", "hours": "0.00", "points": "0.00", "services": 0, "ratings": 0,
         "average_stars": None,
     }
-    assert await ledger.db["accounts"].count_documents({}) == 0
 
 
 @pytest.mark.parametrize("payload", [{}, {"volunteer_id": "  "}, b"\xff not json"])

@@ -91,7 +91,7 @@ class Bank:
             for stored in pending:
                 # Proof first: it is idempotent, and the account's seq says what has been applied.
                 if stored["request_id"] and (facts := handlers.proof_facts(stored)):
-                    await self.store.note_proof(stored["request_id"], facts)
+                    await self.store.note_proof(stored["request_id"], stored["volunteer_id"], facts)
                 if not await self.store.project(stored):
                     break  # another writer moved the account on; read it again
 
@@ -110,17 +110,18 @@ class Bank:
     async def rated(self, event: Envelope[RequestRated]) -> None:
         data = event.data
         await self.store.add_rating(handlers.rating(event))
-        first = await self.store.rating(data.request_id)
+        first = await self.store.rating(data.request_id, data.volunteer_id)
         if first is None or first["event_id"] != event.id:
-            log.warning("a second rating %s of request %s is ignored", event.id, data.request_id)
+            log.warning("a second rating %s of request %s by volunteer %s is ignored", event.id, data.request_id,
+                        data.volunteer_id)
             return
-        about = {"volunteer_id": data.volunteer_id, "stars": data.stars, "done": data.done, "comment": data.comment}
+        about = {"stars": data.stars, "done": data.done, "comment": data.comment}
         if handlers.disputes(data.stars, data.done):
-            await self.store.note_proof(data.request_id, {**about, "disputed": True})
+            await self.store.note_proof(data.request_id, data.volunteer_id, {**about, "disputed": True})
             return
-        await self.store.note_proof(data.request_id, about)
+        await self.store.note_proof(data.request_id, data.volunteer_id, about)
         account = await self.store.ensure_account(data.volunteer_id)
-        credit = await self.store.credit_for(data.request_id)
+        credit = await self.store.credit_for(data.request_id, data.volunteer_id)
         for body in handlers.rating_entries(event, self.rules, account, credit, time.time()):
             await self.post(body)
 
@@ -130,9 +131,9 @@ class Bank:
     # --- calls --------------------------------------------------------------------------------------
 
     async def balance(self, volunteer_id: str) -> Balance:
-        projected = await self.store.account(volunteer_id)
-        if projected is not None or await self.store.entries_after(volunteer_id, 0, limit=1):
-            projected = await self.roll_forward(volunteer_id)  # read-repair after a crash
+        if await self.store.account(volunteer_id) is None:
+            raise not_found("volunteer", volunteer_id=volunteer_id)
+        projected = await self.roll_forward(volunteer_id)  # read-repair after a crash
         ratings, stars = await self.store.rating_totals(volunteer_id)
         return handlers.balance_view(volunteer_id, projected, ratings, stars)
 
@@ -140,23 +141,31 @@ class Bank:
         account = await self.store.account(call.volunteer_id)
         if account is None:
             raise not_found("volunteer", volunteer_id=call.volunteer_id)
-        if call.request_id:
-            proof = await self.store.proof(call.request_id)
-            if proof is None or proof["volunteer_id"] != call.volunteer_id:
-                raise ApiError("not_found", "no hours of this volunteer for this request",
-                               {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
-        stored = await self.post(handlers.adjustment(call, account, time.time()), guard=handlers.require_cover)
-        handlers.same_adjustment(stored, call)
+        if call.request_id and await self.store.proof(call.request_id, call.volunteer_id) is None:
+            raise ApiError("not_found", "no hours of this volunteer for this request",
+                           {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
+        body = handlers.adjustment(call, account, time.time())
+        if (stored := await self.store.entry(body["_id"])) is None:
+            stored = await self.post(body, guard=handlers.require_cover)
+        handlers.same_adjustment(stored, call)  # refused before any write, unless a racing twin wrote it
         return stored
 
     async def confirm(self, call: ConfirmService) -> Doc:
-        proof = await self.store.proof(call.request_id)
-        if proof is None or not proof["credited"]:
-            raise ApiError("not_found", "no hours credited for this request", {"request_id": call.request_id})
-        account = await self.store.ensure_account(proof["volunteer_id"])
-        credit = await self.store.credit_for(call.request_id)
+        proofs = [p for p in await self.store.proofs_of(call.request_id)
+                  if p["credited"] and call.volunteer_id in ("", p["volunteer_id"])]
+        if not proofs:
+            raise ApiError("not_found", "no hours credited for this request",
+                           {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
+        if len(proofs) > 1:
+            raise ApiError("volunteer_required", "more than one volunteer served this request: name the volunteer",
+                           {"request_id": call.request_id, "volunteers": [p["volunteer_id"] for p in proofs]})
+        volunteer_id = proofs[0]["volunteer_id"]
+        if proofs[0]["confirmed"] and (done := await self.store.confirmation(call.request_id, volunteer_id)):
+            return done
+        account = await self.store.ensure_account(volunteer_id)
+        credit = await self.store.credit_for(call.request_id, volunteer_id)
         return await self.post(handlers.operator_confirm(
-            call.request_id, proof["volunteer_id"], call.operator, call.reason, account, credit, time.time()
+            call.request_id, volunteer_id, call.operator, call.reason, account, credit, time.time()
         ))
 
     async def review(self, limit: int) -> list[ReviewItem]:
@@ -166,6 +175,7 @@ class Bank:
     # --- the redemption catalogue -------------------------------------------------------------------
 
     async def put_reward(self, call: PutRewardItem) -> RewardItem:
+        handlers.check_reward(call)  # refused before the item is written, not half way
         item = {
             "_id": call.item_id, "name": call.name, "kind": call.kind, "points_cents": handlers.to_cents(call.points),
             "limited": call.stock is not None, "active": call.active, "description": call.description,
@@ -202,7 +212,13 @@ class Bank:
             raise ApiError("item_unavailable", "this item cannot be redeemed now", {"item_id": call.item_id})
         if await self.store.account(call.volunteer_id) is None:
             raise not_found("volunteer", volunteer_id=call.volunteer_id)
-        red = await self.store.add_redemption(handlers.new_redemption(call, item, time.time()))
+        if (red := await self.store.redemption(handlers.redemption_id(call.idempotency_key))) is None:
+            # What can be seen to fail now is refused before anything is written; only a redemption that
+            # loses a race after this point is recorded as refused (with what it took given back).
+            projected = await self.roll_forward(call.volunteer_id)
+            on_hand = await self.store.stock_on_hand(call.item_id) if item["limited"] else None
+            handlers.check_redeemable(call, item, projected, on_hand)
+            red = await self.store.add_redemption(handlers.new_redemption(call, item, time.time()))
         handlers.same_redemption(red, call)
         red = await self.drive(red)
         if red["state"] == "refused":
@@ -321,6 +337,7 @@ class Bank:
         """Hours of one volunteer from one district come in once: a later statement brings only what is new."""
         total = handlers.to_cents(stmt.hours)
         while True:
+            # Not stored until claimed: a refused import leaves no trace.
             seen = await self.store.transfer(f"{stmt.district}/{stmt.volunteer_id}")
             if seen["statement_id"] == stmt.statement_id:
                 break  # claimed by an earlier attempt at this import

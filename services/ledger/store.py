@@ -6,6 +6,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.ledger.handlers import service_key
+
 Doc = dict[str, Any]
 # Appends to one chain only collide with other appends to the same chain; a few hundred tries is a pile-up.
 MAX_ATTEMPTS = 500
@@ -39,6 +41,8 @@ class LedgerStore:
         await self.entries.create_index("request_id")
         await self.entries.create_index([("district", 1), ("at", 1)])  # a community's month, for reports
         await self.ratings.create_index("volunteer_id")
+        await self.ratings.create_index("request_id")
+        await self.proofs.create_index("request_id")
         await self.proofs.create_index([("confirmed", 1), ("settled", 1), ("disputed", 1)])
         await self.stock.create_index([("item_id", 1), ("seq", 1)], unique=True)
         await self.redemptions.create_index([("state", 1), ("created", 1)])
@@ -74,8 +78,11 @@ class LedgerStore:
         cursor = self.entries.find({"volunteer_id": volunteer_id, "seq": {"$gt": seq}})
         return await cursor.sort("seq", 1).limit(limit).to_list()
 
-    async def credit_for(self, request_id: str) -> Doc | None:
-        return await self.entries.find_one({"request_id": request_id, "kind": "credit"})
+    async def credit_for(self, request_id: str, volunteer_id: str) -> Doc | None:
+        return await self.entries.find_one({"request_id": request_id, "volunteer_id": volunteer_id, "kind": "credit"})
+
+    async def confirmation(self, request_id: str, volunteer_id: str) -> Doc | None:
+        return await self.entries.find_one({"request_id": request_id, "volunteer_id": volunteer_id, "kind": "confirm"})
 
     # --- accounts -----------------------------------------------------------------------------------
 
@@ -128,20 +135,33 @@ class LedgerStore:
 
     # --- proof of service ---------------------------------------------------------------------------
 
-    async def note_proof(self, request_id: str, facts: Mapping[str, Any]) -> None:
-        """Records what is now known about a request; every fact only ever turns on, so order does not matter."""
-        if (await self.proofs.update_one({"_id": request_id}, {"$set": dict(facts)})).matched_count:
+    async def note_proof(self, request_id: str, volunteer_id: str, facts: Mapping[str, Any]) -> None:
+        """Records what is now known about a volunteer's service on a request; every fact only ever turns on,
+        so order does not matter."""
+        found = await self.proof(request_id, volunteer_id)
+        key = found["_id"] if found else service_key(request_id, volunteer_id)
+        if (await self.proofs.update_one({"_id": key}, {"$set": dict(facts)})).matched_count:
             return
         try:
             await self.proofs.insert_one({
-                "_id": request_id, "volunteer_id": "", "credited": False, "confirmed": False, "disputed": False,
-                "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
+                "_id": key, "request_id": request_id, "volunteer_id": volunteer_id, "credited": False,
+                "confirmed": False, "disputed": False, "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
             })
         except DuplicateKeyError:
-            await self.proofs.update_one({"_id": request_id}, {"$set": dict(facts)})  # inserted meanwhile
+            await self.proofs.update_one({"_id": key}, {"$set": dict(facts)})  # inserted meanwhile
 
-    async def proof(self, request_id: str) -> Doc | None:
-        return await self.proofs.find_one({"_id": request_id})
+    async def proof(self, request_id: str, volunteer_id: str) -> Doc | None:
+        found = await self.proofs.find_one({"_id": service_key(request_id, volunteer_id)})
+        if found is None:  # kept on the request alone before re-dispatch existed
+            found = await self.proofs.find_one({"_id": request_id, "volunteer_id": volunteer_id})
+        return found
+
+    async def proofs_of(self, request_id: str) -> list[Doc]:
+        """Every volunteer's proof of service on a request, earliest credit first."""
+        found = await self.proofs.find({"request_id": request_id}).to_list()
+        if (before := await self.proofs.find_one({"_id": request_id})) is not None:
+            found.append(before)
+        return sorted(found, key=lambda p: (p["credited_at"], p["_id"]))
 
     async def review(self, overdue_before: float, limit: int) -> list[Doc]:
         open_items = {"confirmed": False, "settled": False}
@@ -161,13 +181,18 @@ class LedgerStore:
     # --- ratings ------------------------------------------------------------------------------------
 
     async def add_rating(self, doc: Doc) -> None:
+        if await self.rating(doc["request_id"], doc["volunteer_id"]) is not None:
+            return  # one rating per request and volunteer; the first one recorded stands
         try:
             await self.ratings.insert_one(doc)
         except DuplicateKeyError:
-            pass  # one rating per request; the first one recorded stands
+            pass
 
-    async def rating(self, request_id: str) -> Doc | None:
-        return await self.ratings.find_one({"_id": request_id})
+    async def rating(self, request_id: str, volunteer_id: str) -> Doc | None:
+        found = await self.ratings.find_one({"_id": service_key(request_id, volunteer_id)})
+        if found is None:  # keyed on the request alone before re-dispatch existed
+            found = await self.ratings.find_one({"_id": request_id, "volunteer_id": volunteer_id})
+        return found
 
     async def rating_totals(self, volunteer_id: str) -> tuple[int, int]:
         """(number of ratings, sum of their stars)."""
@@ -244,16 +269,18 @@ class LedgerStore:
     # --- statements from other districts ------------------------------------------------------------
 
     async def transfer(self, key: str) -> Doc:
-        try:
-            await self.transfers.insert_one({"_id": key, "hours_cents": 0, "statement_id": "", "delta_cents": 0,
-                                             "volunteer_id": ""})
-        except DuplicateKeyError:
-            pass
+        """What came in so far; a blank, not yet stored, when nothing did."""
         found = await self.transfers.find_one({"_id": key})
-        assert found is not None
-        return found
+        return found or {"_id": key, "hours_cents": 0, "statement_id": "", "delta_cents": 0, "volunteer_id": "",
+                         "unstored": True}
 
     async def advance_transfer(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+        if before.get("unstored"):
+            try:
+                await self.transfers.insert_one({"_id": before["_id"], **after})
+                return True
+            except DuplicateKeyError:
+                return False  # another import claimed it first: read it again
         result = await self.transfers.update_one(
             {"_id": before["_id"], "hours_cents": before["hours_cents"], "statement_id": before["statement_id"]},
             {"$set": dict(after)},
