@@ -14,7 +14,8 @@ from services.common.runtime import Service
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
 from tests.conftest import Bus, eventually, stored_events
-from tests.test_ledger_service import hours, ledger, open_account, publish
+from linli.client import caught_up
+from tests.test_ledger_service import balance, hours, kinds, ledger, open_account, publish, rated
 
 pytestmark = pytest.mark.service
 __all__ = ["ledger"]
@@ -118,3 +119,38 @@ async def test_a_good_rating_confirms_the_hours(intake: Service, ledger: Service
     assert (confirm["volunteer_id"], confirm["category"], confirm["cause"]) == ("v-good", "repair",
                                                                                  bus.of_type("request.rated")[0]["id"])
     assert bus.of_type("request.reopened") == [] and await review(bus) == []
+
+
+async def test_a_redispatched_request_is_rated_again_for_the_second_volunteer(ledger: Service, bus: Bus) -> None:
+    request_id = f"r-{uuid.uuid4()}"
+    for volunteer_id in ("v-first", "v-second"):
+        await open_account(bus, ledger, volunteer_id)
+    await publish(bus, hours("v-first", "1.5", request_id=request_id))
+    await bus.wait_for("points.earned", volunteer_id="v-first")
+    await publish(bus, rated("v-first", request_id, 2))
+    await eventually(lambda: review(bus))
+
+    # Reopened, sent out again, and served by someone else, who is then rated on the same request.
+    await publish(bus, hours("v-second", "2", request_id=request_id))
+    await bus.wait_for("points.earned", volunteer_id="v-second")
+    await publish(bus, rated("v-second", request_id, 5))
+    await publish(bus, rated("v-second", request_id, 3))  # a second rating of the same service is ignored
+    await caught_up(bus.nc, "ledger", "request.rated")
+
+    [disputed] = await review(bus)
+    assert (disputed["request_id"], disputed["volunteer_id"], disputed["state"], disputed["hours"],
+            disputed["stars"]) == (request_id, "v-first", "disputed", "1.50", 2)
+    assert [kind for _, kind, _, _ in await kinds(ledger, "v-second")] == ["credit", "confirm", "bonus"]
+    assert [kind for _, kind, _, _ in await kinds(ledger, "v-first")] == ["credit"]
+    first, second = await balance(bus, "v-first"), await balance(bus, "v-second")
+    assert (first["hours"], first["points"], first["ratings"], first["average_stars"]) == ("1.50", "15.00", 1, "2.00")
+    assert (second["hours"], second["points"], second["ratings"], second["average_stars"]) == (
+        "2.00", "25.00", 1, "5.00")
+
+    ambiguous = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "operator": "op-wang"})
+    assert ambiguous["error"]["code"] == "volunteer_required"
+    assert ambiguous["error"]["details"]["volunteers"] == ["v-first", "v-second"]
+    confirmed = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "volunteer_id": "v-first",
+                                                    "operator": "op-wang", "reason": "visited: it was fixed"})
+    assert (confirmed["kind"], confirmed["volunteer_id"]) == ("confirm", "v-first")
+    assert await review(bus) == []

@@ -403,3 +403,18 @@ async def test_the_cli_verifies_the_books_and_makes_the_operators_calls(
     assert "invalid_request" in capsys.readouterr().err
     assert await asyncio.to_thread(ledger_cli.run, checked) == 0
     assert "1 entries, 0 stock item(s): OK" in capsys.readouterr().out
+
+
+async def test_the_balance_of_an_unknown_volunteer_exits_non_zero_with_one_line(
+    ledger: Service, bus: Bus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from linli import cli
+
+    monkeypatch.setenv("NATS_URL", ledger.settings.nats_url)
+    await open_account(bus, ledger, "v-known")
+
+    assert await asyncio.to_thread(cli.main, ["balance", "v-known"]) == 0
+    assert json.loads(capsys.readouterr().out)["points"] == "0.00"
+    assert await asyncio.to_thread(cli.main, ["balance", "v-unheard-of-anywhere-in-this-district"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "not_found" in out and "v-unheard-of-anywhere-in-this-district" in out
