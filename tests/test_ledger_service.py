@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from pymongo import monitoring
 
 from contracts import API, Envelope, event_subject, new_event
 from contracts.envelope import derived_id
@@ -418,3 +419,56 @@ async def test_the_balance_of_an_unknown_volunteer_exits_non_zero_with_one_line(
     assert await asyncio.to_thread(cli.main, ["balance", "v-unheard-of-anywhere-in-this-district"]) == 1
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "not_found" in out and "v-unheard-of-anywhere-in-this-district" in out
+
+
+class Commands(monitoring.CommandListener):
+    """What a MongoDB client sends, as (command, collection) pairs."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: Any) -> None:
+        self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+async def test_a_credit_on_a_long_history_neither_reads_the_chain_nor_reads_back_the_account(
+    settings: BusSettings,
+) -> None:
+    from faststream.nats import NatsBroker
+    from pymongo import AsyncMongoClient
+
+    from services.common.bus import Outbox
+    from services.ledger.bank import Bank
+    from services.ledger.store import LedgerStore
+
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, event_listeners=[commands])
+    db = client[settings.database("ledger")]
+    bank = Bank(LedgerStore(db), Outbox(db, NatsBroker()), ledger_settings(settings))
+    try:
+        await bank.start()
+        for _ in range(30):
+            await bank.credit(hours("v-day300", "1"))
+        commands.sent.clear()
+
+        credit, _ = await bank.credit(hours("v-day300", "1.5"))
+
+        assert credit["seq"] == 31
+        assert sorted(commands.sent) == [("find", "accounts"), ("findAndModify", "accounts"), ("insert", "entries"),
+                                         ("insert", "proofs"), ("update", "proofs")]
+        account = await db["accounts"].find_one({"_id": "v-day300"})
+        assert account is not None and (account["seq"], account["hours_cents"]) == (31, 3150)
+        assert await verified_db(settings, db.name) == []
+    finally:
+        await client.close()
+
+
+async def verified_db(settings: BusSettings, name: str) -> list[str]:
+    report = await verify(settings.mongo_url, name)
+    return [str(problem) for problem in report.problems]

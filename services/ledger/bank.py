@@ -68,8 +68,18 @@ class Bank:
 
     # --- posting entries ----------------------------------------------------------------------------
 
-    async def post(self, body: Doc, guard: Callable[[Doc], None] | None = None) -> Doc:
-        """Appends an entry to its volunteer's chain once, then brings the projections up to it."""
+    async def post(self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None) -> Doc:
+        stored, _ = await self.posted(body, guard, account)
+        return stored
+
+    async def posted(
+        self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None
+    ) -> tuple[Doc, Doc]:
+        """Appends an entry to its volunteer's chain once, then brings the projections up to it: the stored
+        entry and the account after it.
+
+        `account` is the volunteer's account as the caller last read it: its projection is the chain's head
+        unless another writer has moved on, so the append need not read the chain first."""
 
         def build(head: Doc | None) -> Doc:
             linked = chain.link(body, head)
@@ -77,23 +87,33 @@ class Bank:
                 guard(linked)
             return linked
 
-        stored = await self.store.append_entry(body["volunteer_id"], body["_id"], build)
-        await self.roll_forward(body["volunteer_id"])
-        return stored
+        stored, wrote = await self.store.append_entry(body["volunteer_id"], body["_id"], build, account)
+        if wrote and account is not None and stored["seq"] == account["seq"] + 1:
+            # The usual case: this entry is the only one the projection has not seen.
+            if (moved := await self.apply(stored)) is not None:
+                return stored, moved
+        return stored, await self.roll_forward(body["volunteer_id"])
+
+    async def apply(self, stored: Doc) -> Doc | None:
+        """Applies one entry to the projections; the account after, or None when it was not just before it."""
+        # Proof first: it is idempotent, and the account's seq says what has been applied.
+        if stored["request_id"] and (facts := handlers.proof_facts(stored)):
+            await self.store.note_proof(stored["request_id"], stored["volunteer_id"], facts)
+        return await self.store.project(stored)
 
     async def roll_forward(self, volunteer_id: str) -> Doc:
         """Applies to the projections every entry they have not seen; repairs what a crash left half done."""
+        account = await self.store.ensure_account(volunteer_id)
         while True:
-            account = await self.store.ensure_account(volunteer_id)
             pending = await self.store.entries_after(volunteer_id, account["seq"])
             if not pending:
                 return account
             for stored in pending:
-                # Proof first: it is idempotent, and the account's seq says what has been applied.
-                if stored["request_id"] and (facts := handlers.proof_facts(stored)):
-                    await self.store.note_proof(stored["request_id"], stored["volunteer_id"], facts)
-                if not await self.store.project(stored):
-                    break  # another writer moved the account on; read it again
+                if (moved := await self.apply(stored)) is None:
+                    # Another writer moved the account on; read it again.
+                    account = await self.store.ensure_account(volunteer_id)
+                    break
+                account = moved  # what find_one_and_update returned: no need to read it again
 
     # --- events -------------------------------------------------------------------------------------
 
@@ -104,7 +124,10 @@ class Bank:
             await self.store.adopt_district(data.volunteer_id, event.district)
         pricing = price(self.rules, data.hours, data.category, data.urgency, handlers.done_at(event))
         bodies = handlers.credit_entries(event, pricing, self.rules, account, time.time())
-        stored = [await self.post(body) for body in bodies]
+        stored = []
+        for body in bodies:
+            entry, account = await self.posted(body, account=account)
+            stored.append(entry)
         return stored[0], stored[1:]
 
     async def rated(self, event: Envelope[RequestRated]) -> None:
@@ -123,7 +146,7 @@ class Bank:
         account = await self.store.ensure_account(data.volunteer_id)
         credit = await self.store.credit_for(data.request_id, data.volunteer_id)
         for body in handlers.rating_entries(event, self.rules, account, credit, time.time()):
-            await self.post(body)
+            _, account = await self.posted(body, account=account)
 
     async def registered(self, event: Envelope[VolunteerRegistered]) -> None:
         await self.store.register(event.data.volunteer_id, handlers.account(event))
@@ -146,7 +169,7 @@ class Bank:
                            {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
         body = handlers.adjustment(call, account, time.time())
         if (stored := await self.store.entry(body["_id"])) is None:
-            stored = await self.post(body, guard=handlers.require_cover)
+            stored = await self.post(body, guard=handlers.require_cover, account=account)
         handlers.same_adjustment(stored, call)  # refused before any write, unless a racing twin wrote it
         return stored
 
@@ -166,7 +189,7 @@ class Bank:
         credit = await self.store.credit_for(call.request_id, volunteer_id)
         return await self.post(handlers.operator_confirm(
             call.request_id, volunteer_id, call.operator, call.reason, account, credit, time.time()
-        ))
+        ), account=account)
 
     async def review(self, limit: int) -> list[ReviewItem]:
         proofs = await self.store.review(time.time() - self.settings.confirm_deadline, limit)
@@ -250,7 +273,7 @@ class Bank:
             return await self.decide(rid, "refused", reason="out_of_stock")
         account = await self.store.ensure_account(red["volunteer_id"])
         try:
-            spent = await self.post(handlers.spend(red, account, now), guard=handlers.require_cover)
+            spent = await self.post(handlers.spend(red, account, now), guard=handlers.require_cover, account=account)
         except ApiError as exc:
             if exc.code != "insufficient_points":
                 raise
@@ -286,7 +309,7 @@ class Bank:
         if (await self.store.entry(handlers.spend_id(rid)) is not None
                 and await self.store.entry(handlers.refund_id(rid)) is None):
             account = await self.store.ensure_account(red["volunteer_id"])
-            await self.post(handlers.refund(red, account, now))
+            await self.post(handlers.refund(red, account, now), account=account)
             gave = True
         if gave or not red["undone"]:
             await self.store.mark_redemption(rid, undone=True)
@@ -331,7 +354,7 @@ class Bank:
         if (stored := await self.store.entry(handlers.import_id(district, stmt.statement_id))) is not None:
             return stored
         volunteer_id, delta = await self.claim_transfer(stmt, call.volunteer_id)
-        return await self.post(handlers.imported(stmt, volunteer_id, delta, account, time.time()))
+        return await self.post(handlers.imported(stmt, volunteer_id, delta, account, time.time()), account=account)
 
     async def claim_transfer(self, stmt: Statement, volunteer_id: str) -> tuple[str, int]:
         """Hours of one volunteer from one district come in once: a later statement brings only what is new."""
