@@ -10,12 +10,23 @@ import pytest
 from contracts import API, new_event
 from contracts.events import AssignmentAccepted, AssignmentCompleted
 from services.common.config import BusSettings
+from services.ledger import handlers
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
 from tests.conftest import Bus, eventually, stored_events
 from linli.client import caught_up
-from tests.test_ledger_service import balance, hours, kinds, ledger, open_account, publish, rated
+from tests.test_ledger_service import (
+    balance,
+    hours,
+    kinds,
+    ledger,
+    ledger_settings,
+    open_account,
+    publish,
+    rated,
+    started,
+)
 
 pytestmark = pytest.mark.service
 __all__ = ["ledger"]
@@ -154,3 +165,37 @@ async def test_a_redispatched_request_is_rated_again_for_the_second_volunteer(le
                                                     "operator": "op-wang", "reason": "visited: it was fixed"})
     assert (confirmed["kind"], confirmed["volunteer_id"]) == ("confirm", "v-first")
     assert await review(bus) == []
+
+
+async def test_ratings_and_proofs_kept_on_the_request_alone_before_still_count(
+    settings: BusSettings, bus: Bus
+) -> None:
+    # What a ledger from before re-dispatch left: a credited request, its 1-star rating and its disputed proof,
+    # keyed on the request id alone.
+    first = await started(ledger_settings(settings))
+    logged = hours("v-old", "1")
+    await publish(bus, logged)
+    await bus.wait_for("points.earned", volunteer_id="v-old")
+    request_id = logged.data.request_id
+    proof = await first.db["proofs"].find_one({"volunteer_id": "v-old"})
+    await first.db["proofs"].delete_many({})
+    await first.db["proofs"].insert_one({k: v for k, v in {**proof, "_id": request_id, "disputed": True,
+                                                            "stars": 1}.items() if k != "request_id"})
+    rating = {k: v for k, v in handlers.rating(rated("v-old", request_id, 1)).items() if k != "request_id"}
+    await first.db["ratings"].insert_one({**rating, "_id": request_id})
+    await first.stop()
+
+    ledger = await started(ledger_settings(settings))
+    try:
+        await publish(bus, rated("v-old", request_id, 5))  # the same service rated again: ignored
+        await caught_up(bus.nc, "ledger", "request.rated")
+        [disputed] = await review(bus)
+        assert (disputed["request_id"], disputed["volunteer_id"], disputed["stars"]) == (request_id, "v-old", 1)
+        view = await balance(bus, "v-old")
+        assert (view["ratings"], view["average_stars"], view["points"]) == (1, "1.00", "10.00")
+        confirmed = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "operator": "op-wang"})
+        assert (confirmed["kind"], confirmed["volunteer_id"]) == ("confirm", "v-old")
+        assert await review(bus) == []
+        assert await ledger.db["proofs"].count_documents({}) == 1
+    finally:
+        await ledger.stop()
