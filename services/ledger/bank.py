@@ -101,9 +101,9 @@ class Bank:
             await self.store.note_proof(stored["request_id"], stored["volunteer_id"], facts)
         return await self.store.project(stored)
 
-    async def roll_forward(self, volunteer_id: str) -> Doc:
+    async def roll_forward(self, volunteer_id: str, account: Doc | None = None) -> Doc:
         """Applies to the projections every entry they have not seen; repairs what a crash left half done."""
-        account = await self.store.ensure_account(volunteer_id)
+        account = account or await self.store.ensure_account(volunteer_id)
         while True:
             pending = await self.store.entries_after(volunteer_id, account["seq"])
             if not pending:
@@ -154,9 +154,9 @@ class Bank:
     # --- calls --------------------------------------------------------------------------------------
 
     async def balance(self, volunteer_id: str) -> Balance:
-        if await self.store.account(volunteer_id) is None:
+        if (account := await self.store.account(volunteer_id)) is None:
             raise not_found("volunteer", volunteer_id=volunteer_id)
-        projected = await self.roll_forward(volunteer_id)  # read-repair after a crash
+        projected = await self.roll_forward(volunteer_id, account)  # read-repair after a crash
         ratings, stars = await self.store.rating_totals(volunteer_id)
         return handlers.balance_view(volunteer_id, projected, ratings, stars)
 
@@ -318,9 +318,9 @@ class Bank:
     # --- statements ---------------------------------------------------------------------------------
 
     async def statement(self, volunteer_id: str) -> SignedStatement:
-        if await self.store.account(volunteer_id) is None:
+        if (account := await self.store.account(volunteer_id)) is None:
             raise not_found("volunteer", volunteer_id=volunteer_id)
-        projected = await self.roll_forward(volunteer_id)
+        projected = await self.roll_forward(volunteer_id, account)
         district = self.settings.district or projected["district"]
         if not district:
             raise ApiError("no_district", "set LEDGER_DISTRICT: the statement must name the district that issues it")
