@@ -496,7 +496,8 @@ class PutRewardItem(Call):
     kind: Literal["goods", "course", "service"] = Field(description="Goods with stock, a course with seats, a service.")
     points: Decimal = Field(gt=0, le=1000000, decimal_places=2, description="Price in points of one unit.")
     stock: int | None = Field(
-        default=None, ge=0, le=1_000_000, description="Units or seats on hand now, at most 1,000,000; null is unlimited."
+        default=None, ge=0, le=1_000_000,
+        description="Units or seats on hand now, at most 1,000,000; null is unlimited.",
     )
     active: bool = True
     description: str = Field(default="", max_length=500)

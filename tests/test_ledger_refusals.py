@@ -45,8 +45,7 @@ async def settled(ledger: Service, bus: Bus) -> tuple[dict[str, list[dict[str, A
     for event_type in ("volunteer.registered", "hours.logged", "request.rated"):
         await caught_up(bus.nc, "ledger", event_type)
     await eventually(lambda: _outbox_empty(ledger))
-    first = await snapshot(ledger, bus)
-    return first
+    return await snapshot(ledger, bus)
 
 
 async def _outbox_empty(ledger: Service) -> bool:
@@ -150,8 +149,9 @@ async def test_a_redemption_refused_for_stock_or_points_stores_no_redemption(led
     assert "error" not in await adjust(bus, "v-shop", points="100")
     await bus.call(API.LEDGER_CATALOG_PUT, RICE)
     await bus.call(API.LEDGER_CATALOG_PUT, {**RICE, "item_id": "goods.tv", "points": "200"})
+    wanted = [(RICE["item_id"], 3), ("goods.tv", 1)]
     calls = [{"volunteer_id": "v-shop", "item_id": item_id, "quantity": quantity,
-              "idempotency_key": f"shop-{item_id}-0001"} for item_id, quantity in ((RICE["item_id"], 3), ("goods.tv", 1))]
+              "idempotency_key": f"shop-{item_id}-0001"} for item_id, quantity in wanted]
 
     replies = [await bus.call(API.LEDGER_REDEEM, call) for call in calls]
 

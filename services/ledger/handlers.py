@@ -196,12 +196,14 @@ def rating_entries(
         volunteer_id=data.volunteer_id, account=account, cause=event.id, at=event.time.timestamp(), posted=posted,
         district=event.district, request_id=data.request_id, about=credit,
     )
-    confirmed = entry("confirm", entry_id=confirm_id(data.request_id, data.volunteer_id), reason=f"rated {data.stars} stars", **common)
+    confirmed = entry("confirm", entry_id=confirm_id(data.request_id, data.volunteer_id),
+                      reason=f"rated {data.stars} stars", **common)
     bonus = five_star_bonus(rules) if data.stars == 5 else Decimal("0")
     if bonus <= 0:
         return [confirmed]
-    return [confirmed, entry("bonus", entry_id=bonus_id(service_key(data.request_id, data.volunteer_id), "five_star"), points_cents=to_cents(bonus),
-                             bonus="five_star", reason="five_star bonus", rule_version=rules.version, **common)]
+    return [confirmed, entry("bonus", entry_id=bonus_id(service_key(data.request_id, data.volunteer_id), "five_star"),
+                             points_cents=to_cents(bonus), bonus="five_star", reason="five_star bonus",
+                             rule_version=rules.version, **common)]
 
 
 def operator_confirm(
