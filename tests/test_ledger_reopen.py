@@ -1,5 +1,8 @@
 """Ratings that close the loop: a bad rating reopens the request at intake and disputes the hours in the ledger."""
 
+import argparse
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -9,13 +12,14 @@ import pytest
 
 from contracts import API, new_event
 from contracts.events import AssignmentAccepted, AssignmentCompleted
+from linli import ledger_cli
+from linli.client import caught_up
 from services.common.config import BusSettings
-from services.ledger import handlers
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
+from services.ledger import handlers
 from tests.conftest import Bus, eventually, stored_events
-from linli.client import caught_up
 from tests.test_ledger_service import (
     balance,
     hours,
@@ -132,7 +136,9 @@ async def test_a_good_rating_confirms_the_hours(intake: Service, ledger: Service
     assert bus.of_type("request.reopened") == [] and await review(bus) == []
 
 
-async def test_a_redispatched_request_is_rated_again_for_the_second_volunteer(ledger: Service, bus: Bus) -> None:
+async def test_a_redispatched_request_is_rated_again_for_the_second_volunteer(
+    ledger: Service, bus: Bus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     request_id = f"r-{uuid.uuid4()}"
     for volunteer_id in ("v-first", "v-second"):
         await open_account(bus, ledger, volunteer_id)
@@ -161,8 +167,13 @@ async def test_a_redispatched_request_is_rated_again_for_the_second_volunteer(le
     ambiguous = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "operator": "op-wang"})
     assert ambiguous["error"]["code"] == "volunteer_required"
     assert ambiguous["error"]["details"]["volunteers"] == ["v-first", "v-second"]
-    confirmed = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "volunteer_id": "v-first",
-                                                    "operator": "op-wang", "reason": "visited: it was fixed"})
+    monkeypatch.setenv("NATS_URL", ledger.settings.nats_url)
+    parser = argparse.ArgumentParser(prog="linli")
+    ledger_cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ledger", "confirm", request_id, "--volunteer", "v-first", "--operator", "op-wang",
+                              "--reason", "visited: it was fixed"])
+    assert await asyncio.to_thread(ledger_cli.run, args) == 0
+    confirmed = json.loads(capsys.readouterr().out)
     assert (confirmed["kind"], confirmed["volunteer_id"]) == ("confirm", "v-first")
     assert await review(bus) == []
 
