@@ -58,9 +58,11 @@ async def test_every_refusal_leaves_the_ledger_and_the_stream_unchanged(ledger: 
     await open_account(bus, ledger, "v-ref")
     assert "error" not in await adjust(bus, "v-ref", points="40")
     credited, disputed = hours("v-ref", "1"), hours("v-ref", "2")
-    for event in (credited, disputed):
+    served_twice = hours("v-again", "1", request_id=disputed.data.request_id)  # sent out again after the rating
+    for event in (credited, disputed, served_twice):
         await publish(bus, event)
     await bus.wait_for("points.earned", volunteer_id="v-ref", count=2)
+    await bus.wait_for("points.earned", volunteer_id="v-again")
     await publish(bus, rated("v-ref", disputed.data.request_id, 1))
     await eventually(lambda: ledger.db["proofs"].find_one({"disputed": True}))
     assert "error" not in await bus.call(API.LEDGER_CATALOG_PUT, RICE)
@@ -101,6 +103,7 @@ async def test_every_refusal_leaves_the_ledger_and_the_stream_unchanged(ledger: 
         (API.LEDGER_CONFIRM, {"request_id": "r-nowhere", "operator": "op"}, "not_found"),
         (API.LEDGER_CONFIRM, {"request_id": credited.data.request_id, "volunteer_id": "v-other", "operator": "op"},
          "not_found"),
+        (API.LEDGER_CONFIRM, {"request_id": disputed.data.request_id, "operator": "op"}, "volunteer_required"),
         (API.LEDGER_CATALOG_PUT, {**RICE, "stock": 10**30}, "invalid_request"),
         (API.LEDGER_CATALOG_PUT, {**RICE, "item_id": "goods.new", "stock": 10**30}, "invalid_request"),
         (API.LEDGER_CATALOG_PUT, {**RICE, "points": "0"}, "invalid_request"),
