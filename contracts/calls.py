@@ -473,6 +473,10 @@ class AdjustBalance(Call):
 
 class ConfirmService(Call):
     request_id: str = Id
+    volunteer_id: str = Field(
+        default="", max_length=80,
+        description="Whose hours: needed only when a re-dispatched request was served by more than one volunteer.",
+    )
     operator: str = Field(min_length=1, max_length=80)
     reason: str = Field(default="", max_length=500)
 
@@ -503,7 +507,10 @@ class PutRewardItem(Call):
     name: str = Field(min_length=1, max_length=80, examples=["大米 5kg"])
     kind: Literal["goods", "course", "service"] = Field(description="Goods with stock, a course with seats, a service.")
     points: Decimal = Field(gt=0, le=1000000, decimal_places=2, description="Price in points of one unit.")
-    stock: int | None = Field(default=None, ge=0, le=1_000_000_000, description="Units or seats on hand now; null is unlimited.")
+    stock: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="Units or seats on hand now, at most 1,000,000; null is unlimited.",
+    )
     active: bool = True
     description: str = Field(default="", max_length=500)
 

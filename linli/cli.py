@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from contracts import API
 from linli import intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
@@ -185,10 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     try:
         result = asyncio.run(act(args))
-    except CallFailed as exc:
-        console.print(f"[bold red]refused[/] {exc}")
-        if exc.error.get("details"):
-            console.print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2))
+    except CallFailed as exc:  # one line, details included, so a script can read what was refused
+        details = f" {json.dumps(exc.error['details'], ensure_ascii=False)}" if exc.error.get("details") else ""
+        console.print("[bold red]refused[/] " + escape(f"{exc}{details}"), soft_wrap=True)
         return 1
     except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
         url = nats_url(args.data)

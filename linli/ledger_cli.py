@@ -39,6 +39,7 @@ def add_commands(subparsers: Any) -> None:
     confirm.add_argument("request")
     confirm.add_argument("--operator", required=True)
     confirm.add_argument("--reason", default="")
+    confirm.add_argument("--volunteer", default="", help="whose hours, when two volunteers served the request")
 
     rewards = sub.add_parser("rewards", help="the redemption catalogue")
     rewards.add_argument("--all", action="store_true", help="include inactive items")
@@ -93,7 +94,8 @@ def call_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 "idempotency_key": args.key or f"cli-{uuid.uuid4()}",
             }
         case "confirm":
-            return API.LEDGER_CONFIRM, {"request_id": args.request, "operator": args.operator, "reason": args.reason}
+            return API.LEDGER_CONFIRM, {"request_id": args.request, "operator": args.operator, "reason": args.reason,
+                                        "volunteer_id": args.volunteer}
         case "rewards":
             return API.LEDGER_CATALOG_LIST, {"include_inactive": args.all}
         case "reward":

@@ -8,7 +8,8 @@ is too big for one NATS message, and the ledger service stays as small as it is.
 import argparse
 import asyncio
 import os
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ def month_arg(text: str) -> str:
 
 
 def this_month() -> str:
-    return datetime.now(reports.CHINA).strftime("%Y-%m")
+    return datetime.now(reports.CHINA).strftime("%Y-%m")  # the default district clock; --month names another
 
 
 def add_commands(subparsers: Any) -> None:
@@ -48,7 +49,7 @@ def add_commands(subparsers: Any) -> None:
     month.add_argument("--district", required=True, help="the community (district id in the ledger)")
     month.add_argument("--month", type=month_arg, default=this_month(), help="YYYY-MM, Shanghai time (default: now)")
     month.add_argument("--by", choices=["grid", "team", "volunteer"], default="grid", help="one row per (default grid)")
-    month.add_argument("--community", help="the name printed on the chart (default: the district id)")
+    month.add_argument("--community", help="the name printed on the chart (default: the district's name in places)")
     month.add_argument("--csv", type=Path, help="write the table as CSV (UTF-8 with BOM, opens in Excel)")
     month.add_argument("--png", type=Path, help="write the wall chart as PNG (A4 landscape, 150 dpi)")
     month.add_argument("--svg", type=Path, help="write the wall chart as SVG")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(report(args, url, data_dir))
     except (ValueError, Refused) as exc:
-        console.print(f"[bold red]refused[/] {exc}")
+        console.print(f"[bold red]refused[/] {exc}", soft_wrap=True)  # one line, however narrow the terminal
         return 1
     except PyMongoError as exc:
         console.print(f"[bold red]cannot read the ledger[/] at {url}: {exc}. Is `linli up` running, or MONGO_URL set?")
@@ -91,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def report(args: argparse.Namespace, url: str, data_dir: Path) -> None:
+async def report(args: argparse.Namespace, url: str, data_dir: Path, now: datetime | None = None) -> None:
+    # One moment for everything this run writes: the chart and a certificate made together carry one date.
+    now = now or datetime.now(UTC)
     # Fail in seconds when nothing listens, unless the operator's URL sets its own timeout.
     waits: dict[str, Any] = {} if "serverselectiontimeoutms" in url.lower() else {"serverSelectionTimeoutMS": 5000}
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True, **waits)
@@ -99,31 +102,40 @@ async def report(args: argparse.Namespace, url: str, data_dir: Path) -> None:
         store = ReportStore(mongo[f"{args.db_prefix}_ledger"])
         match args.report:
             case "month":
-                await month(args, store)
+                await month(args, store, now)
             case "statement":
                 await statement(args, store)
             case "certificate":
-                await certificate(args, store, data_dir)
+                await certificate(args, store, data_dir, now)
     finally:
         await mongo.close()
 
 
-async def month(args: argparse.Namespace, store: ReportStore) -> None:
-    entries = await store.month_entries(args.district, args.month)
-    result = reports.monthly_report(args.district, args.month, args.by, entries, await store.ratings_for(entries))
-    show_table(f"{args.district} {reports.month_words(args.month)}", result.table)
+async def month(args: argparse.Namespace, store: ReportStore, now: datetime) -> None:
+    places = reports.configured_places()
+    entries = await store.month_entries(args.district, args.month, places.zone(args.district))
+    result = reports.monthly_report(args.district, args.month, args.by, entries, await store.ratings_for(entries),
+                                    places)
+    show_table(f"{result.district_name} {reports.month_words(args.month)}", result.table, result.label)
     console.print(f"[bold]{reports.headline(result.table.total)}[/]")
     if args.csv:
         reports.write_csv(args.csv, reports.monthly_rows(result))
         console.print(f"wrote {args.csv}")
     for path in (args.png, args.svg):
         if path:
-            reports.render_chart(result, path, args.community)
+            reports.render_chart(result, path, args.community, made=now)
             console.print(f"wrote {path}")
+
+
+async def unknown(store: ReportStore, volunteer_id: str) -> None:
+    if not await store.known(volunteer_id):
+        raise Refused(f"the ledger has never heard of volunteer {volunteer_id}: check the id")
 
 
 async def statement(args: argparse.Namespace, store: ReportStore) -> None:
     entries = await store.volunteer_entries(args.volunteer, args.since, args.until)
+    if not entries:
+        await unknown(store, args.volunteer)
     result = reports.statement(args.volunteer, entries, await store.ratings_for(entries))
     show_lines(f"statement of {args.volunteer}", result)
     show_table("by month", result.months)
@@ -135,14 +147,14 @@ async def statement(args: argparse.Namespace, store: ReportStore) -> None:
         console.print(f"wrote {args.csv}")
 
 
-async def certificate(args: argparse.Namespace, store: ReportStore, data_dir: Path) -> None:
+async def certificate(args: argparse.Namespace, store: ReportStore, data_dir: Path, now: datetime) -> None:
     entries = await store.volunteer_entries(args.volunteer, args.since, args.until)
     if not entries:
+        await unknown(store, args.volunteer)
         raise Refused(f"the ledger has no entries for volunteer {args.volunteer} in that period: nothing to certify")
     # Names live with intake, not in the ledger; ask only when the operator did not type one.
     name = args.name or await volunteer_name(data_dir, args.volunteer)
-    issued = datetime.now(reports.CHINA).date()
-    result = reports.certificate(args.volunteer, name, entries, await store.ratings_for(entries), issued, args.issuer)
+    result = reports.certificate(args.volunteer, name, entries, await store.ratings_for(entries), now, args.issuer)
     reports.render_certificate(result, args.out)
     console.print(f"wrote {args.out}: {result.name}, {reports.plain(result.total.hours)} hours, "
                   f"{result.total.services} services, {reports.period_words(result)}")
@@ -169,12 +181,12 @@ async def volunteer_name(data_dir: Path, volunteer_id: str) -> str:
 SHORT = ["服务次数", "居民", "未登记居民", "时长(小时)", "获得积分", "使用积分", "评价数", "平均评分"]
 
 
-def show_table(title: str, table: reports.Table) -> None:
+def show_table(title: str, table: reports.Table, named: Callable[[str, str], str] = reports.label) -> None:
     shown = RichTable(title=title, title_justify="left")
     for heading in [reports.HEADINGS[d].split(" ")[0] for d in table.by] + SHORT:
         shown.add_column(heading, overflow="fold")
     for row in table.rows:
-        shown.add_row(*(reports.label(d, v) for d, v in zip(table.by, row.key)), *reports.figure_cells(row.figures))
+        shown.add_row(*(named(d, v) for d, v in zip(table.by, row.key)), *reports.figure_cells(row.figures))
     shown.add_row(*(["合计"] * len(table.by)), *reports.figure_cells(table.total), style="bold")
     console.print(shown)
 
@@ -184,7 +196,7 @@ def show_lines(title: str, s: reports.Statement) -> None:
     for heading in ["日期", "类别", "请求", "服务项目", "时长", "积分", "余额", "评分"]:
         shown.add_column(heading, overflow="fold")
     for line in s.lines:
-        shown.add_row(datetime.fromtimestamp(line.at, reports.CHINA).strftime("%Y-%m-%d %H:%M"),
+        shown.add_row(s.when(line),
                       reports.KIND_LABELS.get(line.kind, line.kind).split(" ")[0], line.request_id[:10],
                       line.service, str(line.hours), str(line.points), str(line.balance),
                       "" if line.stars is None else "★" * line.stars)

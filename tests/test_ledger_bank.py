@@ -248,17 +248,17 @@ async def test_a_step_a_crashed_racer_wrote_after_the_refusal_was_undone_is_give
 
 
 async def test_a_refusal_is_looked_at_once_more_when_its_window_has_passed(ledger: Service, bus: Bus) -> None:
-    await bus.call(API.LEDGER_CATALOG_PUT, {**RICE, "stock": 0})
-    await funded(bus, ledger, "v-none", "100")
+    red = await rice_redemption(bus, ledger, "v-none", "none-0000001", time.time())
+    # What an attempt that lost a race for the last bag leaves: a refusal, undone, to look at again later.
+    await ledger.db["redemptions"].insert_one({**red, "state": "refused", "reason": "out_of_stock", "undone": True,
+                                               "recheck": True, "recheck_until": time.time() + 600})
 
     refused = await bus.call(API.LEDGER_REDEEM, redeem("v-none", key="none-0000001"))
 
     assert refused["error"]["code"] == "out_of_stock"
-    stored = await ledger.db["redemptions"].find_one({"recheck": True})
-    assert stored is not None and stored["state"] == "refused" and stored["recheck_until"] > time.time() + 60
     await asyncio.sleep(0.5)  # sweeps run every 0.2 s here, and leave it alone until its time
     assert await _rechecks(ledger, 1)
-    await ledger.db["redemptions"].update_one({"_id": stored["_id"]}, {"$set": {"recheck_until": time.time() - 1}})
+    await ledger.db["redemptions"].update_one({"_id": red["_id"]}, {"$set": {"recheck_until": time.time() - 1}})
     await eventually(lambda: _rechecks(ledger, 0))
     assert await ledger.db["entries"].count_documents({"volunteer_id": "v-none", "kind": "spend"}) == 0
 

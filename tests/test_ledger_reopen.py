@@ -1,5 +1,8 @@
 """Ratings that close the loop: a bad rating reopens the request at intake and disputes the hours in the ledger."""
 
+import argparse
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -9,12 +12,25 @@ import pytest
 
 from contracts import API, new_event
 from contracts.events import AssignmentAccepted, AssignmentCompleted
+from linli import ledger_cli
+from linli.client import caught_up
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
+from services.ledger import handlers
 from tests.conftest import Bus, eventually, stored_events
-from tests.test_ledger_service import hours, ledger, open_account, publish
+from tests.test_ledger_service import (
+    balance,
+    hours,
+    kinds,
+    ledger,
+    ledger_settings,
+    open_account,
+    publish,
+    rated,
+    started,
+)
 
 pytestmark = pytest.mark.service
 __all__ = ["ledger"]
@@ -118,3 +134,79 @@ async def test_a_good_rating_confirms_the_hours(intake: Service, ledger: Service
     assert (confirm["volunteer_id"], confirm["category"], confirm["cause"]) == ("v-good", "repair",
                                                                                  bus.of_type("request.rated")[0]["id"])
     assert bus.of_type("request.reopened") == [] and await review(bus) == []
+
+
+async def test_a_redispatched_request_is_rated_again_for_the_second_volunteer(
+    ledger: Service, bus: Bus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = f"r-{uuid.uuid4()}"
+    for volunteer_id in ("v-first", "v-second"):
+        await open_account(bus, ledger, volunteer_id)
+    await publish(bus, hours("v-first", "1.5", request_id=request_id))
+    await bus.wait_for("points.earned", volunteer_id="v-first")
+    await publish(bus, rated("v-first", request_id, 2))
+    await eventually(lambda: review(bus))
+
+    # Reopened, sent out again, and served by someone else, who is then rated on the same request.
+    await publish(bus, hours("v-second", "2", request_id=request_id))
+    await bus.wait_for("points.earned", volunteer_id="v-second")
+    await publish(bus, rated("v-second", request_id, 5))
+    await publish(bus, rated("v-second", request_id, 3))  # a second rating of the same service is ignored
+    await caught_up(bus.nc, "ledger", "request.rated")
+
+    [disputed] = await review(bus)
+    assert (disputed["request_id"], disputed["volunteer_id"], disputed["state"], disputed["hours"],
+            disputed["stars"]) == (request_id, "v-first", "disputed", "1.50", 2)
+    assert [kind for _, kind, _, _ in await kinds(ledger, "v-second")] == ["credit", "confirm", "bonus"]
+    assert [kind for _, kind, _, _ in await kinds(ledger, "v-first")] == ["credit"]
+    first, second = await balance(bus, "v-first"), await balance(bus, "v-second")
+    assert (first["hours"], first["points"], first["ratings"], first["average_stars"]) == ("1.50", "15.00", 1, "2.00")
+    assert (second["hours"], second["points"], second["ratings"], second["average_stars"]) == (
+        "2.00", "25.00", 1, "5.00")
+
+    ambiguous = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "operator": "op-wang"})
+    assert ambiguous["error"]["code"] == "volunteer_required"
+    assert ambiguous["error"]["details"]["volunteers"] == ["v-first", "v-second"]
+    monkeypatch.setenv("NATS_URL", ledger.settings.nats_url)
+    parser = argparse.ArgumentParser(prog="linli")
+    ledger_cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ledger", "confirm", request_id, "--volunteer", "v-first", "--operator", "op-wang",
+                              "--reason", "visited: it was fixed"])
+    assert await asyncio.to_thread(ledger_cli.run, args) == 0
+    confirmed = json.loads(capsys.readouterr().out)
+    assert (confirmed["kind"], confirmed["volunteer_id"]) == ("confirm", "v-first")
+    assert await review(bus) == []
+
+
+async def test_ratings_and_proofs_kept_on_the_request_alone_before_still_count(
+    settings: BusSettings, bus: Bus
+) -> None:
+    # What a ledger from before re-dispatch left: a credited request, its 1-star rating and its disputed proof,
+    # keyed on the request id alone.
+    first = await started(ledger_settings(settings))
+    logged = hours("v-old", "1")
+    await publish(bus, logged)
+    await bus.wait_for("points.earned", volunteer_id="v-old")
+    request_id = logged.data.request_id
+    proof = await first.db["proofs"].find_one({"volunteer_id": "v-old"})
+    await first.db["proofs"].delete_many({})
+    await first.db["proofs"].insert_one({k: v for k, v in {**proof, "_id": request_id, "disputed": True,
+                                                            "stars": 1}.items() if k != "request_id"})
+    rating = {k: v for k, v in handlers.rating(rated("v-old", request_id, 1)).items() if k != "request_id"}
+    await first.db["ratings"].insert_one({**rating, "_id": request_id})
+    await first.stop()
+
+    ledger = await started(ledger_settings(settings))
+    try:
+        await publish(bus, rated("v-old", request_id, 5))  # the same service rated again: ignored
+        await caught_up(bus.nc, "ledger", "request.rated")
+        [disputed] = await review(bus)
+        assert (disputed["request_id"], disputed["volunteer_id"], disputed["stars"]) == (request_id, "v-old", 1)
+        view = await balance(bus, "v-old")
+        assert (view["ratings"], view["average_stars"], view["points"]) == (1, "1.00", "10.00")
+        confirmed = await bus.call(API.LEDGER_CONFIRM, {"request_id": request_id, "operator": "op-wang"})
+        assert (confirmed["kind"], confirmed["volunteer_id"]) == ("confirm", "v-old")
+        assert await review(bus) == []
+        assert await ledger.db["proofs"].count_documents({}) == 1
+    finally:
+        await ledger.stop()

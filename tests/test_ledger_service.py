@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from pymongo import monitoring
 
 from contracts import API, Envelope, event_subject, new_event
 from contracts.envelope import derived_id
@@ -329,7 +330,7 @@ async def test_a_malformed_event_does_not_block_the_one_behind_it(ledger: Servic
 
     await bus.wait_for("points.earned", volunteer_id="v-good")
     assert (await balance(bus, "v-good"))["points"] == "15.00"
-    assert (await balance(bus, "v-bad"))["services"] == 0
+    assert (await balance(bus, "v-bad"))["error"]["code"] == "not_found"  # the ledger never took it in
 
 
 async def test_ratings_are_counted_once_per_request_and_averaged(ledger: Service, bus: Bus) -> None:
@@ -343,7 +344,7 @@ async def test_ratings_are_counted_once_per_request_and_averaged(ledger: Service
     view = await balance(bus, "v-stars")
     assert (view["ratings"], view["average_stars"]) == (3, "4.33")
     assert (view["hours"], view["points"], view["services"]) == ("0.00", "5.00", 0)  # the one 5-star bonus
-    rating = await ledger.db["ratings"].find_one({"_id": "r-0"})
+    rating = await ledger.db["ratings"].find_one({"request_id": "r-0"})
     assert rating is not None and (rating["stars"], rating["done"], rating["volunteer_id"]) == (5, True, "v-stars")
 
 
@@ -357,12 +358,20 @@ async def test_a_registered_volunteer_gets_one_account_with_their_team(ledger: S
         ("v-new", "beibei", "青年志愿者服务队", 0)]
 
 
-async def test_an_unknown_volunteer_has_a_zero_balance(ledger: Service, bus: Bus) -> None:
-    assert await balance(bus, "v-nobody") == {
-        "volunteer_id": "v-nobody", "hours": "0.00", "points": "0.00", "services": 0, "ratings": 0,
+async def test_an_unknown_volunteer_has_no_balance_not_a_zero_one(ledger: Service, bus: Bus) -> None:
+    for subject in (API.LEDGER_BALANCE, API.LEDGER_STATEMENT):
+        reply = await bus.call(subject, {"volunteer_id": "v-nobody"})
+        assert reply["error"]["code"] == "not_found" and reply["error"]["details"] == {"volunteer_id": "v-nobody"}
+    for refused in (await adjust(bus, "v-nobody", points="5"), await bus.call(API.LEDGER_REDEEM, {
+            "volunteer_id": "v-nobody", "item_id": "goods.any", "quantity": 1, "idempotency_key": "nobody-0001"})):
+        assert refused["error"]["code"] == "not_found"
+    assert await ledger.db["accounts"].count_documents({}) == 0
+
+    await open_account(bus, ledger, "v-newcomer")
+    assert await balance(bus, "v-newcomer") == {
+        "volunteer_id": "v-newcomer", "hours": "0.00", "points": "0.00", "services": 0, "ratings": 0,
         "average_stars": None,
     }
-    assert await ledger.db["accounts"].count_documents({}) == 0
 
 
 @pytest.mark.parametrize("payload", [{}, {"volunteer_id": "  "}, b"\xff not json"])
@@ -395,3 +404,71 @@ async def test_the_cli_verifies_the_books_and_makes_the_operators_calls(
     assert "invalid_request" in capsys.readouterr().err
     assert await asyncio.to_thread(ledger_cli.run, checked) == 0
     assert "1 entries, 0 stock item(s): OK" in capsys.readouterr().out
+
+
+async def test_the_balance_of_an_unknown_volunteer_exits_non_zero_with_one_line(
+    ledger: Service, bus: Bus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from linli import cli
+
+    monkeypatch.setenv("NATS_URL", ledger.settings.nats_url)
+    await open_account(bus, ledger, "v-known")
+
+    assert await asyncio.to_thread(cli.main, ["balance", "v-known"]) == 0
+    assert json.loads(capsys.readouterr().out)["points"] == "0.00"
+    assert await asyncio.to_thread(cli.main, ["balance", "v-unheard-of-anywhere-in-this-district"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "not_found" in out and "v-unheard-of-anywhere-in-this-district" in out
+
+
+class Commands(monitoring.CommandListener):
+    """What a MongoDB client sends, as (command, collection) pairs."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: Any) -> None:
+        self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+async def test_a_credit_on_a_long_history_neither_reads_the_chain_nor_reads_back_the_account(
+    settings: BusSettings,
+) -> None:
+    from faststream.nats import NatsBroker
+    from pymongo import AsyncMongoClient
+
+    from services.common.bus import Outbox
+    from services.ledger.bank import Bank
+    from services.ledger.store import LedgerStore
+
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, event_listeners=[commands])
+    db = client[settings.database("ledger")]
+    bank = Bank(LedgerStore(db), Outbox(db, NatsBroker()), ledger_settings(settings))
+    try:
+        await bank.start()
+        for _ in range(30):
+            await bank.credit(hours("v-day300", "1"))
+        commands.sent.clear()
+
+        credit, _ = await bank.credit(hours("v-day300", "1.5"))
+
+        assert credit["seq"] == 31
+        assert sorted(commands.sent) == [("find", "accounts"), ("findAndModify", "accounts"), ("insert", "entries"),
+                                         ("insert", "proofs"), ("update", "proofs")]
+        account = await db["accounts"].find_one({"_id": "v-day300"})
+        assert account is not None and (account["seq"], account["hours_cents"]) == (31, 3150)
+        assert await verified_db(settings, db.name) == []
+    finally:
+        await client.close()
+
+
+async def verified_db(settings: BusSettings, name: str) -> list[str]:
+    report = await verify(settings.mongo_url, name)
+    return [str(problem) for problem in report.problems]

@@ -1,9 +1,10 @@
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from services.common.places import DEFAULT_PATH, Places
 from services.ledger import reports
 from services.ledger.reports import CHINA
 
@@ -195,3 +196,52 @@ def test_long_labels_keep_both_ends_and_numbers_read_plainly() -> None:
     assert reports.short_label("网格-0019-大坪村第19组") == "网格-001…大坪村第19组"
     assert reports.short_label("泉外-01") == "泉外-01"
     assert [reports.plain(Decimal(v)) for v in ("12.50", "3.00", "0.05", "120.00")] == ["12.5", "3", "0.05", "120"]
+
+
+# The shipped places file: Beibei, its communities and grids, with their names.
+BEIBEI = Places.load(DEFAULT_PATH)
+
+
+def beibei(n: int | str, grid: str, **fields: Any) -> dict[str, Any]:
+    return entry(n, district="beibei", grid=grid, **fields)
+
+
+def test_the_month_report_names_the_district_community_and_grid_instead_of_ids() -> None:
+    raw = [beibei(1, "quanwai-01"), beibei(2, "xinglong-01", hours_cents=300), beibei(3, "", hours_cents=50)]
+    report = reports.monthly_report("beibei", "2026-11", "grid", raw, [], BEIBEI)
+
+    rows = reports.monthly_rows(report)
+    assert [r[2] for r in rows[1:]] == ["泉外社区泉外第一网格", "兴隆社区兴隆第一网格", "未填网格", "合计 Total"]
+    assert {r[0] for r in rows[1:]} == {"北碚区"}
+    assert not [cell for row in rows for cell in row if "quanwai" in cell or "beibei" in cell]
+    assert [name for name, _ in reports.chart_bars(report.table, report.label)] == [
+        "兴隆社区兴隆第一网格", "泉外社区泉外第一网格", "未填网格"]
+    assert reports.chart_texts(report, None, date(2026, 12, 1))["title"] == "北碚区  2026年11月志愿服务月报"
+    s = reports.statement("v-1", raw, [], BEIBEI)
+    assert reports.statement_rows(s)[1][4:6] == ["北碚区", "泉外社区泉外第一网格"]
+    cert = reports.certificate("v-1", "袁文", raw, [], date(2026, 12, 1), "站", BEIBEI)
+    assert reports.certificate_texts(cert)["body_3"] == "于2026年11月在 兴隆社区、泉外社区 参加志愿服务，"
+
+
+def test_a_chart_and_a_certificate_made_in_the_same_minute_carry_the_same_date_on_the_district_clock() -> None:
+    # 17:30 UTC on 30 November is 01:30 on 1 December in Beibei.
+    moment = datetime(2026, 11, 30, 17, 30, tzinfo=UTC)
+    raw = [beibei(1, "quanwai-01"), beibei(2, "quanwai-02", at=moment.timestamp() - 3600)]
+    report = reports.monthly_report("beibei", "2026-12", "grid", raw, [], BEIBEI)
+    cert = reports.certificate("v-1", "袁文", raw, [], moment, "泉外社区志愿服务站", BEIBEI)
+
+    assert reports.chart_texts(report, None, moment)["footer"].endswith("制表日期：2026年12月1日")
+    assert reports.certificate_texts(cert)["issued"] == "开具日期：2026年12月1日"
+    # 00:30 on 1 December in Beibei: December's service, shown with December's date.
+    assert [r.key for r in report.table.rows] == [("quanwai-02",)]
+    assert reports.statement_rows(reports.statement("v-1", raw, [], BEIBEI))[2][0] == "2026-12-01 00:30"
+
+
+def test_a_request_served_twice_after_a_bad_rating_is_two_services_each_with_its_own_rating() -> None:
+    raw = [entry(1, request_id="r-again", hours_cents=100), entry(2, request_id="r-again", volunteer_id="v-2")]
+    ratings = [{"_id": "r-again/v-1", "request_id": "r-again", "volunteer_id": "v-1", "stars": 2},
+               {"_id": "r-again/v-2", "request_id": "r-again", "volunteer_id": "v-2", "stars": 5}]
+    table = reports.tabulate(raw, ratings, ["volunteer"])
+    assert [(r.key[0], r.figures.services, r.figures.average_rating) for r in table.rows] == [
+        ("v-1", 1, Decimal("2.00")), ("v-2", 1, Decimal("5.00"))]
+    assert (table.total.services, table.total.ratings, table.total.average_rating) == (2, 2, Decimal("3.50"))

@@ -237,6 +237,17 @@ async def test_the_cli_writes_the_month_and_asks_intake_for_the_volunteers_name(
         await intake.stop()
 
 
+def test_a_statement_or_certificate_of_an_unknown_volunteer_is_one_clear_line(
+    settings: BusSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--mongo-url", settings.mongo_url, "--db-prefix", settings.db_prefix]
+    for argv in (["statement", "v-ghost"], ["certificate", "v-ghost", "--out", str(tmp_path / "c.pdf")]):
+        assert report_cli.run(parse("report", *argv, *common)) == 1
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1 and "never heard of volunteer v-ghost" in out, out
+    assert not (tmp_path / "c.pdf").exists()
+
+
 def test_the_cli_refuses_a_bad_month_and_an_unreachable_database(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         parse("report", "month", "--district", "quanwai", "--month", "2026-13")

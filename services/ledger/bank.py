@@ -68,8 +68,18 @@ class Bank:
 
     # --- posting entries ----------------------------------------------------------------------------
 
-    async def post(self, body: Doc, guard: Callable[[Doc], None] | None = None) -> Doc:
-        """Appends an entry to its volunteer's chain once, then brings the projections up to it."""
+    async def post(self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None) -> Doc:
+        stored, _ = await self.posted(body, guard, account)
+        return stored
+
+    async def posted(
+        self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None
+    ) -> tuple[Doc, Doc]:
+        """Appends an entry to its volunteer's chain once, then brings the projections up to it: the stored
+        entry and the account after it.
+
+        `account` is the volunteer's account as the caller last read it: its projection is the chain's head
+        unless another writer has moved on, so the append need not read the chain first."""
 
         def build(head: Doc | None) -> Doc:
             linked = chain.link(body, head)
@@ -77,23 +87,33 @@ class Bank:
                 guard(linked)
             return linked
 
-        stored = await self.store.append_entry(body["volunteer_id"], body["_id"], build)
-        await self.roll_forward(body["volunteer_id"])
-        return stored
+        stored, wrote = await self.store.append_entry(body["volunteer_id"], body["_id"], build, account)
+        if wrote and account is not None and stored["seq"] == account["seq"] + 1:
+            # The usual case: this entry is the only one the projection has not seen.
+            if (moved := await self.apply(stored)) is not None:
+                return stored, moved
+        return stored, await self.roll_forward(body["volunteer_id"])
 
-    async def roll_forward(self, volunteer_id: str) -> Doc:
+    async def apply(self, stored: Doc) -> Doc | None:
+        """Applies one entry to the projections; the account after, or None when it was not just before it."""
+        # Proof first: it is idempotent, and the account's seq says what has been applied.
+        if stored["request_id"] and (facts := handlers.proof_facts(stored)):
+            await self.store.note_proof(stored["request_id"], stored["volunteer_id"], facts)
+        return await self.store.project(stored)
+
+    async def roll_forward(self, volunteer_id: str, account: Doc | None = None) -> Doc:
         """Applies to the projections every entry they have not seen; repairs what a crash left half done."""
+        account = account or await self.store.ensure_account(volunteer_id)
         while True:
-            account = await self.store.ensure_account(volunteer_id)
             pending = await self.store.entries_after(volunteer_id, account["seq"])
             if not pending:
                 return account
             for stored in pending:
-                # Proof first: it is idempotent, and the account's seq says what has been applied.
-                if stored["request_id"] and (facts := handlers.proof_facts(stored)):
-                    await self.store.note_proof(stored["request_id"], facts)
-                if not await self.store.project(stored):
-                    break  # another writer moved the account on; read it again
+                if (moved := await self.apply(stored)) is None:
+                    # Another writer moved the account on; read it again.
+                    account = await self.store.ensure_account(volunteer_id)
+                    break
+                account = moved  # what find_one_and_update returned: no need to read it again
 
     # --- events -------------------------------------------------------------------------------------
 
@@ -104,25 +124,29 @@ class Bank:
             await self.store.adopt_district(data.volunteer_id, event.district)
         pricing = price(self.rules, data.hours, data.category, data.urgency, handlers.done_at(event))
         bodies = handlers.credit_entries(event, pricing, self.rules, account, time.time())
-        stored = [await self.post(body) for body in bodies]
+        stored = []
+        for body in bodies:
+            entry, account = await self.posted(body, account=account)
+            stored.append(entry)
         return stored[0], stored[1:]
 
     async def rated(self, event: Envelope[RequestRated]) -> None:
         data = event.data
         await self.store.add_rating(handlers.rating(event))
-        first = await self.store.rating(data.request_id)
+        first = await self.store.rating(data.request_id, data.volunteer_id)
         if first is None or first["event_id"] != event.id:
-            log.warning("a second rating %s of request %s is ignored", event.id, data.request_id)
+            log.warning("a second rating %s of request %s by volunteer %s is ignored", event.id, data.request_id,
+                        data.volunteer_id)
             return
-        about = {"volunteer_id": data.volunteer_id, "stars": data.stars, "done": data.done, "comment": data.comment}
+        about = {"stars": data.stars, "done": data.done, "comment": data.comment}
         if handlers.disputes(data.stars, data.done):
-            await self.store.note_proof(data.request_id, {**about, "disputed": True})
+            await self.store.note_proof(data.request_id, data.volunteer_id, {**about, "disputed": True})
             return
-        await self.store.note_proof(data.request_id, about)
+        await self.store.note_proof(data.request_id, data.volunteer_id, about)
         account = await self.store.ensure_account(data.volunteer_id)
-        credit = await self.store.credit_for(data.request_id)
+        credit = await self.store.credit_for(data.request_id, data.volunteer_id)
         for body in handlers.rating_entries(event, self.rules, account, credit, time.time()):
-            await self.post(body)
+            _, account = await self.posted(body, account=account)
 
     async def registered(self, event: Envelope[VolunteerRegistered]) -> None:
         await self.store.register(event.data.volunteer_id, handlers.account(event))
@@ -130,9 +154,9 @@ class Bank:
     # --- calls --------------------------------------------------------------------------------------
 
     async def balance(self, volunteer_id: str) -> Balance:
-        projected = await self.store.account(volunteer_id)
-        if projected is not None or await self.store.entries_after(volunteer_id, 0, limit=1):
-            projected = await self.roll_forward(volunteer_id)  # read-repair after a crash
+        if (account := await self.store.account(volunteer_id)) is None:
+            raise not_found("volunteer", volunteer_id=volunteer_id)
+        projected = await self.roll_forward(volunteer_id, account)  # read-repair after a crash
         ratings, stars = await self.store.rating_totals(volunteer_id)
         return handlers.balance_view(volunteer_id, projected, ratings, stars)
 
@@ -140,24 +164,32 @@ class Bank:
         account = await self.store.account(call.volunteer_id)
         if account is None:
             raise not_found("volunteer", volunteer_id=call.volunteer_id)
-        if call.request_id:
-            proof = await self.store.proof(call.request_id)
-            if proof is None or proof["volunteer_id"] != call.volunteer_id:
-                raise ApiError("not_found", "no hours of this volunteer for this request",
-                               {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
-        stored = await self.post(handlers.adjustment(call, account, time.time()), guard=handlers.require_cover)
-        handlers.same_adjustment(stored, call)
+        if call.request_id and await self.store.proof(call.request_id, call.volunteer_id) is None:
+            raise ApiError("not_found", "no hours of this volunteer for this request",
+                           {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
+        body = handlers.adjustment(call, account, time.time())
+        if (stored := await self.store.entry(body["_id"])) is None:
+            stored = await self.post(body, guard=handlers.require_cover, account=account)
+        handlers.same_adjustment(stored, call)  # refused before any write, unless a racing twin wrote it
         return stored
 
     async def confirm(self, call: ConfirmService) -> Doc:
-        proof = await self.store.proof(call.request_id)
-        if proof is None or not proof["credited"]:
-            raise ApiError("not_found", "no hours credited for this request", {"request_id": call.request_id})
-        account = await self.store.ensure_account(proof["volunteer_id"])
-        credit = await self.store.credit_for(call.request_id)
+        proofs = [p for p in await self.store.proofs_of(call.request_id)
+                  if p["credited"] and call.volunteer_id in ("", p["volunteer_id"])]
+        if not proofs:
+            raise ApiError("not_found", "no hours credited for this request",
+                           {"request_id": call.request_id, "volunteer_id": call.volunteer_id})
+        if len(proofs) > 1:
+            raise ApiError("volunteer_required", "more than one volunteer served this request: name the volunteer",
+                           {"request_id": call.request_id, "volunteers": [p["volunteer_id"] for p in proofs]})
+        volunteer_id = proofs[0]["volunteer_id"]
+        if proofs[0]["confirmed"] and (done := await self.store.confirmation(call.request_id, volunteer_id)):
+            return done
+        account = await self.store.ensure_account(volunteer_id)
+        credit = await self.store.credit_for(call.request_id, volunteer_id)
         return await self.post(handlers.operator_confirm(
-            call.request_id, proof["volunteer_id"], call.operator, call.reason, account, credit, time.time()
-        ))
+            call.request_id, volunteer_id, call.operator, call.reason, account, credit, time.time()
+        ), account=account)
 
     async def review(self, limit: int) -> list[ReviewItem]:
         proofs = await self.store.review(time.time() - self.settings.confirm_deadline, limit)
@@ -166,6 +198,7 @@ class Bank:
     # --- the redemption catalogue -------------------------------------------------------------------
 
     async def put_reward(self, call: PutRewardItem) -> RewardItem:
+        handlers.check_reward(call)  # refused before the item is written, not half way
         item = {
             "_id": call.item_id, "name": call.name, "kind": call.kind, "points_cents": handlers.to_cents(call.points),
             "limited": call.stock is not None, "active": call.active, "description": call.description,
@@ -202,7 +235,13 @@ class Bank:
             raise ApiError("item_unavailable", "this item cannot be redeemed now", {"item_id": call.item_id})
         if await self.store.account(call.volunteer_id) is None:
             raise not_found("volunteer", volunteer_id=call.volunteer_id)
-        red = await self.store.add_redemption(handlers.new_redemption(call, item, time.time()))
+        if (red := await self.store.redemption(handlers.redemption_id(call.idempotency_key))) is None:
+            # What can be seen to fail now is refused before anything is written; only a redemption that
+            # loses a race after this point is recorded as refused (with what it took given back).
+            projected = await self.roll_forward(call.volunteer_id)
+            on_hand = await self.store.stock_on_hand(call.item_id) if item["limited"] else None
+            handlers.check_redeemable(call, item, projected, on_hand)
+            red = await self.store.add_redemption(handlers.new_redemption(call, item, time.time()))
         handlers.same_redemption(red, call)
         red = await self.drive(red)
         if red["state"] == "refused":
@@ -234,7 +273,7 @@ class Bank:
             return await self.decide(rid, "refused", reason="out_of_stock")
         account = await self.store.ensure_account(red["volunteer_id"])
         try:
-            spent = await self.post(handlers.spend(red, account, now), guard=handlers.require_cover)
+            spent = await self.post(handlers.spend(red, account, now), guard=handlers.require_cover, account=account)
         except ApiError as exc:
             if exc.code != "insufficient_points":
                 raise
@@ -270,7 +309,7 @@ class Bank:
         if (await self.store.entry(handlers.spend_id(rid)) is not None
                 and await self.store.entry(handlers.refund_id(rid)) is None):
             account = await self.store.ensure_account(red["volunteer_id"])
-            await self.post(handlers.refund(red, account, now))
+            await self.post(handlers.refund(red, account, now), account=account)
             gave = True
         if gave or not red["undone"]:
             await self.store.mark_redemption(rid, undone=True)
@@ -279,9 +318,9 @@ class Bank:
     # --- statements ---------------------------------------------------------------------------------
 
     async def statement(self, volunteer_id: str) -> SignedStatement:
-        if await self.store.account(volunteer_id) is None:
+        if (account := await self.store.account(volunteer_id)) is None:
             raise not_found("volunteer", volunteer_id=volunteer_id)
-        projected = await self.roll_forward(volunteer_id)
+        projected = await self.roll_forward(volunteer_id, account)
         district = self.settings.district or projected["district"]
         if not district:
             raise ApiError("no_district", "set LEDGER_DISTRICT: the statement must name the district that issues it")
@@ -315,12 +354,13 @@ class Bank:
         if (stored := await self.store.entry(handlers.import_id(district, stmt.statement_id))) is not None:
             return stored
         volunteer_id, delta = await self.claim_transfer(stmt, call.volunteer_id)
-        return await self.post(handlers.imported(stmt, volunteer_id, delta, account, time.time()))
+        return await self.post(handlers.imported(stmt, volunteer_id, delta, account, time.time()), account=account)
 
     async def claim_transfer(self, stmt: Statement, volunteer_id: str) -> tuple[str, int]:
         """Hours of one volunteer from one district come in once: a later statement brings only what is new."""
         total = handlers.to_cents(stmt.hours)
         while True:
+            # Not stored until claimed: a refused import leaves no trace.
             seen = await self.store.transfer(f"{stmt.district}/{stmt.volunteer_id}")
             if seen["statement_id"] == stmt.statement_id:
                 break  # claimed by an earlier attempt at this import

@@ -12,6 +12,7 @@ from contracts.calls import (
     AdjustBalance,
     Balance,
     LedgerEntry,
+    PutRewardItem,
     Redeem,
     Redemption,
     ReviewItem,
@@ -50,8 +51,14 @@ def bonus_id(cause: str, name: str) -> str:
     return derived_id("ledger.bonus", cause, name)
 
 
-def confirm_id(request_id: str) -> str:
-    return derived_id("ledger.confirm", request_id)
+def confirm_id(request_id: str, volunteer_id: str) -> str:
+    return derived_id("ledger.confirm", request_id, volunteer_id)
+
+
+# A re-dispatched request is served, and rated, once by each volunteer it went to: ratings and proof of
+# service are kept per request and volunteer. Documents from before were keyed on the request alone.
+def service_key(request_id: str, volunteer_id: str) -> str:
+    return f"{request_id}/{volunteer_id}"
 
 
 def spend_id(redemption_id: str) -> str:
@@ -166,7 +173,8 @@ def disputes(stars: int, done: bool) -> bool:
 def rating(event: Envelope[RequestRated]) -> dict[str, Any]:
     data = event.data
     return {
-        "_id": data.request_id,
+        "_id": service_key(data.request_id, data.volunteer_id),
+        "request_id": data.request_id,
         "volunteer_id": data.volunteer_id,
         "stars": data.stars,
         "done": data.done,
@@ -188,12 +196,14 @@ def rating_entries(
         volunteer_id=data.volunteer_id, account=account, cause=event.id, at=event.time.timestamp(), posted=posted,
         district=event.district, request_id=data.request_id, about=credit,
     )
-    confirmed = entry("confirm", entry_id=confirm_id(data.request_id), reason=f"rated {data.stars} stars", **common)
+    confirmed = entry("confirm", entry_id=confirm_id(data.request_id, data.volunteer_id),
+                      reason=f"rated {data.stars} stars", **common)
     bonus = five_star_bonus(rules) if data.stars == 5 else Decimal("0")
     if bonus <= 0:
         return [confirmed]
-    return [confirmed, entry("bonus", entry_id=bonus_id(data.request_id, "five_star"), points_cents=to_cents(bonus),
-                             bonus="five_star", reason="five_star bonus", rule_version=rules.version, **common)]
+    return [confirmed, entry("bonus", entry_id=bonus_id(service_key(data.request_id, data.volunteer_id), "five_star"),
+                             points_cents=to_cents(bonus), bonus="five_star", reason="five_star bonus",
+                             rule_version=rules.version, **common)]
 
 
 def operator_confirm(
@@ -201,7 +211,7 @@ def operator_confirm(
     credit: Mapping[str, Any] | None, now: float,
 ) -> dict[str, Any]:
     return entry(
-        "confirm", entry_id=confirm_id(request_id), volunteer_id=volunteer_id, account=account,
+        "confirm", entry_id=confirm_id(request_id, volunteer_id), volunteer_id=volunteer_id, account=account,
         cause=f"operator:{operator}", at=now, posted=now, request_id=request_id, about=credit,
         reason=f"confirmed by {operator}" + (f": {reason}" if reason else ""), operator=operator,
     )
@@ -283,7 +293,7 @@ def proof_facts(stored: Mapping[str, Any]) -> dict[str, Any]:
 
 def review_item(proof: Mapping[str, Any]) -> ReviewItem:
     return ReviewItem(
-        request_id=proof["_id"], volunteer_id=proof["volunteer_id"],
+        request_id=proof.get("request_id") or proof["_id"], volunteer_id=proof["volunteer_id"],
         state="disputed" if proof["disputed"] else "overdue", hours=from_cents(proof["hours_cents"]),
         credited_at=datetime.fromtimestamp(proof["credited_at"], UTC) if proof["credited"] else None,
         stars=proof.get("stars"), done=proof.get("done"), comment=proof.get("comment", ""),
@@ -324,6 +334,29 @@ def new_redemption(call: Redeem, item: Mapping[str, Any], now: float) -> dict[st
         "announced": False,
         "created": now,
     }
+
+
+# What one catalogue item may hold: a community's shelf, not a warehouse. The contract says the same.
+MAX_STOCK = 1_000_000
+
+
+def check_reward(call: PutRewardItem) -> None:
+    if call.stock is not None and not 0 <= call.stock <= MAX_STOCK:
+        raise ApiError("invalid_request", f"stock must be 0 to {MAX_STOCK}",
+                       [{"field": "stock", "problem": "out of range"}])
+
+
+def check_redeemable(call: Redeem, item: Mapping[str, Any], account: Mapping[str, Any], on_hand: int | None) -> None:
+    """The refusals a redemption can be given before anything is written."""
+    cost = item["points_cents"] * call.quantity
+    if account["points_cents"] < cost:
+        raise ApiError("insufficient_points", REFUSALS["insufficient_points"], {
+            "item_id": call.item_id, "quantity": call.quantity,
+            "balance_points": str(from_cents(account["points_cents"])), "needed": str(from_cents(cost)),
+        })
+    if on_hand is not None and on_hand < call.quantity:
+        raise ApiError("out_of_stock", REFUSALS["out_of_stock"],
+                       {"item_id": call.item_id, "quantity": call.quantity, "on_hand": on_hand})
 
 
 def same_redemption(stored: Mapping[str, Any], call: Redeem) -> None:

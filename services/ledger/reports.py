@@ -5,10 +5,12 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
+
+from services.common.places import Places, places_path
 
 Entry = Mapping[str, Any]
 Rating = Mapping[str, Any]
@@ -17,6 +19,16 @@ Rating = Mapping[str, Any]
 # and needs no tz database on the machine.
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 CENT = Decimal("0.01")
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(path: Path) -> Places:
+    return Places.load(path)
+
+
+def configured_places() -> Places:
+    """The places file every service reads (LINLI_PLACES): names and each district's clock."""
+    return _loaded(places_path())
 
 # What each entry kind contributes. Hours are the volunteer's currency: service, corrections and
 # hours carried over from another district all count; a bonus or a redemption moves points only.
@@ -35,8 +47,8 @@ KIND_LABELS = {
 }
 
 
-def month_of(at: float) -> str:
-    return datetime.fromtimestamp(at, CHINA).strftime("%Y-%m")
+def month_of(at: float, zone: tzinfo = CHINA) -> str:
+    return datetime.fromtimestamp(at, zone).strftime("%Y-%m")
 
 
 def parse_month(text: str) -> tuple[int, int]:
@@ -48,11 +60,12 @@ def parse_month(text: str) -> tuple[int, int]:
     return int(year), int(month)
 
 
-def month_span(month: str) -> tuple[float, float]:
-    """[start, end) of a calendar month in Shanghai time, as epoch seconds like the entries' `at`."""
+def month_span(month: str, zone: tzinfo = CHINA) -> tuple[float, float]:
+    """[start, end) of a calendar month on the district's clock (Shanghai time by default), as epoch seconds
+    like the entries' `at`."""
     year, number = parse_month(month)
-    start = datetime(year, number, 1, tzinfo=CHINA)
-    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=CHINA)
+    start = datetime(year, number, 1, tzinfo=zone)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=zone)
     return start.timestamp(), end.timestamp()
 
 
@@ -73,13 +86,18 @@ def cents(entry: Entry, name: str) -> int:
     return int(entry.get(name) or 0)
 
 
-KEYS: dict[str, Callable[[Entry], str]] = {
-    "district": lambda e: text(e, "district"),
-    "month": lambda e: month_of(fact_time(e)),
-    "year": lambda e: month_of(fact_time(e))[:4],
-    "grid": lambda e: text(e, "grid"),
-    "team": lambda e: text(e, "team"),
-    "volunteer": lambda e: text(e, "volunteer_id"),
+def local_month(entry: Entry, places: Places) -> str:
+    # Each entry's month on its own district's clock: a service at 00:30 on the 1st is that month's.
+    return month_of(fact_time(entry), places.zone(text(entry, "district")))
+
+
+KEYS: dict[str, Callable[[Entry, Places], str]] = {
+    "district": lambda e, _: text(e, "district"),
+    "month": local_month,
+    "year": lambda e, places: local_month(e, places)[:4],
+    "grid": lambda e, _: text(e, "grid"),
+    "team": lambda e, _: text(e, "team"),
+    "volunteer": lambda e, _: text(e, "volunteer_id"),
 }
 
 HEADINGS = {
@@ -139,11 +157,16 @@ class Figures:
         return self.points_earned - self.points_spent
 
 
+# A service is one volunteer's work on one request: a request sent out again after a bad rating and served
+# by someone else is a second service, rated on its own.
+Service = tuple[str, str]
+
+
 @dataclass
 class Tally:
-    services: set[str] = field(default_factory=set)
+    services: set[Service] = field(default_factory=set)
     residents: set[str] = field(default_factory=set)
-    with_resident: set[str] = field(default_factory=set)
+    with_resident: set[Service] = field(default_factory=set)
     hours: int = 0
     earned: int = 0
     spent: int = 0
@@ -152,7 +175,7 @@ class Tally:
         kind = text(entry, "kind")
         if kind == "credit":
             # A service is a request; a credit without one (written by hand) is a service of its own.
-            service = text(entry, "request_id") or f"entry:{entry.get('_id')}"
+            service = (text(entry, "request_id") or f"entry:{entry.get('_id')}", text(entry, "volunteer_id"))
             self.services.add(service)
             if resident := text(entry, "resident_ref"):
                 self.residents.add(resident)
@@ -164,8 +187,8 @@ class Tally:
         if kind in SPENDING_KINDS:
             self.spent -= cents(entry, "points_cents")
 
-    def figures(self, stars_by_request: Mapping[str, int]) -> Figures:
-        rated = [stars_by_request[r] for r in self.services if r in stars_by_request]
+    def figures(self, stars: Mapping[Service, int]) -> Figures:
+        rated = [found for service in self.services if (found := stars_of(stars, *service)) is not None]
         return Figures(
             services=len(self.services),
             residents=len(self.residents),
@@ -192,20 +215,30 @@ class Table:
     total: Figures
 
 
-def stars_by_request(ratings: Iterable[Rating]) -> dict[str, int]:
-    return {str(r["_id"]): int(r["stars"]) for r in ratings}
+def stars_by_service(ratings: Iterable[Rating]) -> dict[Service, int]:
+    # Ratings are kept per request and volunteer; those from before were keyed on the request alone.
+    return {(str(r.get("request_id") or r["_id"]), str(r.get("volunteer_id") or "")): int(r["stars"])
+            for r in ratings}
 
 
-def tabulate(entries: Iterable[Entry], ratings: Iterable[Rating], by: Sequence[str]) -> Table:
+def stars_of(stars: Mapping[Service, int], request_id: str, volunteer_id: str) -> int | None:
+    found = stars.get((request_id, volunteer_id))
+    return stars.get((request_id, "")) if found is None else found
+
+
+def tabulate(
+    entries: Iterable[Entry], ratings: Iterable[Rating], by: Sequence[str], places: Places | None = None
+) -> Table:
     unknown = [d for d in by if d not in KEYS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {sorted(KEYS)}")
-    stars = stars_by_request(ratings)
+    places = places or configured_places()
+    stars = stars_by_service(ratings)
     groups: dict[tuple[str, ...], Tally] = {}
     total = Tally()
     for entry in entries:
         check(entry)
-        key = tuple(KEYS[d](entry) for d in by)
+        key = tuple(KEYS[d](entry, places) for d in by)
         groups.setdefault(key, Tally()).add(entry)
         total.add(entry)
     # Blank keys (no team, no grid) sort last: the named groups are what readers look for first.
@@ -214,8 +247,16 @@ def tabulate(entries: Iterable[Entry], ratings: Iterable[Rating], by: Sequence[s
     return Table(tuple(by), rows, total.figures(stars))
 
 
-def label(dimension: str, value: str) -> str:
-    return value or BLANKS.get(dimension, "—")
+def label(dimension: str, value: str, district: str = "", places: Places | None = None) -> str:
+    """What a person reads for a group: a place by its name (community and grid), a blank as a gap."""
+    if not value:
+        return BLANKS.get(dimension, "—")
+    places = places or configured_places()
+    if dimension == "grid":
+        return places.place_name(district, value)
+    if dimension == "district":
+        return places.district_name(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -223,19 +264,29 @@ class MonthlyReport:
     district: str
     month: str
     table: Table
+    places: Places = field(default_factory=configured_places)
 
     @property
     def by(self) -> str:
         return self.table.by[0]
 
+    @property
+    def district_name(self) -> str:
+        return self.places.district_name(self.district)
+
+    def label(self, dimension: str, value: str) -> str:
+        return label(dimension, value, self.district, self.places)
+
 
 def monthly_report(
-    district: str, month: str, by: str, entries: Iterable[Entry], ratings: Iterable[Rating]
+    district: str, month: str, by: str, entries: Iterable[Entry], ratings: Iterable[Rating],
+    places: Places | None = None,
 ) -> MonthlyReport:
-    start, end = month_span(month)
+    places = places or configured_places()
+    start, end = month_span(month, places.zone(district))
     # The store already asks for this window; filtering again keeps the report right whatever it is given.
     inside = [e for e in entries if text(e, "district") == district and start <= fact_time(e) < end]
-    return MonthlyReport(district, month, tabulate(inside, ratings, [by]))
+    return MonthlyReport(district, month, tabulate(inside, ratings, [by], places), places)
 
 
 @dataclass(frozen=True)
@@ -257,13 +308,26 @@ class Statement:
     volunteer_id: str
     months: Table
     lines: tuple[StatementLine, ...]
+    places: Places = field(default_factory=configured_places)
+
+    def when(self, line: StatementLine) -> str:
+        """The line's date and time on its district's clock."""
+        return datetime.fromtimestamp(line.at, self.places.zone(line.district)).strftime("%Y-%m-%d %H:%M")
+
+    def where(self, line: StatementLine) -> tuple[str, str]:
+        """(district name, community and grid name)."""
+        grid = self.places.place_name(line.district, line.grid) if line.grid else ""
+        return self.places.district_name(line.district) if line.district else "", grid
 
 
-def statement(volunteer_id: str, entries: Iterable[Entry], ratings: Iterable[Rating]) -> Statement:
+def statement(
+    volunteer_id: str, entries: Iterable[Entry], ratings: Iterable[Rating], places: Places | None = None
+) -> Statement:
+    places = places or configured_places()
     mine = sorted((e for e in entries if text(e, "volunteer_id") == volunteer_id),
                   key=lambda e: (fact_time(e), float(e.get("posted") or 0), str(e.get("_id"))))
     ratings = list(ratings)
-    stars = stars_by_request(ratings)
+    stars = stars_by_service(ratings)
     lines: list[StatementLine] = []
     balance = 0
     for entry in mine:
@@ -280,9 +344,9 @@ def statement(volunteer_id: str, entries: Iterable[Entry], ratings: Iterable[Rat
             hours=from_cents(cents(entry, "hours_cents") if kind in HOUR_KINDS else 0),
             points=from_cents(cents(entry, "points_cents")),
             balance=from_cents(balance),
-            stars=stars.get(text(entry, "request_id")) if kind == "credit" else None,
+            stars=stars_of(stars, text(entry, "request_id"), volunteer_id) if kind == "credit" else None,
         ))
-    return Statement(volunteer_id, tabulate(mine, ratings, ["month"]), tuple(lines))
+    return Statement(volunteer_id, tabulate(mine, ratings, ["month"], places), tuple(lines), places)
 
 
 # One A4 page in large print holds about a year of months; a longer record is shown by year.
@@ -305,8 +369,16 @@ class Certificate:
         return self.periods.total
 
 
+def local_date(moment: datetime | date, district: str, places: Places | None = None) -> date:
+    """The day a person in the district reads: a chart and a certificate made in the same minute agree."""
+    if not isinstance(moment, datetime):
+        return moment
+    return moment.astimezone((places or configured_places()).zone(district)).date()
+
+
 def certificate(
-    volunteer_id: str, name: str, entries: Iterable[Entry], ratings: Iterable[Rating], issued: date, issuer: str
+    volunteer_id: str, name: str, entries: Iterable[Entry], ratings: Iterable[Rating], issued: datetime | date,
+    issuer: str, places: Places | None = None,
 ) -> Certificate:
     if not name.strip():
         raise ValueError("a certificate needs the volunteer's name")
@@ -314,12 +386,22 @@ def certificate(
     mine = [e for e in entries if text(e, "volunteer_id") == volunteer_id and text(e, "kind") in EARNING_KINDS]
     if not mine:
         raise ValueError(f"the ledger has no entries for volunteer {volunteer_id!r}: there is nothing to certify")
+    places = places or configured_places()
     ratings = list(ratings)
-    months = sorted({month_of(fact_time(e)) for e in mine})
+    months = sorted({local_month(e, places) for e in mine})
     by = "month" if len(months) <= CERTIFICATE_MONTHS else "year"
-    districts = tuple(sorted({text(e, "district") for e in mine} - {""}))
-    return Certificate(volunteer_id, name.strip(), districts, months[0], months[-1],
-                       tabulate(mine, ratings, [by]), issued, issuer)
+    home = max((text(e, "district") for e in mine), key=lambda d: (d != "", d))
+    return Certificate(volunteer_id, name.strip(), served_in(mine, places), months[0], months[-1],
+                       tabulate(mine, ratings, [by], places), local_date(issued, home, places), issuer)
+
+
+def served_in(entries: Sequence[Entry], places: Places) -> tuple[str, ...]:
+    """The communities served, by name; the districts' names where no grid was recorded."""
+    communities = {places.community_name(text(e, "district"), community)
+                   for e in entries if (community := places.community_of(text(e, "district"), text(e, "grid")))}
+    if communities:
+        return tuple(sorted(communities))
+    return tuple(sorted({places.district_name(text(e, "district")) for e in entries} - {""}))
 
 
 # ---------------------------------------------------------------- showing numbers to people
@@ -373,21 +455,23 @@ def figure_cells(f: Figures) -> list[str]:
             str(f.points_earned), str(f.points_spent), str(f.ratings), "" if average is None else str(average)]
 
 
-def table_rows(table: Table, context: Mapping[str, str] | None = None) -> list[list[str]]:
+def table_rows(
+    table: Table, context: Mapping[str, str] | None = None, named: Callable[[str, str], str] = label
+) -> list[list[str]]:
     """Header, one row per group, then the total; `context` adds leading columns such as the month."""
     context = context or {}
     lead = [HEADINGS.get(k, k) for k in context]
     values = list(context.values())
     rows = [lead + [HEADINGS[d] for d in table.by] + FIGURE_HEADINGS]
     for row in table.rows:
-        keys = [label(d, v) for d, v in zip(table.by, row.key)]
+        keys = [named(d, v) for d, v in zip(table.by, row.key)]
         rows.append(values + keys + figure_cells(row.figures))
     rows.append(values + [TOTAL] * len(table.by) + figure_cells(table.total))
     return rows
 
 
 def monthly_rows(report: MonthlyReport) -> list[list[str]]:
-    return table_rows(report.table, {"district": report.district, "month": report.month})
+    return table_rows(report.table, {"district": report.district_name, "month": report.month}, report.label)
 
 
 STATEMENT_HEADINGS = [
@@ -400,9 +484,9 @@ def statement_rows(s: Statement) -> list[list[str]]:
     rows = [STATEMENT_HEADINGS]
     for line in s.lines:
         rows.append([
-            datetime.fromtimestamp(line.at, CHINA).strftime("%Y-%m-%d %H:%M"),
+            s.when(line),
             KIND_LABELS.get(line.kind, line.kind),
-            line.request_id, line.service, line.district, line.grid,
+            line.request_id, line.service, *s.where(line),
             str(line.hours), str(line.points), str(line.balance),
             "" if line.stars is None else str(line.stars),
         ])
@@ -463,11 +547,11 @@ def require_glyphs(font: Path, texts: Iterable[str]) -> None:
 CHART_BARS = 12  # more bars than this cannot be read from across a room; the rest share one bar
 
 
-def chart_bars(table: Table) -> list[tuple[str, Decimal]]:
+def chart_bars(table: Table, named: Callable[[str, str], str] = label) -> list[tuple[str, Decimal]]:
     """Largest first; beyond CHART_BARS the smallest groups are summed into one, so the bars still add up."""
     dimension = table.by[0]
     ranked = sorted(table.rows, key=lambda r: (-r.figures.hours, r.key))
-    bars = [(label(dimension, r.key[0]), r.figures.hours) for r in ranked[:CHART_BARS]]
+    bars = [(named(dimension, r.key[0]), r.figures.hours) for r in ranked[:CHART_BARS]]
     rest = ranked[CHART_BARS:]
     if rest:
         rest_hours = sum((r.figures.hours for r in rest), Decimal("0.00"))
@@ -488,20 +572,23 @@ def short_label(name: str) -> str:
     return f"{name[:head]}…{name[head + 1 - LABEL_CHARACTERS:]}"
 
 
-def chart_texts(report: MonthlyReport, community: str, made: date) -> dict[str, str]:
+def chart_texts(report: MonthlyReport, community: str | None, made: datetime | date) -> dict[str, str]:
     total = report.table.total
+    made = local_date(made, report.district, report.places)
     return {
-        "title": f"{community}  {month_words(report.month)}志愿服务月报",
+        "title": f"{community or report.district_name}  {month_words(report.month)}志愿服务月报",
         "headline": headline(total),
         "points": f"获得积分 {plain(total.points_earned)} 分 · 使用积分 {plain(total.points_spent)} 分 · "
                   f"居民评价 {rating_words(total)}",
         "axis": f"{BY_WORDS.get(report.by, report.by)}志愿时长（小时）",
         "empty": "本月暂无志愿服务记录",
-        "footer": f"数据来源：邻里志愿服务台账　统计口径：时长含服务、调整、转入　制表日期：{made.isoformat()}",
+        "footer": f"数据来源：邻里志愿服务台账　统计口径：时长含服务、调整、转入　制表日期：{date_words(made)}",
     }
 
 
-def render_chart(report: MonthlyReport, path: Path, community: str | None = None, made: date | None = None) -> None:
+def render_chart(
+    report: MonthlyReport, path: Path, community: str | None = None, made: datetime | date | None = None
+) -> None:
     """An A4 landscape poster: headline numbers in large print over a bar chart of hours. PNG or SVG by suffix."""
     if path.suffix.lower() not in {".png", ".svg"}:
         raise ValueError(f"{path}: the chart is written as .png or .svg")
@@ -513,8 +600,8 @@ def render_chart(report: MonthlyReport, path: Path, community: str | None = None
     from matplotlib.font_manager import FontProperties
 
     font = cjk_font("sans")
-    words = chart_texts(report, community or report.district, made or date.today())
-    bars = chart_bars(report.table)
+    words = chart_texts(report, community, made or datetime.now(timezone.utc))
+    bars = chart_bars(report.table, report.label)
     names = [short_label(name) for name, _ in bars]
     require_glyphs(font, [*words.values(), *names])
     at = functools.partial(FontProperties, fname=str(font))

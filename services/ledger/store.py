@@ -2,9 +2,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from services.ledger.handlers import service_key
 
 Doc = dict[str, Any]
 # Appends to one chain only collide with other appends to the same chain; a few hundred tries is a pile-up.
@@ -32,6 +35,9 @@ class LedgerStore:
         self.trusted = db["trusted_keys"]
         self.trust_log = db["trust_log"]
         self.rule_sets = db["rule_sets"]
+        # Whether ratings or proofs keyed on the request alone (from before re-dispatch) may exist: only
+        # then does a miss on the request-and-volunteer key look again under the old one.
+        self.legacy_keys = True
 
     async def ensure_indexes(self) -> None:
         await self.entries.create_index([("volunteer_id", 1), ("seq", 1)], unique=True)
@@ -39,33 +45,63 @@ class LedgerStore:
         await self.entries.create_index("request_id")
         await self.entries.create_index([("district", 1), ("at", 1)])  # a community's month, for reports
         await self.ratings.create_index("volunteer_id")
+        await self.ratings.create_index("request_id")
+        await self.proofs.create_index("request_id")
         await self.proofs.create_index([("confirmed", 1), ("settled", 1), ("disputed", 1)])
         await self.stock.create_index([("item_id", 1), ("seq", 1)], unique=True)
         await self.redemptions.create_index([("state", 1), ("created", 1)])
         await self.redemptions.create_index("recheck")
+        old = {"request_id": {"$exists": False}}
+        self.legacy_keys = (await self.proofs.find_one(old, {"_id": 1}) is not None
+                            or await self.ratings.find_one(old, {"_id": 1}) is not None)
 
     # --- chains -------------------------------------------------------------------------------------
 
     @staticmethod
     async def append(
-        chain: AsyncCollection[Doc], key: Mapping[str, str], doc_id: str, build: Callable[[Doc | None], Doc]
+        chain: AsyncCollection[Doc], key: Mapping[str, str], doc_id: str, build: Callable[[Doc | None], Doc],
+        known_head: Doc | None = None, head_known: bool = False,
     ) -> tuple[Doc, bool]:
-        """Appends build(head) to a chain, once: returns the stored document and whether this call wrote it."""
+        """Appends build(head) to a chain, once: returns the stored document and whether this call wrote it.
+
+        With `head_known`, `known_head` is a head the caller already holds (from the account's projection): it
+        is tried first, without reading the chain; if it is not the head any more, the insert collides and the
+        chain is read."""
+        head, assumed = known_head, head_known
         for _ in range(MAX_ATTEMPTS):
-            if (stored := await chain.find_one({"_id": doc_id})) is not None:
-                return stored, False
-            heads = await chain.find(dict(key)).sort("seq", -1).limit(1).to_list()
-            doc = build(heads[0] if heads else None)
+            if not assumed:
+                heads = await chain.find(dict(key)).sort("seq", -1).limit(1).to_list()
+                head = heads[0] if heads else None
+            try:
+                doc = build(head)
+            except Exception:
+                # A refusal against today's head does not apply to a document stored earlier under this id.
+                if (stored := await chain.find_one({"_id": doc_id})) is not None:
+                    return stored, False
+                if assumed:
+                    assumed = False  # the projection may lag the chain: decide on the real head
+                    continue
+                raise
+            assumed = False
             try:
                 await chain.insert_one(doc)
                 return doc, True
             except DuplicateKeyError:
-                continue  # another writer took this seq (or wrote this very id): read the head again
+                if (stored := await chain.find_one({"_id": doc_id})) is not None:
+                    return stored, False  # written before, by a repeat or a racing twin
+                continue  # another writer took this seq: read the head
         raise RuntimeError(f"could not append {doc_id} after {MAX_ATTEMPTS} attempts")
 
-    async def append_entry(self, volunteer_id: str, entry_id: str, build: Callable[[Doc | None], Doc]) -> Doc:
-        stored, _ = await self.append(self.entries, {"volunteer_id": volunteer_id}, entry_id, build)
-        return stored
+    async def append_entry(
+        self, volunteer_id: str, entry_id: str, build: Callable[[Doc | None], Doc], account: Doc | None = None
+    ) -> tuple[Doc, bool]:
+        # The projection is the chain's head as far as it has been applied: seq 0 is the empty chain.
+        head = None if account is None or account["seq"] == 0 else {
+            "seq": account["seq"], "hash": account["head"], "balance_hours_cents": account["hours_cents"],
+            "balance_points_cents": account["points_cents"],
+        }
+        return await self.append(self.entries, {"volunteer_id": volunteer_id}, entry_id, build, head,
+                                 head_known=account is not None)
 
     async def entry(self, entry_id: str) -> Doc | None:
         return await self.entries.find_one({"_id": entry_id})
@@ -74,8 +110,11 @@ class LedgerStore:
         cursor = self.entries.find({"volunteer_id": volunteer_id, "seq": {"$gt": seq}})
         return await cursor.sort("seq", 1).limit(limit).to_list()
 
-    async def credit_for(self, request_id: str) -> Doc | None:
-        return await self.entries.find_one({"request_id": request_id, "kind": "credit"})
+    async def credit_for(self, request_id: str, volunteer_id: str) -> Doc | None:
+        return await self.entries.find_one({"request_id": request_id, "volunteer_id": volunteer_id, "kind": "credit"})
+
+    async def confirmation(self, request_id: str, volunteer_id: str) -> Doc | None:
+        return await self.entries.find_one({"request_id": request_id, "volunteer_id": volunteer_id, "kind": "confirm"})
 
     # --- accounts -----------------------------------------------------------------------------------
 
@@ -105,17 +144,18 @@ class LedgerStore:
         # Only while none is known: volunteer.registered, whenever it comes, has the last word.
         await self.accounts.update_one({"_id": volunteer_id, "district": ""}, {"$set": {"district": district}})
 
-    async def project(self, stored: Mapping[str, Any]) -> bool:
-        """Moves the account from the entry before this one to this one; False when it was not there."""
-        result = await self.accounts.update_one(
+    async def project(self, stored: Mapping[str, Any]) -> Doc | None:
+        """Moves the account from the entry before this one to this one; the account after, or None when it
+        was not at the entry before."""
+        return await self.accounts.find_one_and_update(
             {"_id": stored["volunteer_id"], "seq": stored["seq"] - 1},
             {
                 "$set": {"seq": stored["seq"], "head": stored["hash"], "hours_cents": stored["balance_hours_cents"],
                          "points_cents": stored["balance_points_cents"]},
                 "$inc": {"services": 1 if stored["kind"] == "credit" else 0},
             },
+            return_document=ReturnDocument.AFTER,
         )
-        return result.modified_count == 1
 
     async def chain_heads(self, since: float | None = None) -> dict[str, int]:
         """The last seq of each volunteer's chain (of those with an entry posted since `since`)."""
@@ -128,20 +168,35 @@ class LedgerStore:
 
     # --- proof of service ---------------------------------------------------------------------------
 
-    async def note_proof(self, request_id: str, facts: Mapping[str, Any]) -> None:
-        """Records what is now known about a request; every fact only ever turns on, so order does not matter."""
-        if (await self.proofs.update_one({"_id": request_id}, {"$set": dict(facts)})).matched_count:
+    async def note_proof(self, request_id: str, volunteer_id: str, facts: Mapping[str, Any]) -> None:
+        """Records what is now known about a volunteer's service on a request; every fact only ever turns on,
+        so order does not matter."""
+        key = service_key(request_id, volunteer_id)
+        if (await self.proofs.update_one({"_id": key}, {"$set": dict(facts)})).matched_count:
+            return
+        if self.legacy_keys and (await self.proofs.update_one(
+                {"_id": request_id, "volunteer_id": volunteer_id}, {"$set": dict(facts)})).matched_count:
             return
         try:
             await self.proofs.insert_one({
-                "_id": request_id, "volunteer_id": "", "credited": False, "confirmed": False, "disputed": False,
-                "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
+                "_id": key, "request_id": request_id, "volunteer_id": volunteer_id, "credited": False,
+                "confirmed": False, "disputed": False, "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
             })
         except DuplicateKeyError:
-            await self.proofs.update_one({"_id": request_id}, {"$set": dict(facts)})  # inserted meanwhile
+            await self.proofs.update_one({"_id": key}, {"$set": dict(facts)})  # inserted meanwhile
 
-    async def proof(self, request_id: str) -> Doc | None:
-        return await self.proofs.find_one({"_id": request_id})
+    async def proof(self, request_id: str, volunteer_id: str) -> Doc | None:
+        found = await self.proofs.find_one({"_id": service_key(request_id, volunteer_id)})
+        if found is None and self.legacy_keys:  # kept on the request alone before re-dispatch existed
+            found = await self.proofs.find_one({"_id": request_id, "volunteer_id": volunteer_id})
+        return found
+
+    async def proofs_of(self, request_id: str) -> list[Doc]:
+        """Every volunteer's proof of service on a request, earliest credit first."""
+        found = await self.proofs.find({"request_id": request_id}).to_list()
+        if self.legacy_keys and (before := await self.proofs.find_one({"_id": request_id})) is not None:
+            found.append(before)
+        return sorted(found, key=lambda p: (p["credited_at"], p["_id"]))
 
     async def review(self, overdue_before: float, limit: int) -> list[Doc]:
         open_items = {"confirmed": False, "settled": False}
@@ -161,13 +216,18 @@ class LedgerStore:
     # --- ratings ------------------------------------------------------------------------------------
 
     async def add_rating(self, doc: Doc) -> None:
+        if await self.rating(doc["request_id"], doc["volunteer_id"]) is not None:
+            return  # one rating per request and volunteer; the first one recorded stands
         try:
             await self.ratings.insert_one(doc)
         except DuplicateKeyError:
-            pass  # one rating per request; the first one recorded stands
+            pass
 
-    async def rating(self, request_id: str) -> Doc | None:
-        return await self.ratings.find_one({"_id": request_id})
+    async def rating(self, request_id: str, volunteer_id: str) -> Doc | None:
+        found = await self.ratings.find_one({"_id": service_key(request_id, volunteer_id)})
+        if found is None and self.legacy_keys:  # keyed on the request alone before re-dispatch existed
+            found = await self.ratings.find_one({"_id": request_id, "volunteer_id": volunteer_id})
+        return found
 
     async def rating_totals(self, volunteer_id: str) -> tuple[int, int]:
         """(number of ratings, sum of their stars)."""
@@ -244,16 +304,18 @@ class LedgerStore:
     # --- statements from other districts ------------------------------------------------------------
 
     async def transfer(self, key: str) -> Doc:
-        try:
-            await self.transfers.insert_one({"_id": key, "hours_cents": 0, "statement_id": "", "delta_cents": 0,
-                                             "volunteer_id": ""})
-        except DuplicateKeyError:
-            pass
+        """What came in so far; a blank, not yet stored, when nothing did."""
         found = await self.transfers.find_one({"_id": key})
-        assert found is not None
-        return found
+        return found or {"_id": key, "hours_cents": 0, "statement_id": "", "delta_cents": 0, "volunteer_id": "",
+                         "unstored": True}
 
     async def advance_transfer(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+        if before.get("unstored"):
+            try:
+                await self.transfers.insert_one({"_id": before["_id"], **after})
+                return True
+            except DuplicateKeyError:
+                return False  # another import claimed it first: read it again
         result = await self.transfers.update_one(
             {"_id": before["_id"], "hours_cents": before["hours_cents"], "statement_id": before["statement_id"]},
             {"$set": dict(after)},
