@@ -63,11 +63,6 @@ REPLIES: dict[str, type[BaseModel]] = {f"linli.api.{name}": reply for name, (_, 
 GENERATED = 6  # bodies drawn from each call's model; with the hostile ones about 30 calls per subject
 REQUEST_TIMEOUT = 10.0
 # Refused calls known to write: subject → the defect. A case whose defect is fixed passes as any other.
-KNOWN_DEFECTS: dict[str, str] = {
-    API.LEDGER_REDEEM: "a redeem refused insufficient_points (or out_of_stock) leaves a `redemptions` document in "
-    "state refused (reason, recheck, recheck_until, fingerprint) in the ledger's database: the ledger records its "
-    "decision before refusing, where a refusal should write nothing",
-}
 
 INJECTIONS = [
     "'; DROP TABLE requests; --", "../../../../etc/passwd", "$where", "{\"$gt\": \"\"}", "${jndi:ldap://x}",
@@ -446,6 +441,4 @@ def test_a_refused_call_changes_nothing(outcome: Outcome, subject: str) -> None:
     if subject in outcome.unserved:
         pytest.skip(f"{subject} is not served by these services")
     wrote = [(label, diff) for s, label, diff in outcome.wrote if s == subject]
-    if wrote and subject in KNOWN_DEFECTS:
-        pytest.xfail(KNOWN_DEFECTS[subject])
     assert wrote == [], "\n".join(f"{label}\n  wrote: {diff}" for label, diff in wrote)
