@@ -142,7 +142,7 @@ def test_the_monthly_report_keeps_only_its_community_and_month() -> None:
     rows = reports.monthly_rows(report)
     assert rows[0][:3] == ["社区 Community", "月份 Month", "网格 Grid"]
     assert [r[2] for r in rows[1:]] == ["g-01", "g-02", "合计 Total"]
-    assert rows[-1][:2] == ["quanwai", "2026-11"] and rows[-1][6] == "8.25"
+    assert rows[-1][:2] == ["泉外测试区", "2026-11"] and rows[-1][6] == "8.25"
 
 
 def test_a_statement_lists_entries_in_order_with_a_running_balance() -> None:

@@ -127,7 +127,7 @@ async def test_the_csv_opens_in_excel_and_parses_back_to_the_same_figures(
     assert [row[hours] for row in parsed] == ["3.75", "4.00", "0.50", "8.25"]
     assert sum(Decimal(row[hours]) for row in parsed[:-1]) == Decimal(parsed[-1][hours])
     total = parsed[-1]
-    assert (total["社区 Community"], total["月份 Month"], total["服务次数 Services"]) == ("quanwai", "2026-11", "5")
+    assert (total["社区 Community"], total["月份 Month"], total["服务次数 Services"]) == ("泉外测试区", "2026-11", "5")  # the name from the places file
     assert (total["使用积分 Points spent"], total["平均评分 Average rating"]) == ("12.00", "4.50")
     assert parsed[2]["平均评分 Average rating"] == ""  # no ratings: empty, not zero
 
@@ -165,7 +165,7 @@ async def test_the_certificate_is_one_a4_page_that_states_the_hours(
     assert tuple(round(side) for side in pdfium.PdfDocument(path)[0].get_size()) == (595, 842)  # A4 in points
     text = pdf_text(path)
     for expected in ["志愿服务证明", "兹证明袁文同志", "志愿者编号v-yuan",
-                     "于2026年10月至2026年12月在quanwai参加志愿服务", "累计服务4次，服务居民2人", "9.75小时",
+                     "于2026年10月至2026年12月在泉外测试区参加志愿服务", "累计服务4次，服务居民2人", "9.75小时",
                      "2026年11月23.7542.5", "合计49.75102.5", "泉外社区志愿服务站", "开具日期：2026年12月2日"]:
         assert expected in text
     assert path.read_bytes().count(b"/FontFile3") == 2  # both fonts embedded: it prints the same anywhere
