@@ -84,7 +84,10 @@ class Client:
         if reconnect:
             return cls(await nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1,
                                           reconnect_time_wait=0.5, error_cb=quiet))
-        return cls(await nats.connect(url, connect_timeout=2, allow_reconnect=False, error_cb=quiet))
+        # nats-py counts attempts only above zero: with 0, or allow_reconnect=False, a first connection
+        # that fails is tried again for ever.
+        return cls(await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                                      error_cb=quiet))
 
     async def call(self, subject: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout)

@@ -2,6 +2,9 @@
 loop works afterwards."""
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -103,3 +106,15 @@ async def test_a_killed_nats_server_comes_back_on_its_port_with_its_stream_and_s
         await eventually(lambda key=key: answers(client.nc, key.rsplit("-", 1)[0], key), timeout=30)
     assert (await client.nc.jetstream().stream_info("LINLI")).state.messages >= stream_before
     await an_offer_follows_a_request(client)
+
+
+def linli(*args: str, nats_url: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run([sys.executable, "-m", "linli", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NATS_URL": nats_url})
+
+
+def test_linli_health_exits_0_only_when_that_process_answers(system: System) -> None:
+    answered = linli("health", "matcher", "--instance", "matcher-0", nats_url=system.nats_url)
+    assert answered.returncode == 0 and "matcher matcher-0 (pid" in answered.stdout, answered
+    unknown = linli("health", "matcher", "--instance", "matcher-9", "--timeout", "1", nats_url=system.nats_url)
+    assert unknown.returncode == 1 and "did not answer" in unknown.stderr and "Traceback" not in unknown.stderr
