@@ -173,8 +173,14 @@ async def tail(client: Client, args: argparse.Namespace) -> None:
 
 
 def asyncapi() -> str:
+    """One AsyncAPI 3.0 document per service (the calls it answers, the events it reads), and one of every
+    event published on linli.evt.*, whoever publishes it: services publish through their outbox, which
+    FastStream cannot see."""
+    from faststream.nats import NatsBroker
     from faststream.specification import AsyncAPI
 
+    from contracts import Envelope
+    from contracts.subjects import EVENT_TYPES, STREAM, event_subject
     from services.intake.app import build as intake
     from services.ledger.app import build as ledger
     from services.matcher.app import build as matcher
@@ -184,6 +190,13 @@ def asyncapi() -> str:
     for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
         documents[name] = spec.to_specification().to_jsonable()
+    events = NatsBroker()
+    for kind, model in EVENT_TYPES.items():
+        events.publisher(
+            event_subject(kind, "{district}"), stream=STREAM, title=f"linli.evt.{kind}",
+            description=(model.__doc__ or kind).strip(), schema=Envelope[model],  # type: ignore[valid-type]
+        )
+    documents["events"] = AsyncAPI(events, title="linli events", version="1").to_specification().to_jsonable()
     return json.dumps(documents, indent=2, ensure_ascii=False)
 
 
