@@ -252,10 +252,10 @@ def command(args: argparse.Namespace) -> int:
         print(f"{args.service} did not answer on {health_subject(args.service, args.instance)} ({type(exc).__name__})",
               file=sys.stderr)
         return 1
-    if result is not None and args.command != "health":
-        print(json.dumps(result, ensure_ascii=False, indent=2))
-    elif result is not None:
+    if isinstance(result, dict) and args.command == "health":
         print(f"{result['service']} {result['instance']} (pid {result['pid']}) up since {result['started_at']}")
+    elif result is not None:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
 
 

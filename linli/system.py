@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from linli.embedded import Server, start_mongo, start_nats
@@ -184,10 +185,10 @@ class System:
     def _watch(self, every: float) -> None:
         while not self._stopping.wait(every):
             for server in list(self.servers):
-                self._revive(server.name, server.process, lambda s=server: self._restart_server(s))
+                self._revive(server.name, server.process, partial(self._restart_server, server))
             for key, process in list(self.processes.items()):
                 name, n = key.rsplit("-", 1)
-                self._revive(key, process, lambda name=name, n=int(n): self.spawn(name, n))
+                self._revive(key, process, partial(self.spawn, name, int(n)))
 
     def _revive(self, what: str, process: subprocess.Popen[bytes], restart: Callable[[], object]) -> None:
         code = process.poll()
@@ -201,7 +202,7 @@ class System:
                 f"{local_time(datetime.now().astimezone())} {what} (pid {process.pid}) exited with code "
                 f"{exit_code_text(code)}; starting it again in {delay:.1f} s"
             )
-        if time.monotonic() < backoff.due or self._stopping.is_set():
+        if time.monotonic() < (backoff.due or 0) or self._stopping.is_set():
             return
         try:
             with self._lock:

@@ -48,6 +48,10 @@ async def answers(nc: NATS, service: str, instance: str | None = None) -> dict[s
     return answer
 
 
+async def status_is(client: Bus, request_id: str, status: str) -> bool:
+    return (await client.call(API.INTAKE_STATUS, {"request_id": request_id})).get("status") == status
+
+
 async def an_offer_follows_a_request(client: Bus) -> None:
     district = f"d{uuid.uuid4().hex[:6]}"
     volunteer = (await client.call(API.INTAKE_REGISTER_VOLUNTEER, {
@@ -118,3 +122,24 @@ def test_linli_health_exits_0_only_when_that_process_answers(system: System) -> 
     assert answered.returncode == 0 and "matcher matcher-0 (pid" in answered.stdout, answered
     unknown = linli("health", "matcher", "--instance", "matcher-9", "--timeout", "1", nats_url=system.nats_url)
     assert unknown.returncode == 1 and "did not answer" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+async def test_a_killed_database_server_comes_back_on_its_port_with_its_data(
+    system: System, client: Bus, announced: list[str]
+) -> None:
+    before = system.server("nx-27017")
+    district = f"d{uuid.uuid4().hex[:6]}"
+    kept = (await client.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": district, "grid": "g1", "service": "legal.advice",
+        "resident": {"name": "李淑君", "phone": "13800002222"},
+    }))["request_id"]
+    await eventually(lambda: status_is(client, kept, "unmatched"), timeout=30)
+    system.kill("nx-27017")
+
+    await eventually(lambda: system.server("nx-27017").process.pid != before.process.pid
+                     and listening(before.port), timeout=30)
+    assert system.server("nx-27017").port == before.port
+    assert any(f"nx-27017 (pid {before.process.pid}) exited with code -9" in line for line in announced)
+    # what was written before the kill is still there, once intake has reconnected to the database
+    await eventually(lambda: status_is(client, kept, "unmatched"), timeout=30)
+    await an_offer_follows_a_request(client)
