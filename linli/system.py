@@ -216,6 +216,7 @@ class System:
 
     def _restart_server(self, old: Server) -> None:
         # The same port, so every service's reconnect finds it; the same data dir, so nothing is lost.
+        (self.data_dir / f"{old.name}_{old.process.pid}.ports").unlink(missing_ok=True)  # a killed one leaves it
         new = STARTERS[old.name](self.data_dir, port=old.port)
         self.servers[self.servers.index(old)] = new
         self._backoff.setdefault(old.name, Backoff()).started = time.monotonic()

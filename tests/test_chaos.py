@@ -63,6 +63,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, announced: list[str]) -> It
 class Figures:
     kills: list[tuple[str, float]] = field(default_factory=list)  # what, seconds until it answered again
     retried_calls: int = 0
+    submitted: dict[int, str] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
     internal_errors: Counter[str] = field(default_factory=Counter)
     started: int = 0
     rated: int = 0
@@ -101,13 +103,13 @@ class Kiosk:
             await asyncio.sleep(0.4)
 
 
-async def resident(kiosk: Kiosk, n: int) -> str:
+async def resident(kiosk: Kiosk, n: int, figures: Figures) -> str:
     submitted = await kiosk.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"chaos-{SEED}-{n}", "district": DISTRICT, "grid": GRID, "service": "repair.plumbing",
         "description": "水龙头漏水", "channel": "kiosk", "resident": {"name": "居民", "phone": f"1380{n:07d}"},
     })
     assert "request_id" in submitted, submitted
-    request_id = str(submitted["request_id"])
+    request_id = figures.submitted[n] = str(submitted["request_id"])
     await kiosk.until_status(request_id, "completed")
     await kiosk.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5, "comment": "好"})
     await kiosk.until_status(request_id, "rated")
@@ -182,6 +184,8 @@ async def test_every_request_is_served_once_while_processes_are_killed_at_random
     plan = TARGETS + rng.choices(TARGETS, k=KILLS - len(TARGETS))
     rng.shuffle(plan)
     figures = Figures()
+    with capsys.disabled():
+        print(f"\nchaos run with seed {SEED} (LINLI_CHAOS_SEED={SEED} replays it): kills {plan}")
     async def expected(exc: Exception) -> None:
         pass  # the server is killed on purpose; the calls that fail meanwhile are counted instead
 
@@ -204,12 +208,18 @@ async def test_every_request_is_served_once_while_processes_are_killed_at_random
         async def one(n: int) -> str:
             async with slots:
                 figures.started += 1
-                request_id = await resident(kiosk, n)
+                request_id = await resident(kiosk, n, figures)
                 figures.rated += 1
+                figures.finished.add(request_id)
                 return request_id
 
         try:
             requests = await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(REQUESTS)), killer), 210)
+        except TimeoutError:
+            stuck = {r: (await kiosk.call(API.MATCHER_EXPLAIN, {"request_id": r})).get("state")
+                     for r in set(figures.submitted.values()) - figures.finished}
+            raise AssertionError(f"seed {SEED}: {figures.rated} of {REQUESTS} rated after 210 s, kills so far "
+                                 f"{figures.kills}; the matcher's view of those not rated: {stuck}") from None
         finally:
             stop.set()
             killer.cancel()
@@ -229,11 +239,11 @@ async def test_every_request_is_served_once_while_processes_are_killed_at_random
         await nc.close()
 
     with capsys.disabled():
-        print(f"\nchaos run, seed {SEED} (LINLI_CHAOS_SEED={SEED} replays it): {len(requests)} requests "
-              f"rated in {duration:.0f} s, {len(figures.kills)} kills, {figures.retried_calls} calls made again")
+        print(f"chaos run, seed {SEED}: {len(requests)} requests rated in {duration:.0f} s, "
+              f"{len(figures.kills)} kills, {figures.retried_calls} calls made again")
         print("  kills per process: " + ", ".join(f"{k} {n}" for k, n in sorted(Counter(plan).items())))
         print("  back after (s):    " + ", ".join(f"{k} {s:.1f}" for k, s in figures.kills))
-        print(f"  ledger verify:     {books.lines()[0]}")
+        print(f"  books:             {books.lines()[0]}")
         for error, n in figures.internal_errors.items():
             print(f"  answered 'try again' {n}x: {error}")
 
