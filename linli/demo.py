@@ -14,6 +14,7 @@ from contracts import API
 from linli.client import Client, caught_up
 from linli.show import console, local_time, print_event
 from linli.system import System
+from services.common.runtime import cancel_and_wait
 
 DISTRICT = "beibei"
 GRIDS = ["quanwai-01", "quanwai-02", "quanwai-03"]
@@ -211,11 +212,20 @@ async def run(system: System, demo: bool, once: bool) -> None:
     await client.on_events(watch.see)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        system.stop_restarting()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     try:
-        if demo:
-            await scenario(client, watch)
+        if demo:  # Ctrl-C in the middle of the scenario ends it: the services it calls are stopping too
+            play, stopped = asyncio.create_task(scenario(client, watch)), asyncio.create_task(stop.wait())
+            await asyncio.wait({play, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await cancel_and_wait([play, stopped])
+            if not play.cancelled():
+                play.result()
         if not once:
             await stop.wait()
     finally:

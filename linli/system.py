@@ -221,6 +221,10 @@ class System:
         self.servers[self.servers.index(old)] = new
         self._backoff.setdefault(old.name, Backoff()).started = time.monotonic()
 
+    def stop_restarting(self) -> None:
+        """Ctrl-C reaches the services as well as `linli up`: what exits from now on stays down."""
+        self._stopping.set()
+
     def stop(self, timeout: float = 15.0) -> None:
         self._stopping.set()
         if self._supervisor:
