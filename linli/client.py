@@ -81,13 +81,15 @@ class Client:
         async def quiet(exc: Exception) -> None:
             pass  # the caller reports a server it cannot reach, in one line; nats-py would print each try
 
+        # nats-py counts attempts only above zero: with 0, -1 or allow_reconnect=False, a first connection
+        # that fails is tried again for ever. So the first one gets a single retry, and a long running
+        # client is told to reconnect without end only once it has found a server.
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                                error_cb=quiet)
         if reconnect:
-            return cls(await nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1,
-                                          reconnect_time_wait=0.5, error_cb=quiet))
-        # nats-py counts attempts only above zero: with 0, or allow_reconnect=False, a first connection
-        # that fails is tried again for ever.
-        return cls(await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                                      error_cb=quiet))
+            nc.options["max_reconnect_attempts"] = -1
+            nc.options["reconnect_time_wait"] = 0.5
+        return cls(nc)
 
     async def call(self, subject: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout)

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from contracts import API
-from linli.client import caught_up
+from linli.client import Client, caught_up
 from linli.embedded import listening
 from linli.system import SERVICES, Backoff, System
 from services.common.runtime import health_subject
@@ -100,6 +100,7 @@ async def test_a_killed_nats_server_comes_back_on_its_port_with_its_stream_and_s
 ) -> None:
     before = system.server("nats-server")
     stream_before = (await client.nc.jetstream().stream_info("LINLI")).state.messages
+    console = await Client.connect(system.nats_url, reconnect=True)  # as `linli up` and `linli tail` hold one
     system.kill("nats-server")
 
     await eventually(lambda: system.server("nats-server").process.pid != before.process.pid
@@ -109,7 +110,16 @@ async def test_a_killed_nats_server_comes_back_on_its_port_with_its_stream_and_s
     for key in system.processes:
         await eventually(lambda key=key: answers(client.nc, key.rsplit("-", 1)[0], key), timeout=30)
     assert (await client.nc.jetstream().stream_info("LINLI")).state.messages >= stream_before
+    assert "categories" in await eventually(lambda: catalog(console), timeout=30)
+    await console.close()
     await an_offer_follows_a_request(client)
+
+
+async def catalog(console: Client) -> dict[str, object] | None:
+    try:
+        return await console.call(API.INTAKE_CATALOG, {}, timeout=1)
+    except Exception:  # still reconnecting
+        return None
 
 
 def linli(*args: str, nats_url: str) -> "subprocess.CompletedProcess[str]":

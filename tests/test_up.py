@@ -59,7 +59,7 @@ def test_a_second_linli_up_in_the_same_folder_says_in_one_line_that_one_is_runni
 
 
 @pytest.mark.domain
-@pytest.mark.parametrize("args", [("status", "R"), ("ledger", "review"), ("health", "intake")])
+@pytest.mark.parametrize("args", [("status", "R"), ("ledger", "review"), ("health", "intake"), ("tail",)])
 def test_a_command_that_finds_no_system_says_where_it_looked_in_one_line(tmp_path: Path, args: tuple[str]) -> None:
     (tmp_path / "urls.env").write_text(f"NATS_URL=nats://127.0.0.1:{free_port()}\n")
 
