@@ -281,7 +281,7 @@ def run_system(
     )
     if skipped:
         console.print(f"{data_dir}/ already holds data, so the demo is not played into it "
-                      "(--fresh wipes the folder and plays it)")
+                      "(--fresh wipes the folder and plays it)", soft_wrap=True)
     system = System.start(
         data_dir,
         nats_url=external.get("NATS_URL"),
@@ -289,7 +289,7 @@ def run_system(
         replicas={"matcher": matchers},
         env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120")},
         supervise=True,
-        announce=lambda line: console.print(f"[bold yellow]{line}[/]"),
+        announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
     )
     console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {system.nats_url}, "
                   f"MongoDB {system.mongo_url}; processes "
