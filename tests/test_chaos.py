@@ -34,8 +34,9 @@ pytestmark = pytest.mark.system
 
 REQUESTS, AT_ONCE = 200, 12
 VOLUNTEERS, CAPACITY = 16, 3
-KILLS = 10
-TARGETS = ["intake-0", "matcher-0", "matcher-1", "notifier-0", "ledger-0", "nats-server"]
+KILLS = 11
+SERVERS = ("nats-server", "nx-27017")
+TARGETS = ["intake-0", "matcher-0", "matcher-1", "notifier-0", "ledger-0", *SERVERS]
 DISTRICT, GRID = "chaos", "g1"
 SEED = int(os.environ.get("LINLI_CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
 
@@ -131,16 +132,26 @@ async def volunteer(kiosk: Kiosk, volunteer_id: str, hours: str, stop: asyncio.E
 
 
 async def answered_again(system: System, kiosk: Kiosk, target: str, old_pid: int) -> None:
-    """A service is back when its new process says it is ready; nats-server when it listens on its old
-    port and every process answers a health call through it again."""
+    """A service is back when its new process says it is ready; a server when it listens on its old
+    port and every process answers a health call again, and, for the database, intake reads from it."""
     while True:
-        if target != "nats-server":
+        if target not in SERVERS:
             if system.ready_pid(target) not in (None, old_pid):
                 return
         elif system.server(target).process.pid != old_pid and listening(system.server(target).port):
-            if all([await answers(kiosk.nc, key) for key in list(system.processes)]):
+            if all([await answers(kiosk.nc, key) for key in list(system.processes)]) and (
+                target != "nx-27017" or await reads(kiosk.nc)
+            ):
                 return
         await asyncio.sleep(0.1)
+
+
+async def reads(nc: NATS) -> bool:
+    try:
+        reply = await nc.request(API.INTAKE_STATUS, b'{"request_id": "r-none"}', timeout=1)
+    except (nats.errors.Error, asyncio.TimeoutError):
+        return False
+    return bool(json.loads(reply.data).get("error", {}).get("code") == "not_found")
 
 
 async def answers(nc: NATS, key: str) -> bool:
@@ -155,7 +166,7 @@ async def chaos(system: System, kiosk: Kiosk, plan: list[str], figures: Figures)
     for i, target in enumerate(plan):
         while figures.started < (i + 1) * REQUESTS // (len(plan) + 1):  # spread over the whole run
             await asyncio.sleep(0.1)
-        process = system.server(target).process if target == "nats-server" else system.processes[target]
+        process = system.server(target).process if target in SERVERS else system.processes[target]
         killed_at = time.monotonic()
         system.kill(target)
         await asyncio.wait_for(answered_again(system, kiosk, target, process.pid), 90)

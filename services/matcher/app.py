@@ -240,6 +240,8 @@ def build(settings: MatcherSettings | None = None) -> Service:
                 return reply(assignment, "declined")
             assignment = await store.assignment(call.assignment_id) or assignment
         handlers.refuse_response(assignment, call.accept, now)
+        if call.accept and assignment["state"] == "accepted":  # a repeat: the first may have died before its event
+            await outbox.send([handlers.accepted(await store.request(assignment["request_id"]) or {}, assignment)])
         return reply(assignment, assignment["state"])
 
     async def accept(assignment: dict[str, Any]) -> AssignmentReply:
