@@ -76,8 +76,8 @@ def start_nats(data_dir: Path, port: int | None = None) -> Server:
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     # Without sync_interval: always, a message JetStream has acknowledged can still sit in the server's
-    # own write buffer: a SIGKILLed server loses it, and the publisher, holding the ack, has already
-    # forgotten it (the chaos test found an accepted assignment lost that way). Only a file sets it.
+    # own write buffer for a few milliseconds: a SIGKILLed server loses it, and the publisher, holding
+    # the ack, has already dropped it from its outbox. Only a configuration file can set it.
     config = data_dir / "nats-server.conf"
     config.write_text(f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n")
     with (data_dir / "nats-server.log").open("ab") as log:
