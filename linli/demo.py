@@ -246,6 +246,23 @@ def running_pid(data_dir: Path) -> int | None:
     return pid if pid != os.getpid() else None
 
 
+def take(lock: Path) -> bool:
+    """Writes our pid into the lock file unless another running `linli up` holds it; of two started
+    at the same moment, exactly one creates the file."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if running_pid(lock.parent) or not lock.read_text().strip():  # empty: its pid is being written
+                return False
+            lock.unlink(missing_ok=True)  # left by one that died
+            continue
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        return True
+    return False
+
+
 def holds_data(data_dir: Path) -> bool:
     return data_dir.exists() and any(entry.name != LOCK for entry in data_dir.iterdir())
 
@@ -263,7 +280,10 @@ def up(data_dir: Path, demo: bool = True, matchers: int = 2, fresh: bool = False
     seeded_before = holds_data(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = data_dir / LOCK
-    lock.write_text(f"{os.getpid()}\n")
+    if not take(lock):
+        print(f"linli up is already running in {data_dir}/ (pid {running_pid(data_dir)}); stop it first, or give "
+              "another folder with --data", file=sys.stderr)
+        return 1
     try:
         return run_system(data_dir, external, demo and not seeded_before, seeded_before and demo, matchers, once)
     finally:
