@@ -61,6 +61,29 @@ def announce_on_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def stop_orphaned_servers(data_dir: Path, announce: Callable[[str], None]) -> None:
+    """Servers an earlier run on this folder left behind when it died; two servers on one store would
+    corrupt it. Each is recognised by the pid it wrote down and this folder on its command line."""
+    pids = [path.name.removeprefix("nats-server_").removesuffix(".ports") for path in data_dir.glob("nats-server_*.ports")]
+    if (data_dir / "nx-27017.pid").exists():
+        pids.append((data_dir / "nx-27017.pid").read_text().strip())
+    for pid in (int(p) for p in pids if p.isdigit()):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone, or no /proc to tell whose it is
+        if f"{data_dir}/" not in command:
+            continue
+        announce(f"stopping {command.split()[0].rsplit('/', 1)[-1]} (pid {pid}), left running on {data_dir}/ "
+                 "by an earlier run that died")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
+
 @dataclass
 class System:
     data_dir: Path
@@ -88,6 +111,7 @@ class System:
         announce: Callable[[str], None] = announce_on_stderr,
     ) -> "System":
         data_dir.mkdir(parents=True, exist_ok=True)
+        stop_orphaned_servers(data_dir, announce)
         servers = []
         try:
             if not nats_url:
@@ -125,6 +149,7 @@ class System:
             "MONGO_URL": self.mongo_url,
             "PYTHONUNBUFFERED": "1",
             "LINLI_INSTANCE": key,
+            "LINLI_PARENT_PID": str(os.getpid()),
             **self.env,
             "LINLI_READY_FILE": str(self.ready_file(key)),
         }

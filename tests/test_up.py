@@ -2,9 +2,11 @@
 folder is refused, and a command that finds no system says so in one line."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from linli.demo import LOCK, running_pid
 from linli.show import local_time
+from linli.system import stop_orphaned_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,3 +101,44 @@ def test_normal_operation_writes_no_error_or_traceback_to_the_service_logs(
     assert len(logs) == 5  # intake, two matchers, notifier, ledger
     for name, text in logs.items():
         assert "ERROR" not in text and "Traceback" not in text, f"{name}:\n{text[-3000:]}"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.system
+def test_what_a_killed_linli_up_leaves_behind_stops_and_the_next_one_starts_cleanly(tmp_path: Path) -> None:
+    data = tmp_path / "linli"
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "MONGO_URL", "LINLI_HOME")}
+    first = subprocess.Popen([sys.executable, "-m", "linli", "up", "--no-demo", "--data", str(data)], cwd=ROOT,
+                             env={**env, "COLUMNS": "200"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list((data / "logs").glob("*.ready"))) < 5:
+            assert time.monotonic() < deadline and first.poll() is None, "the first linli up did not start"
+            time.sleep(0.2)
+        services = [int(path.read_text()) for path in (data / "logs").glob("*.ready")]
+        first.kill()  # as a closed terminal or the OOM killer would: no chance to stop anything
+        first.wait()
+
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in services):
+            assert time.monotonic() < deadline, "a service outlived the linli up that started it"
+            time.sleep(0.2)
+        servers = [int((data / "nx-27017.pid").read_text())] + [
+            int(path.stem.removeprefix("nats-server_")) for path in data.glob("nats-server_*.ports")]
+        assert all(alive(pid) for pid in servers)  # servers run in their own session and are left behind
+
+        second = linli("up", "--once", "--no-demo", "--data", str(data))
+
+        assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+        assert "left running on" in second.stdout and not any(alive(pid) for pid in servers)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        stop_orphaned_servers(data, announce=lambda line: None)  # whatever a failed run left

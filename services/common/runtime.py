@@ -131,9 +131,21 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        if parent := os.environ.get("LINLI_PARENT_PID"):
+            self.loops.append(lambda: stop_when_orphaned(int(parent), stopping))
         await self.start()
         await stopping.wait()
         await self.stop()
+
+
+async def stop_when_orphaned(parent: int, stopping: asyncio.Event, every: float = 1.0) -> None:
+    """A process started by `linli up` stops when `linli up` has died without stopping it (SIGKILL, a
+    closed pipe): left running, it would hold its data and connections while the next `linli up` starts
+    another system on the same folder."""
+    while os.getppid() == parent:
+        await asyncio.sleep(every)
+    log.warning("the process that started this one (pid %d) has gone; stopping", parent)
+    stopping.set()
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], every: float = 0.5) -> None:
