@@ -188,6 +188,18 @@ async def stored_events(nc: NATS) -> dict[str, list[dict[str, Any]]]:
     return {kind: list(events.values()) for kind, events in by_type.items()}
 
 
+async def settled_events(nc: NATS, requests: set[str], patience: float = 30.0) -> dict[str, list[dict[str, Any]]]:
+    """The kept events, once every request has its points.earned, or as they are after `patience` s: an
+    outbox that a crash left unpublished is re-sent by its relay within seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        events = await stored_events(nc)
+        earned = {e["data"]["request_id"] for e in events.get("points.earned", [])}
+        if earned >= requests or time.monotonic() > deadline:
+            return events
+        await asyncio.sleep(1.0)
+
+
 async def test_every_request_is_served_once_while_processes_are_killed_at_random(
     system: System, announced: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -238,7 +250,10 @@ async def test_every_request_is_served_once_while_processes_are_killed_at_random
         requests = requests[:REQUESTS]
         duration = time.monotonic() - began
 
-        events = await stored_events(nc)
+        # A request is rated before the ledger has necessarily credited it: a ledger killed near the end
+        # gets its unacknowledged events back only after the ack wait. Wait for it to catch up.
+        await caught_up(nc, "ledger", "hours.logged", timeout=90)
+        events = await settled_events(nc, set(requests))
         offers = Counter((e["data"]["request_id"], e["data"]["volunteer_id"]) for e in events["volunteer.assigned"])
         accepted = Counter(e["data"]["request_id"] for e in events["assignment.accepted"])
         completed = {e["data"]["request_id"]: e["data"] for e in events["assignment.completed"]}
@@ -262,7 +277,10 @@ async def test_every_request_is_served_once_while_processes_are_killed_at_random
     assert len(set(requests)) == REQUESTS
     assert max(offers.values()) == 1, [pair for pair, n in offers.items() if n > 1]
     assert set(accepted) == set(requests) and max(accepted.values()) == 1
-    assert set(completed) == set(requests) == set(credited) == set(earned)
+    for kind, seen in (("assignment.completed", completed), ("hours.logged", credited), ("points.earned", earned)):
+        assert set(seen) == set(requests), (
+            f"seed {SEED}: {len(set(requests) - set(seen))} request(s) without {kind}, "
+            f"{len(set(seen) - set(requests))} unknown: {sorted(set(requests) ^ set(seen))[:5]}")
     assert max(credited.values()) == 1 and max(earned.values()) == 1
     for v in volunteers:
         done = sum(Decimal(c["hours"]) for c in completed.values() if c["volunteer_id"] == v)
