@@ -9,12 +9,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+from pymongo.errors import ConnectionFailure
 from rich.markup import escape
 
 from contracts import API
 from linli import intake_cli, ledger_cli, matcher_cli, report_cli
-from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
+from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url, where
 from linli.show import console, print_event
+from services.common.runtime import health_subject
 
 
 def split(value: str) -> list[str]:
@@ -85,17 +88,36 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--subject", default="linli.evt.>")
     tail.add_argument("--json", action="store_true", help="print whole CloudEvents")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every service's channels")
+    health = sub.add_parser("health", help="exit 0 only when a process of the service answers a call")
+    health.add_argument("service", choices=["intake", "matcher", "notifier", "ledger"])
+    health.add_argument("--instance", help="that process only: its HOSTNAME under compose, or as `matcher-1`")
+    health.add_argument("--timeout", type=float, default=3.0)
     report_cli.add_commands(sub)
     matcher_cli.add_commands(sub)
     ledger_cli.add_commands(sub)
     intake_cli.add_commands(sub)
+    data_after_any_command(p)
     return p
 
 
+def data_after_any_command(p: argparse.ArgumentParser) -> None:
+    """`linli status R --data X` means what `linli --data X status R` does. SUPPRESS leaves the value
+    given before the command, or its default, in place when none is given after it."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in set(action.choices.values()):
+                if not any("--data" in a.option_strings for a in command._actions):
+                    command.add_argument("--data", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                data_after_any_command(command)
+
+
 async def act(args: argparse.Namespace) -> dict[str, Any] | list[Any] | None:
-    client = await Client.connect(nats_url(args.data))
+    client = await Client.connect(nats_url(args.data), reconnect=args.command == "tail")
     try:
         match args.command:
+            case "health":
+                subject = health_subject(args.service, args.instance)
+                return await client.call(subject, {}, timeout=args.timeout)
             case "submit":
                 return await client.call(API.INTAKE_SUBMIT, {
                     "idempotency_key": args.key or f"cli-{uuid.uuid4()}", "district": args.district,
@@ -156,8 +178,14 @@ async def tail(client: Client, args: argparse.Namespace) -> None:
 
 
 def asyncapi() -> str:
+    """One AsyncAPI 3.0 document per service (the calls it answers, the events it reads), and one of every
+    event published on linli.evt.*, whoever publishes it: services publish through their outbox, which
+    FastStream cannot see."""
+    from faststream.nats import NatsBroker
     from faststream.specification import AsyncAPI
 
+    from contracts import Envelope
+    from contracts.subjects import EVENT_TYPES, STREAM, event_subject
     from services.intake.app import build as intake
     from services.ledger.app import build as ledger
     from services.matcher.app import build as matcher
@@ -166,8 +194,32 @@ def asyncapi() -> str:
     documents = {}
     for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
-        documents[name] = json.loads(spec.to_json())
+        documents[name] = spec.to_specification().to_jsonable()
+    events = NatsBroker()
+    for kind, model in EVENT_TYPES.items():
+        events.publisher(
+            event_subject(kind, "{district}"), stream=STREAM, title=f"linli.evt.{kind}",
+            description=(model.__doc__ or kind).strip(), schema=Envelope[model],  # type: ignore[valid-type]
+        )
+    documents["events"] = AsyncAPI(events, title="linli events", version="1").to_specification().to_jsonable()
     return json.dumps(documents, indent=2, ensure_ascii=False)
+
+
+NO_SYSTEM = (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error, ConnectionFailure)
+
+
+def no_system(data_dir: Path, exc: BaseException) -> int:
+    if isinstance(exc, ConnectionFailure):
+        at, variable = f"MongoDB {mongo_url(data_dir)}", "MONGO_URL=mongodb://host:port"
+    else:
+        at, variable = where(data_dir), "NATS_URL=nats://host:port"
+    reason = "nothing answers" if isinstance(exc, (nats.errors.NoServersError, ConnectionFailure)) else type(exc).__name__
+    print(
+        f"no running system found ({reason}) at {at}. Start one with `linli up`, "
+        f"or point elsewhere with --data DIR, LINLI_HOME=DIR or {variable}",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "asyncapi":
         print(asyncapi())
         return 0
+    try:
+        return command(args)
+    except NO_SYSTEM as exc:
+        return no_system(args.data, exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+def command(args: argparse.Namespace) -> int:
     if args.command == "report":
         return report_cli.run(args)
     if args.command == "ledger":
@@ -191,11 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         details = f" {json.dumps(exc.error['details'], ensure_ascii=False)}" if exc.error.get("details") else ""
         console.print("[bold red]refused[/] " + escape(f"{exc}{details}"), soft_wrap=True)
         return 1
-    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
-        url = nats_url(args.data)
-        console.print(f"[bold red]cannot reach the system[/] at {url}: {exc!r}. Is `linli up` running?")
-        return 2
-    if result is not None:
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        if args.command != "health":
+            raise
+        print(f"{args.service} did not answer on {health_subject(args.service, args.instance)} ({type(exc).__name__})",
+              file=sys.stderr)
+        return 1
+    if isinstance(result, dict) and args.command == "health":
+        print(f"{result['service']} {result['instance']} (pid {result['pid']}) up since {result['started_at']}")
+    elif result is not None:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     return 0
 

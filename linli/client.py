@@ -35,6 +35,15 @@ def server_url(name: str, data_dir: Path, default: str) -> str:
     return default
 
 
+def where(data_dir: Path = DEFAULT_DATA) -> str:
+    """Where nats_url() looked, for a message that says how to point elsewhere."""
+    if os.environ.get("NATS_URL"):
+        return f"NATS_URL={os.environ['NATS_URL']}"
+    if (data_dir / "urls.env").exists():
+        return f"{nats_url(data_dir)}, as written in {data_dir / 'urls.env'}"
+    return f"{nats_url(data_dir)} (no `linli up` has written its address in {data_dir}/)"
+
+
 def nats_url(data_dir: Path = DEFAULT_DATA) -> str:
     return server_url("NATS_URL", data_dir, "nats://127.0.0.1:4222")
 
@@ -65,8 +74,22 @@ class Client:
         self.nc = nc
 
     @classmethod
-    async def connect(cls, url: str) -> "Client":
-        return cls(await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3))
+    async def connect(cls, url: str, reconnect: bool = False) -> "Client":
+        """A one-off command fails at once when nothing answers (nats.errors.NoServersError); a long
+        running one (reconnect=True) waits for a server that restarts."""
+
+        async def quiet(exc: Exception) -> None:
+            pass  # the caller reports a server it cannot reach, in one line; nats-py would print each try
+
+        # nats-py counts attempts only above zero: with 0, -1 or allow_reconnect=False, a first connection
+        # that fails is tried again for ever. So the first one gets a single retry, and a long running
+        # client is told to reconnect without end only once it has found a server.
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                                error_cb=quiet)
+        if reconnect:
+            nc.options["max_reconnect_attempts"] = -1
+            nc.options["reconnect_time_wait"] = 0.5
+        return cls(nc)
 
     async def call(self, subject: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout)

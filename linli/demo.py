@@ -4,14 +4,17 @@ import asyncio
 import os
 import shutil
 import signal
+import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from contracts import API
 from linli.client import Client, caught_up
-from linli.show import console, print_event
+from linli.show import console, local_time, print_event
 from linli.system import System
+from services.common.runtime import cancel_and_wait
 
 DISTRICT = "beibei"
 GRIDS = ["quanwai-01", "quanwai-02", "quanwai-03"]
@@ -204,40 +207,113 @@ async def wait_status(client: Client, request_id: str, status: str, timeout: flo
 
 
 async def run(system: System, demo: bool, once: bool) -> None:
-    client = await Client.connect(system.nats_url)
+    client = await Client.connect(system.nats_url, reconnect=True)
     watch = Watch()
     await client.on_events(watch.see)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        system.stop_restarting()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     try:
-        if demo:
-            await scenario(client, watch)
+        if demo:  # Ctrl-C in the middle of the scenario ends it: the services it calls are stopping too
+            play, stopped = asyncio.create_task(scenario(client, watch)), asyncio.create_task(stop.wait())
+            await asyncio.wait({play, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await cancel_and_wait([play, stopped])
+            if not play.cancelled():
+                play.result()
         if not once:
             await stop.wait()
     finally:
         await client.close()
 
 
+LOCK = "linli-up.pid"
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The pid of a `linli up` still running in this data folder; a pid file left by one that died is
+    ignored."""
+    try:
+        pid = int((data_dir / LOCK).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() else None
+
+
+def take(lock: Path) -> bool:
+    """Writes our pid into the lock file unless another running `linli up` holds it; of two started
+    at the same moment, exactly one creates the file."""
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if running_pid(lock.parent) or not lock.read_text().strip():  # empty: its pid is being written
+                return False
+            lock.unlink(missing_ok=True)  # left by one that died
+            continue
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        return True
+    return False
+
+
+def holds_data(data_dir: Path) -> bool:
+    return data_dir.exists() and any(entry.name != LOCK for entry in data_dir.iterdir())
+
+
 def up(data_dir: Path, demo: bool = True, matchers: int = 2, fresh: bool = False, once: bool = False) -> int:
+    if pid := running_pid(data_dir):
+        print(f"linli up is already running in {data_dir}/ (pid {pid}); stop it first, or give another folder "
+              "with --data", file=sys.stderr)
+        return 1
     if fresh and data_dir.exists():
         shutil.rmtree(data_dir)
     external = {k: os.environ[k] for k in ("NATS_URL", "MONGO_URL") if os.environ.get(k)}
+    # Seeding is for an empty folder only: played into last week's data, it would add a fake service
+    # to the month's totals every morning.
+    seeded_before = holds_data(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = data_dir / LOCK
+    if not take(lock):
+        print(f"linli up is already running in {data_dir}/ (pid {running_pid(data_dir)}); stop it first, or give "
+              "another folder with --data", file=sys.stderr)
+        return 1
+    try:
+        return run_system(data_dir, external, demo and not seeded_before, seeded_before and demo, matchers, once)
+    finally:
+        if lock.exists() and lock.read_text().strip() == str(os.getpid()):
+            lock.unlink()
+
+
+def run_system(
+    data_dir: Path, external: dict[str, str], demo: bool, skipped: bool, matchers: int, once: bool
+) -> int:
     console.rule("[bold]邻里 Linli — neighbourhood volunteer services")
     console.print(
         f"starting {'external servers ' + str(external) if external else 'nats-server and nx-27017 on loopback'}, "
         f"then intake, {matchers} matcher(s), notifier and ledger; data and logs in {data_dir}/"
     )
+    if skipped:
+        console.print(f"{data_dir}/ already holds data, so the demo is not played into it "
+                      "(--fresh wipes the folder and plays it)", soft_wrap=True)
     system = System.start(
         data_dir,
         nats_url=external.get("NATS_URL"),
         mongo_url=external.get("MONGO_URL"),
         replicas={"matcher": matchers},
         env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120")},
+        supervise=True,
+        announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
     )
-    console.print(f"[green]running[/]: NATS {system.nats_url}, MongoDB {system.mongo_url}; "
-                  f"processes {', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
+    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {system.nats_url}, "
+                  f"MongoDB {system.mongo_url}; processes "
+                  f"{', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
     try:
         asyncio.run(run(system, demo, once))
     except KeyboardInterrupt:

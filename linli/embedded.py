@@ -75,9 +75,14 @@ def start_nats(data_dir: Path, port: int | None = None) -> Server:
     """Starts nats-server with JetStream on the port given, or on one it picks itself when none is."""
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
+    # Without sync_interval: always, a message JetStream has acknowledged can still sit in the server's
+    # own write buffer for a few milliseconds: a SIGKILLed server loses it, and the publisher, holding
+    # the ack, has already dropped it from its outbox. Only a configuration file can set it.
+    config = data_dir / "nats-server.conf"
+    config.write_text(f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n")
     with (data_dir / "nats-server.log").open("ab") as log:
         process = subprocess.Popen(
-            [tool("nats-server"), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port or -1),
+            [tool("nats-server"), "-c", str(config), "-js", "-a", "127.0.0.1", "-p", str(port or -1),
              "--ports_file_dir", str(data_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,10 +1,15 @@
 """How events and results look in a terminal: one readable line each."""
 
+import os
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
 console = Console(highlight=False)
+# People read times in the district's own zone; events carry UTC.
+DISTRICT_TZ = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
 
 STYLE = {
     "request.created": "bold cyan",
@@ -69,7 +74,19 @@ def describe(event: dict[str, Any]) -> str:
             return str(d)[:100]
 
 
+def local_time(moment: datetime | str | None) -> str:
+    """HH:MM:SS in the district's time zone, for an aware datetime or an ISO 8601 string."""
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return moment[11:19]
+    if moment is None:
+        return ""
+    return moment.astimezone(DISTRICT_TZ).strftime("%H:%M:%S")
+
+
 def print_event(event: dict[str, Any]) -> None:
     kind = event["type"].removeprefix("linli.")
-    at = event.get("time", "")[11:19]
+    at = local_time(event.get("time"))
     console.print(f"[dim]{at}[/dim] [{STYLE.get(kind, 'white')}]{kind:<24}[/] {describe(event)}")

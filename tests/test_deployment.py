@@ -39,3 +39,17 @@ def test_production_nats_fsyncs_every_write() -> None:
 def test_every_service_module_can_be_started_with_python_m() -> None:
     for name in SERVICES:
         assert (ROOT / "services" / name / "__main__.py").exists()
+
+
+def test_every_service_is_healthy_only_when_its_own_process_answers_a_call() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    for name in SERVICES:
+        service = compose["services"][name]
+        check = service["healthcheck"]["test"]
+        assert check[0] == "CMD-SHELL" and check[1].startswith(f"linli health {name} --instance"), name
+        assert "$$HOSTNAME" in check[1], "$$ leaves $HOSTNAME to the container's shell, so each replica checks itself"
+        assert service["restart"] == "unless-stopped"
+    for server in ("nats", "mongo"):
+        assert compose["services"][server]["healthcheck"]["test"], server
+        assert compose["services"][server]["restart"] == "unless-stopped"
+    assert compose["services"]["intake"]["depends_on"]["nats"]["condition"] == "service_healthy"

@@ -1,14 +1,17 @@
-"""Stopping a service's background tasks, without I/O."""
+"""Stopping a service's background tasks, without I/O; and what a service logs while it idles."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from linli.embedded import Server
 from services.common.runtime import cancel_and_wait
 
-pytestmark = pytest.mark.domain
 
-
+@pytest.mark.domain
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again_until_it_ends() -> None:
     swallowed = 0
 
@@ -30,6 +33,7 @@ async def test_a_task_that_swallows_a_cancellation_is_cancelled_again_until_it_e
     assert task.cancelled() and swallowed == 1
 
 
+@pytest.mark.domain
 async def test_tasks_already_ended_or_failed_are_waited_for_without_error() -> None:
     async def fails() -> None:
         raise RuntimeError("boom")
@@ -41,3 +45,45 @@ async def test_tasks_already_ended_or_failed_are_waited_for_without_error() -> N
     await asyncio.wait_for(cancel_and_wait([failed, running]), 5)
 
     assert isinstance(failed.exception(), RuntimeError) and running.cancelled()
+
+
+def idle_pull_consumers(nats_url: str, seconds: float) -> None:
+    """Run in a fresh process (FastStream reports each distinct task failure once per process): idle
+    pull consumers with short fetches, logging as a service does; prints the ERROR records that reached
+    the log and the records the filter dropped."""
+    import logging
+
+    from faststream.nats import JStream, NatsBroker, PullSub
+
+    from services.common.runtime import configure_logging, quiet_empty_fetches
+
+    configure_logging("probe")
+    reached, dropped = [], []
+    logger = logging.getLogger("faststream.access.nats")
+    assert quiet_empty_fetches in logger.filters, "configure_logging installs the filter"
+    logger.removeFilter(quiet_empty_fetches)  # counted below as it decides
+    logger.addFilter(lambda record: quiet_empty_fetches(record) or bool(dropped.append(record)))
+    logger.addHandler(type("Seen", (logging.Handler,), {"emit": lambda self, record: reached.append(record)})())
+
+    async def run() -> None:
+        broker = NatsBroker(nats_url)
+        for n in range(30):
+            broker.subscriber(f"probe.{n}", stream=JStream(name="PROBE", subjects=["probe.>"]), durable=f"probe{n}",
+                              pull_sub=PullSub(batch_size=8, timeout=0.2))(lambda body: None)
+        await broker.start()
+        await asyncio.sleep(seconds)
+        await broker.stop()
+
+    asyncio.run(run())
+    print(sum(r.levelno >= logging.ERROR for r in reached), len(dropped))
+
+
+@pytest.mark.service
+def test_a_pull_that_finds_nothing_is_not_logged_as_an_error(nats_server: Server) -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import tests.test_runtime as t; t.idle_pull_consumers({nats_server.url!r}, 4)"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )
+    errors, dropped = map(int, probe.stdout.split()[-2:])
+    assert dropped >= 1, "the empty fetch that nats-py ends with a bare TimeoutError did not happen"
+    assert errors == 0, probe.stdout + probe.stderr[-3000:]

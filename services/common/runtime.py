@@ -1,9 +1,12 @@
 import asyncio
+import json
 import logging
 import os
 import signal
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,17 @@ from services.common.bus import Inbox, Outbox, make_broker
 from services.common.config import BusSettings
 
 log = logging.getLogger("linli")
+
+
+def health_subject(service: str, instance: str | None = None) -> str:
+    """Answered by one process of the service, or, with an instance, by that process alone."""
+    return f"linli.api.{service}.health" + (f".{instance}" if instance else "")
+
+
+def instance_name() -> str:
+    """What tells this process from the service's other replicas: the container's host name under
+    compose, the process key under `linli up`, else the pid."""
+    return os.environ.get("LINLI_INSTANCE") or os.environ.get("HOSTNAME") or str(os.getpid())
 
 
 @dataclass
@@ -51,6 +65,7 @@ class Service:
         for step in self.on_start:
             await step()
         await self.broker.start()
+        await self._answer_health_calls()
         # The subscriptions are sent but perhaps not yet read by the server; once it has answered a ping
         # sent after them, it has them all, and a call made from anywhere finds its responder.
         await self.broker.connection.flush()
@@ -58,6 +73,21 @@ class Service:
         log.info("%s started (pid %d)", self.name, os.getpid())
         if ready := os.environ.get("LINLI_READY_FILE"):
             Path(ready).write_text(str(os.getpid()))  # whoever started us can tell, whatever the log level
+
+    async def _answer_health_calls(self) -> None:
+        """A process is healthy when it answers a call over the same connection its work arrives on."""
+        instance = instance_name()
+        answer = json.dumps({
+            "service": self.name, "instance": instance, "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+        }).encode()
+
+        async def respond(msg: Any) -> None:
+            await msg.respond(answer)
+
+        connection = self.broker.connection
+        await connection.subscribe(health_subject(self.name), queue=self.name, cb=respond)
+        await connection.subscribe(health_subject(self.name, instance), cb=respond)
 
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -101,9 +131,21 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        if parent := os.environ.get("LINLI_PARENT_PID"):
+            self.loops.append(lambda: stop_when_orphaned(int(parent), stopping))
         await self.start()
         await stopping.wait()
         await self.stop()
+
+
+async def stop_when_orphaned(parent: int, stopping: asyncio.Event, every: float = 1.0) -> None:
+    """A process started by `linli up` stops when `linli up` has died without stopping it (SIGKILL, a
+    closed pipe): left running, it would hold its data and connections while the next `linli up` starts
+    another system on the same folder."""
+    while os.getppid() == parent:
+        await asyncio.sleep(every)
+    log.warning("the process that started this one (pid %d) has gone; stopping", parent)
+    stopping.set()
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], every: float = 0.5) -> None:
@@ -130,3 +172,22 @@ def configure_logging(name: str) -> None:
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faststream").setLevel(os.environ.get("LINLI_FASTSTREAM_LOG_LEVEL", "WARNING"))
+    logging.getLogger("faststream.access.nats").addFilter(quiet_empty_fetches)
+
+
+def quiet_empty_fetches(record: logging.LogRecord) -> bool:
+    """Drops FastStream's "Task-N raised an exception, retrying" report of a pull that found nothing.
+
+    nats-py (2.16) ends a fetch that got no message before its deadline with a bare asyncio.TimeoutError
+    (nats/js/client.py, _fetch_n), where it used to raise nats.errors.TimeoutError; FastStream 0.7's pull
+    loop suppresses only the latter, so its task supervisor logs the timeout as an ERROR with a traceback
+    and starts the same loop again at once. Nothing was fetched, so nothing is lost or delivered late:
+    an idle consumer is not an error. Only that exact case is dropped; any other failure of the loop
+    is still reported."""
+    if record.levelno < logging.ERROR or not record.exc_info or "raised an exception, retrying" not in str(record.msg):
+        return True
+    exc = record.exc_info[1]
+    if type(exc) is not TimeoutError or exc.__traceback__ is None:
+        return True
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return not (last.filename.endswith(os.path.join("nats", "js", "client.py")) and last.name.startswith("_fetch"))

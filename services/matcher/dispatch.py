@@ -315,6 +315,8 @@ class Dispatch:
                 return reply(assignment, "declined")
             assignment = await store.assignment(assignment["_id"]) or assignment
         handlers.refuse_response(assignment, call.accept, now)
+        if call.accept and assignment["state"] == "accepted":  # a repeat: the first may have died before its event
+            await self.outbox.send([handlers.accepted(await store.request(assignment["request_id"]) or {}, assignment)])
         return reply(assignment, assignment["state"])
 
     async def accept(self, assignment: Doc) -> AssignmentReply:
