@@ -15,11 +15,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import nats
 import nats.errors
 import pytest
+import yaml
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
@@ -28,6 +30,7 @@ from linli.client import caught_up
 from linli.embedded import listening
 from linli.system import System
 from services.common.runtime import health_subject
+from services.matcher import config as matcher_config
 from services.ledger.verify import run as verify_ledger
 
 pytestmark = pytest.mark.system
@@ -48,12 +51,19 @@ def announced() -> list[str]:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, announced: list[str]) -> Iterator[System]:
+    # 200 requests on 16 volunteers is a month of work in minutes: the weekly fatigue limits are lifted, so
+    # what is tested is the loop under faults, not the limits (which have tests of their own).
+    folder = tmp_path_factory.mktemp("chaos")
+    rules = yaml.safe_load(Path(matcher_config.__file__).with_name("matching.yaml").read_text(encoding="utf-8"))
+    rules["fatigue"] = {"offers_per_week": 0, "hours_per_week": 0}
+    (folder / "matching.yaml").write_text(yaml.safe_dump(rules, allow_unicode=True), encoding="utf-8")
     running = System.start(
-        tmp_path_factory.mktemp("chaos"),
+        folder / "system",
         replicas={"matcher": 2},
         supervise=True,
         announce=announced.append,
-        env={"MATCHER_OFFER_TTL": "900", "MATCHER_SWEEP_INTERVAL": "0.5", "MATCHER_LEASE": "3",
+        env={"MATCHER_RULES": str(folder / "matching.yaml"),
+             "MATCHER_OFFER_TTL": "900", "MATCHER_SWEEP_INTERVAL": "0.5", "MATCHER_LEASE": "3",
              "LINLI_ACK_WAIT": "3", "LINLI_LOG_LEVEL": "WARNING", "LINLI_STOP_TIMEOUT": "3"},
     )
     yield running
