@@ -12,6 +12,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from linli.cli import main as cli
+from linli.ledger_cli import published_checkpoints
 from services.common.config import BusSettings
 from services.ledger import chain, checkpoints, signing
 from services.ledger.verify import run as verify
@@ -76,6 +77,8 @@ async def test_a_chain_rewritten_and_rehashed_after_a_checkpoint_fails_verify_na
         await resign_checkpoints(db)
         resigned_alone = await verify(settings.mongo_url, db.name)
         resigned_anchored = await verify(settings.mongo_url, db.name, [anchor])
+        from_bus = await published_checkpoints(settings.nats_url)
+        resigned_from_bus = await verify(settings.mongo_url, db.name, from_bus)
     finally:
         await client.close()
 
@@ -88,6 +91,7 @@ async def test_a_chain_rewritten_and_rehashed_after_a_checkpoint_fails_verify_na
     assert resigned_alone.ok
     assert not resigned_anchored.ok
     assert any("published" in p.problem for p in resigned_anchored.problems)
+    assert anchor["checkpoint_id"] in {c["checkpoint_id"] for c in from_bus} and not resigned_from_bus.ok
 
 
 @pytest.mark.domain
