@@ -117,6 +117,7 @@ class Desk:
         handlers.check_places(self.places, call.district, [call.grid])
         now = self.clock()
         after = self.settings.overdue_after_for(call.urgency)
+        self.menu.category_of(call.service)  # refused before the district's secret is first made
         resident_ref = await self.resident_ref(call.district, call.resident.phone)
         for length in CODE_LENGTHS:
             doc, _ = handlers.new_request(call, self.menu, now, after, length, resident_ref)
@@ -256,6 +257,7 @@ class Desk:
     async def register(self, call: RegisterVolunteer) -> RegisterReply:
         handlers.check_places(self.places, call.district, call.grids)
         now = self.clock()
+        self.menu.check_skills(call.skills)  # refused before the district's secret is first made
         phone_key = handlers.phone_key_for(await self.key(call.district), call.district, call.phone)
         fresh = handlers.new_volunteer(call, self.menu, now, f"v-{uuid.uuid4()}", phone_key)
         doc = fresh
