@@ -12,7 +12,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.events import Hours, Points, Urgency
+from contracts.events import Channel, Hours, Points, Urgency
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -38,7 +38,7 @@ class PublicRequestCreated(PublicData):
     service: str = Field(description="Catalogue item id.", examples=["repair.plumbing"])
     category: str = Field(examples=["repair"])
     urgency: Urgency = "routine"
-    channel: Literal["kiosk", "hotline", "app", "operator"] = "kiosk"
+    channel: Channel = "kiosk"
     window_start: datetime | None = None
     window_end: datetime | None = None
 
