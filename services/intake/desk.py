@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
 from contracts import ApiError, Envelope
@@ -106,8 +107,8 @@ class Desk:
             try:
                 await self.pair(PairResident(district=pairing["district"], resident_phone=request["resident"]["phone"],
                                              volunteer_id=pairing["volunteer_id"], kind=pairing["kind"]))
-            except ApiError as refused:  # the volunteer has left since: the pairing ends with the old ref
-                log.warning("pairing %s not moved to version 2: %s", pairing["_id"], refused.message)
+            except (ApiError, ValidationError) as refused:  # the volunteer has left, or the phone is unusable
+                log.warning("pairing %s not moved to version 2: %s", pairing["_id"], refused)
             await self.unpair(EndPairing(pairing_id=pairing["_id"], reason="pseudonym version 2"))
 
     # --- requests ------------------------------------------------------------------------------------------
