@@ -280,3 +280,20 @@ class NotificationDelivered(NotificationOutcome):
 
 class NotificationFailed(NotificationOutcome):
     error: str = ""
+
+
+class LedgerCheckpoint(Event):
+    """The ledger's signed word on every volunteer's chain head at one moment. Whoever keeps it can later show
+    that a chain rewritten and rehashed in the database after this moment is not the chain that was signed."""
+
+    checkpoint_id: str = Field(description="Derived from the root: the same heads give the same id.",
+                               examples=["cp-4f1a..."])
+    district: str = Field(description="The district the ledger issues for, or 'all' when it serves several.",
+                          examples=["beibei"])
+    at: datetime = Field(description="When the heads were read.")
+    volunteers: int = Field(ge=0, description="How many chains the checkpoint covers.")
+    entries: int = Field(ge=0, description="How many entries those chains held (the sum of their heads' seq).")
+    root: str = Field(pattern=r"^[0-9a-f]{64}$",
+                      description="SHA-256 over the sorted (volunteer id, seq, hash) of every chain head.")
+    signature: str = Field(description="Ed25519 signature (base64) over district, at, volunteers, entries and root.")
+    key_id: str = Field(description="Id of the ledger's public key (linli.api.ledger.public_key).")

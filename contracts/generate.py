@@ -8,6 +8,7 @@ from typing import Any
 from contracts.calls import CALLS
 from contracts.envelope import Envelope
 from contracts.errors import ErrorReply
+from contracts.public import PUBLIC_TYPES, PublicEnvelope
 from contracts.subjects import EVENT_TYPES
 
 SCHEMA_DIR = Path(__file__).parent / "jsonschema"
@@ -20,6 +21,8 @@ def render_all() -> dict[str, str]:
     for name, (request, reply) in CALLS.items():
         schemas[f"calls/{name}.request.json"] = request.model_json_schema()
         schemas[f"calls/{name}.reply.json"] = reply.model_json_schema()
+    for name, (_, public_model) in PUBLIC_TYPES.items():
+        schemas[f"public/{name}.json"] = PublicEnvelope[public_model].model_json_schema()  # type: ignore[valid-type]
     schemas["calls/error.json"] = ErrorReply.model_json_schema()
     return {path: json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n" for path, schema in schemas.items()}
 

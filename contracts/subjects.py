@@ -23,6 +23,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "hours.logged": ev.HoursLogged,
     "points.earned": ev.PointsEarned,
     "points.redeemed": ev.PointsRedeemed,
+    "ledger.checkpoint": ev.LedgerCheckpoint,
     "notification.delivered": ev.NotificationDelivered,
     "notification.failed": ev.NotificationFailed,
 }

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from contracts import API
+from contracts import API, event_subject
 from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url
 from services.common.config import BusSettings
 
@@ -22,6 +22,11 @@ def add_commands(subparsers: Any) -> None:
     )
     verify.add_argument("--mongo-url", help="default: MONGO_URL, or the one `linli up` wrote down")
     verify.add_argument("--db", help="the ledger's database (default: <LINLI_DB_PREFIX>_ledger)")
+    verify.add_argument("--checkpoints", type=Path,
+                        help="ledger.checkpoint events kept outside the database (JSON lines) to check the chains against")
+    verify.add_argument("--from-bus", action="store_true",
+                        help="also check against every ledger.checkpoint event the bus still holds")
+    verify.add_argument("--public-key", type=Path, help="the ledger's public key (PEM) the checkpoints must be signed with")
 
     review = sub.add_parser("review", help="hours waiting for an operator: disputed, or not confirmed in time")
     review.add_argument("--limit", type=int, default=100)
@@ -124,6 +129,24 @@ def call_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return API.LEDGER_PUBLIC_KEY, {}
 
 
+async def published_checkpoints(url: str, wait: float = 2.0) -> list[dict[str, Any]]:
+    """Every ledger.checkpoint the stream still holds, read from its start by a consumer that leaves nothing."""
+    client = await Client.connect(url)
+    try:
+        sub = await client.nc.jetstream().subscribe(event_subject("ledger.checkpoint", "*"), ordered_consumer=True)
+        found = []
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=wait)
+            except TimeoutError:
+                return found  # nothing at all was published yet
+            found.append(json.loads(msg.data)["data"])
+            if msg.metadata.num_pending == 0:
+                return found
+    finally:
+        await client.close()
+
+
 async def call(url: str, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
     client = await Client.connect(url)
     try:
@@ -135,9 +158,14 @@ async def call(url: str, subject: str, payload: dict[str, Any]) -> dict[str, Any
 def run(args: argparse.Namespace) -> int:
     data_dir = getattr(args, "data", DEFAULT_DATA)
     if args.ledger_command == "verify":
-        from services.ledger.verify import report_and_exit_code
+        from services.ledger.verify import read_anchors, report
 
-        return report_and_exit_code(args.mongo_url or mongo_url(data_dir), args.db or BusSettings().database("ledger"))
+        anchors = read_anchors(str(args.checkpoints) if args.checkpoints else None)
+        if args.from_bus:
+            anchors += asyncio.run(published_checkpoints(nats_url(data_dir)))
+        public = args.public_key.read_text(encoding="ascii") if args.public_key else None
+        return report(args.mongo_url or mongo_url(data_dir), args.db or BusSettings().database("ledger"), anchors,
+                      public)
     try:
         subject, payload = call_for(args)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -1,4 +1,4 @@
-"""The whole system on one machine: servers (unless URLs are given) and the four services as processes.
+"""The whole system on one machine: servers (unless URLs are given) and the services as processes.
 
 Started with supervise=True, a process or server that exits is started again, after a delay that grows
 while it keeps failing; a server comes back on the port it had, with the data it had."""
@@ -18,7 +18,7 @@ from pathlib import Path
 from linli.embedded import Server, start_mongo, start_nats
 from linli.show import local_time
 
-SERVICES = ("intake", "matcher", "notifier", "ledger")
+SERVICES = ("intake", "matcher", "notifier", "ledger", "feed")
 FIRST_DELAY, LONGEST_DELAY = 0.5, 10.0
 # A process that stayed up this long was healthy: its next failure is a new story, not a crash loop.
 STEADY = 30.0

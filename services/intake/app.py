@@ -51,6 +51,7 @@ def build(settings: IntakeSettings | None = None) -> Service:
                 places.Places.load(settings.places_path))
     service.on_start.append(desk.start)
     service.loops.append(desk.announce_forgotten)
+    service.loops.append(desk.upgrade_pairings)
 
     @on_call(broker, API.INTAKE_CATALOG, "intake")
     @api_call(CatalogQuery)

@@ -3,10 +3,13 @@ a resident's details. Each step is idempotent, so a retry, a redelivery or anoth
 
 import asyncio
 import logging
+import secrets
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
 from contracts import ApiError, Envelope
@@ -66,9 +69,47 @@ class Desk:
         self.menu = menu
         self.places = places
         self.clock = clock
+        self.keys: dict[str, bytes] = {}
 
     async def start(self) -> None:
+        await self.upgrade_pseudonyms()
         await self.store.ensure_indexes()
+
+    # --- pseudonyms ------------------------------------------------------------------------------------------
+
+    async def key(self, district: str) -> bytes:
+        if district not in self.keys:
+            self.keys[district] = await self.store.district_key(district, secrets.token_bytes(32))
+        return self.keys[district]
+
+    async def resident_ref(self, district: str, phone: str) -> str:
+        return handlers.resident_ref_for(await self.key(district), district, phone)
+
+    async def upgrade_pseudonyms(self) -> None:
+        """Volunteers stored before keyed pseudonyms keep their ids and are found by their phone again."""
+        for volunteer in await self.store.volunteers_without_phone_key():
+            key = await self.key(volunteer["district"])
+            await self.store.set_phone_key(volunteer["_id"], handlers.phone_key_for(
+                key, volunteer["district"], volunteer["phone"]))
+
+    async def upgrade_pairings(self) -> None:
+        """Standing pairings made before keyed pseudonyms move to the resident's keyed ref, so the resident's
+        new requests still find them (announced as pairing.ended and pairing.created). Runs once the bus is
+        up; a second start or replica finds nothing left to move."""
+        for pairing in await self.store.active_pairings():
+            if not handlers.is_legacy_ref(pairing["resident_ref"]):
+                continue
+            request = await self.store.request_of_resident(pairing["resident_ref"])
+            if request is None:
+                log.warning("pairing %s keeps its version 1 resident ref: no request holds the resident's phone",
+                            pairing["_id"])
+                continue
+            try:
+                await self.pair(PairResident(district=pairing["district"], resident_phone=request["resident"]["phone"],
+                                             volunteer_id=pairing["volunteer_id"], kind=pairing["kind"]))
+            except (ApiError, ValidationError) as refused:  # the volunteer has left, or the phone is unusable
+                log.warning("pairing %s not moved to version 2: %s", pairing["_id"], refused)
+            await self.unpair(EndPairing(pairing_id=pairing["_id"], reason="pseudonym version 2"))
 
     # --- requests ------------------------------------------------------------------------------------------
 
@@ -77,8 +118,10 @@ class Desk:
         handlers.check_places(self.places, call.district, [call.grid])
         now = self.clock()
         after = self.settings.overdue_after_for(call.urgency)
+        self.menu.category_of(call.service)  # refused before the district's secret is first made
+        resident_ref = await self.resident_ref(call.district, call.resident.phone)
         for length in CODE_LENGTHS:
-            doc, _ = handlers.new_request(call, self.menu, now, after, length)
+            doc, _ = handlers.new_request(call, self.menu, now, after, length, resident_ref)
             try:
                 stored = await self.store.add_request(doc)
                 break
@@ -215,7 +258,9 @@ class Desk:
     async def register(self, call: RegisterVolunteer) -> RegisterReply:
         handlers.check_places(self.places, call.district, call.grids)
         now = self.clock()
-        fresh = handlers.new_volunteer(call, self.menu, now)
+        self.menu.check_skills(call.skills)  # refused before the district's secret is first made
+        phone_key = handlers.phone_key_for(await self.key(call.district), call.district, call.phone)
+        fresh = handlers.new_volunteer(call, self.menu, now, f"v-{uuid.uuid4()}", phone_key)
         doc = fresh
         if stored := await self.store.add_volunteer(fresh):
             handlers.check_phone(stored, call)
@@ -293,7 +338,7 @@ class Desk:
         if volunteer is None or volunteer["district"] != call.district or not volunteer.get("active", True):
             raise ApiError("unknown_volunteer", "no active volunteer with this id in the district",
                            {"volunteer_id": call.volunteer_id})
-        resident_ref = handlers.resident_ref_for(call.district, call.resident_phone)
+        resident_ref = await self.resident_ref(call.district, call.resident_phone)
         pairing_id = "pr-" + derived_id("pairing", call.district, resident_ref, call.volunteer_id)
         existing = await self.store.pairing(pairing_id)
         if existing and existing["active"]:

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -97,14 +98,32 @@ def request_id_for(district: str, idempotency_key: str) -> str:
     return "r-" + derived_id("request", district, idempotency_key)
 
 
-def volunteer_id_for(district: str, phone: str) -> str:
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    return "v-" + derived_id("volunteer", district, digits)
+def digits_of(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())
 
 
-def resident_ref_for(district: str, phone: str) -> str:
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    return "p-" + derived_id("resident", district, digits)
+def keyed_digest(key: bytes, kind: str, district: str, phone: str) -> str:
+    """HMAC-SHA256 under the district's secret: without the secret, trying every phone number finds nothing."""
+    return hmac.new(key, "/".join((kind, district, digits_of(phone))).encode(), hashlib.sha256).hexdigest()
+
+
+def resident_ref_for(key: bytes, district: str, phone: str) -> str:
+    # "p2-" marks version 2 (keyed); version 1 refs ("p-" + a uuid5 of the phone) are kept as they were stored.
+    return "p2-" + keyed_digest(key, "resident", district, phone)[:32]
+
+
+def phone_key_for(key: bytes, district: str, phone: str) -> str:
+    """How a volunteer is found again by phone; the volunteer id itself is random."""
+    return keyed_digest(key, "volunteer", district, phone)
+
+
+def legacy_resident_ref(district: str, phone: str) -> str:
+    """Version 1 (unkeyed, reversible by trying phones): only to recognise data stored before version 2."""
+    return "p-" + derived_id("resident", district, digits_of(phone))
+
+
+def is_legacy_ref(ref: str) -> bool:
+    return bool(ref) and not ref.startswith("p2-")
 
 
 def as_code(text: str) -> str | None:
@@ -158,7 +177,7 @@ def due_time(created: datetime, window_end: datetime | None, overdue_after: floa
 
 
 def new_request(call: SubmitRequest, menu: Menu, now: datetime, overdue_after: float = 86400.0,
-                code_length: int = 6) -> tuple[dict[str, Any], Envelope[Any]]:
+                code_length: int = 6, resident_ref: str = "") -> tuple[dict[str, Any], Envelope[Any]]:
     category = menu.category_of(call.service)
     request_id = request_id_for(call.district, call.idempotency_key)
     doc = {
@@ -175,7 +194,7 @@ def new_request(call: SubmitRequest, menu: Menu, now: datetime, overdue_after: f
         "window_end": call.window_end.isoformat() if call.window_end else None,
         "channel": call.channel,
         "resident": call.resident.model_dump(),
-        "resident_ref": resident_ref_for(call.district, call.resident.phone),
+        "resident_ref": resident_ref,
         "needs": sorted(set(call.needs)),
         "status": "submitted",
         "round": 0,
@@ -513,12 +532,14 @@ def same_person(a: str, b: str) -> bool:
     return "".join(a.split()) == "".join(b.split())
 
 
-def new_volunteer(call: RegisterVolunteer, menu: Menu, now: datetime) -> dict[str, Any]:
+def new_volunteer(call: RegisterVolunteer, menu: Menu, now: datetime, volunteer_id: str,
+                  phone_key: str) -> dict[str, Any]:
     menu.check_skills(call.skills)
     return {
-        "_id": volunteer_id_for(call.district, call.phone),
+        "_id": volunteer_id,
         "name": call.name,
         "phone": call.phone,
+        "phone_key": phone_key,
         "district": call.district,
         "grids": sorted(set(call.grids)),
         "skills": sorted(set(call.skills)),
@@ -546,7 +567,7 @@ def check_phone(stored: dict[str, Any], call: RegisterVolunteer) -> None:
 
 def rejoined(stored: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
     """A volunteer who left and registers again: the new profile, a new revision."""
-    return {**fresh, "revision": stored.get("revision", 0) + 1, "left_reason": ""}
+    return {**fresh, "_id": stored["_id"], "revision": stored.get("revision", 0) + 1, "left_reason": ""}
 
 
 def updated_volunteer(stored: dict[str, Any], call: UpdateVolunteer, menu: Menu, places: Places,

@@ -1,3 +1,4 @@
+import base64
 import time
 from typing import Any
 
@@ -17,6 +18,9 @@ class IntakeStore:
         self.pairings = db["pairings"]
         # The accepted volunteer of each assignment, the only one given the resident's details.
         self.assignments = db["assignments"]
+        # Each district's pseudonym secret. Whoever holds it can test phone numbers against pseudonyms,
+        # so it stays in intake's database, next to the phones it protects, and leaves it only in backups.
+        self.keys = db["pseudonym_keys"]
 
     async def ensure_indexes(self) -> None:
         await self.requests.create_index([("announced", 1), ("created", 1)])
@@ -30,6 +34,8 @@ class IntakeStore:
         await self.requests.create_index([("district", 1), ("status", 1), ("created", 1)])
         await self.changes.create_index([("request_id", 1), ("seq", 1)])
         await self.assignments.create_index("code", unique=True, sparse=True)
+        # One volunteer per phone and district, found by the keyed digest of the phone (ids are random).
+        await self.volunteers.create_index("phone_key", unique=True, sparse=True)
 
     # --- requests
 
@@ -106,6 +112,12 @@ class IntakeStore:
     async def pairing(self, pairing_id: str) -> Doc | None:
         return await self.pairings.find_one({"_id": pairing_id})
 
+    async def active_pairings(self) -> list[Doc]:
+        return await self.pairings.find({"active": True}).to_list()
+
+    async def request_of_resident(self, resident_ref: str) -> Doc | None:
+        return await self.requests.find_one({"resident_ref": resident_ref})
+
     async def end_pairing(self, pairing_id: str) -> bool:
         result = await self.pairings.update_one({"_id": pairing_id, "active": True}, {"$set": {"active": False}})
         return result.modified_count == 1
@@ -113,12 +125,19 @@ class IntakeStore:
     # --- volunteers
 
     async def add_volunteer(self, doc: Doc) -> Doc | None:
-        """Stores a new volunteer; returns the one already stored under the same id instead, if any."""
+        """Stores a new volunteer; returns the one already stored with the same phone instead, if any."""
         try:
             await self.volunteers.insert_one(doc)
             return None
         except DuplicateKeyError:
-            return await self.volunteer(doc["_id"])
+            return await self.volunteers.find_one({"phone_key": doc["phone_key"]}) or await self.volunteer(doc["_id"])
+
+    async def volunteers_without_phone_key(self) -> list[Doc]:
+        # Filtered here rather than in the query: a missing field is matched differently by some servers.
+        return [doc async for doc in self.volunteers.find({}) if not doc.get("phone_key")]
+
+    async def set_phone_key(self, volunteer_id: str, phone_key: str) -> None:
+        await self.volunteers.update_one({"_id": volunteer_id}, {"$set": {"phone_key": phone_key}})
 
     async def replace_volunteer(self, stored: Doc, doc: Doc) -> bool:
         """Compare-and-set on the revision read: False when another change came first."""
@@ -127,3 +146,16 @@ class IntakeStore:
 
     async def volunteer(self, volunteer_id: str) -> Doc | None:
         return await self.volunteers.find_one({"_id": volunteer_id})
+
+    # --- pseudonym secrets
+
+    async def district_key(self, district: str, proposed: bytes) -> bytes:
+        """The district's secret; `proposed` becomes it when there is none yet (replicas agree on the first)."""
+        try:
+            await self.keys.insert_one({"_id": district, "key": base64.b64encode(proposed).decode(), "version": 2,
+                                        "created": time.time()})
+        except DuplicateKeyError:
+            pass
+        stored = await self.keys.find_one({"_id": district})
+        assert stored is not None
+        return base64.b64decode(stored["key"])

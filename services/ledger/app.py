@@ -40,6 +40,7 @@ def build(settings: LedgerSettings | None = None) -> Service:
     bank = Bank(LedgerStore(service.db), outbox, settings)
     service.on_start.append(bank.start)
     service.loops.append(bank.sweep_forever)
+    service.loops.append(bank.checkpoint_forever)
 
     @on_event(broker, settings.bus, "ledger", "hours.logged")
     async def hours_logged(event: Envelope[HoursLogged]) -> None:

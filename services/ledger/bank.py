@@ -30,7 +30,7 @@ from contracts.calls import (
 from contracts.envelope import derived_id
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
 from services.common.bus import Outbox
-from services.ledger import chain, handlers, signing
+from services.ledger import chain, checkpoints, handlers, signing
 from services.ledger.config import LedgerSettings
 from services.ledger.rules import price
 from services.ledger.store import Doc, LedgerStore
@@ -438,6 +438,30 @@ class Bank:
         assert self.key is not None
         public = signing.public_pem(self.key)
         return public, signing.key_id(public)
+
+    # --- checkpoints --------------------------------------------------------------------------------
+
+    async def checkpoint(self) -> Doc | None:
+        """Signs every chain head and publishes it; nothing when no chain moved since the last checkpoint."""
+        assert self.key is not None
+        heads = checkpoints.heads_of((await self.store.all_accounts()).values())
+        last = await self.store.last_checkpoint()
+        if not heads or (last and last["root"] == checkpoints.root_of(heads)):
+            return None
+        doc = checkpoints.new_checkpoint(self.key, self.settings.district or "all", datetime.now(UTC), heads)
+        await self.store.add_checkpoint(doc)
+        await self.outbox.send([checkpoints.checkpoint_event(doc)])
+        return doc
+
+    async def checkpoint_forever(self) -> None:
+        if self.settings.checkpoint_interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval)
+            try:
+                await self.checkpoint()
+            except Exception as exc:
+                log.warning("ledger checkpoint failed, will retry: %r", exc)
 
     # --- repairs ------------------------------------------------------------------------------------
 

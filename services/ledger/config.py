@@ -66,6 +66,8 @@ class LedgerSettings:
     redeem_timeout: float = field(default_factory=lambda: env_float("LEDGER_REDEEM_TIMEOUT", 30.0))
     # The issuing district named in statements; empty means the volunteer's own district.
     district: str = field(default_factory=lambda: os.environ.get("LEDGER_DISTRICT", "").strip())
+    # How often the chain heads are signed and published as ledger.checkpoint (seconds; 0 turns it off).
+    checkpoint_interval: float = field(default_factory=lambda: env_float("LEDGER_CHECKPOINT_INTERVAL", 3600.0))
     signing_key_path: str = field(default_factory=lambda: os.environ.get("LEDGER_SIGNING_KEY", "").strip())
     trusted_keys: Mapping[str, str] = field(
         default_factory=lambda: parse_trusted_keys(os.environ.get("LEDGER_TRUSTED_KEYS", ""))

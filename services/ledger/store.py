@@ -35,6 +35,8 @@ class LedgerStore:
         self.trusted = db["trusted_keys"]
         self.trust_log = db["trust_log"]
         self.rule_sets = db["rule_sets"]
+        # Signed chain heads, each also published as ledger.checkpoint for others to keep.
+        self.checkpoints = db["checkpoints"]
         # Whether ratings or proofs keyed on the request alone (from before re-dispatch) may exist: only
         # then does a miss on the request-and-volunteer key look again under the old one.
         self.legacy_keys = True
@@ -381,6 +383,21 @@ class LedgerStore:
     async def totals_by_volunteer(self) -> dict[str, dict[str, int]]:
         rows = await self._group(self.entries, {}, self._totals("$volunteer_id"))
         return {row.pop("_id"): self._ints(row) for row in rows}
+
+    # --- checkpoints
+
+    async def add_checkpoint(self, doc: Doc) -> None:
+        try:
+            await self.checkpoints.insert_one(doc)
+        except DuplicateKeyError:
+            pass  # the same heads, signed by another replica or an earlier attempt
+
+    async def last_checkpoint(self) -> Doc | None:
+        found = await self.checkpoints.find({}).sort("at", -1).limit(1).to_list()
+        return found[0] if found else None
+
+    async def all_checkpoints(self) -> dict[str, Doc]:
+        return {doc["_id"]: doc async for doc in self.checkpoints.find({})}
 
     async def all_entries(self) -> AsyncIterator[Doc]:
         async for doc in self.entries.find({}).sort([("volunteer_id", 1), ("seq", 1)]):

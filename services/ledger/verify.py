@@ -1,13 +1,19 @@
 """Recompute every chain and every balance straight from the database, and report any mismatch.
 
-python -m services.ledger verify [--mongo-url URL] [--db NAME]; exits 1 when anything does not add up.
+python -m services.ledger verify [--mongo-url URL] [--db NAME] [--checkpoints FILE] [--public-key PEM];
+exits 1 when anything does not add up.
+
+Every chain is also checked against the signed checkpoints: those in the database, and those given in FILE
+(the ledger.checkpoint events someone kept, one JSON object a line). A chain edited and rehashed by whoever
+can write the database still passes the hash walk; it fails against a checkpoint published before the edit.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +21,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.config import BusSettings
+from services.ledger import checkpoints, signing
 from services.ledger.chain import ChainTotals, Problem, check_chain, check_projection
 from services.ledger.store import Doc, LedgerStore
 
@@ -26,6 +33,7 @@ class Report:
     items: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checkpoints: int = 0
 
     @property
     def ok(self) -> bool:
@@ -34,13 +42,15 @@ class Report:
     def lines(self) -> list[str]:
         head = f"{self.volunteers} account(s), {self.entries} entries, {self.items} stock item(s)"
         return [
-            f"ledger verify: {head}: " + ("OK" if self.ok else f"{len(self.problems)} MISMATCH(ES)"),
+            f"ledger verify: {head}: " + ("OK" if self.ok else f"{len(self.problems)} MISMATCH(ES)")
+            + f" ({self.checkpoints} checkpoint(s))",
             *(f"  MISMATCH {problem}" for problem in self.problems),
             *(f"  note: {note}" for note in self.notes),
         ]
 
 
-async def verify(db: AsyncDatabase[Doc]) -> Report:
+async def verify(db: AsyncDatabase[Doc], anchors: Iterable[Mapping[str, Any]] = (),
+                 public_key: str | None = None) -> Report:
     store, report = LedgerStore(db), Report()
     chains: dict[str, ChainTotals] = {}
     by_volunteer: dict[str, list[Doc]] = {}
@@ -65,7 +75,37 @@ async def verify(db: AsyncDatabase[Doc]) -> Report:
     report.volunteers = len(set(chains) | set(accounts))
     report.items = await check_stock(store, report)
     check_spends(by_volunteer, await store.all_redemptions(), report)
+    await check_checkpoints(store, by_volunteer, list(anchors), public_key, report)
     return report
+
+
+async def check_checkpoints(store: LedgerStore, by_volunteer: Mapping[str, list[Doc]],
+                            anchors: list[Mapping[str, Any]], pinned: str | None, report: Report) -> None:
+    stored = await store.all_checkpoints()
+    public = pinned or await stored_public_key(store)
+    if public is None:
+        report.notes.append("no public key to check checkpoint signatures with (give --public-key)")
+    hashes = {v: {int(e["seq"]): str(e.get("hash")) for e in entries} for v, entries in by_volunteer.items()}
+    for doc in sorted(stored.values(), key=lambda d: str(d["at"])):
+        problems = checkpoints.check_checkpoint(doc, public) if public else []
+        report.problems += problems or checkpoints.check_against_chains(doc, hashes)
+    for anchor in anchors:
+        report.problems += checkpoints.check_anchor(anchor, stored.get(anchor["checkpoint_id"]), pinned)
+    report.checkpoints = len(stored)
+
+
+async def stored_public_key(store: LedgerStore) -> str | None:
+    found = await store.keys.find_one({"_id": "signing"})
+    return signing.public_pem(signing.load_private(str(found["pem"]).encode("ascii"))) if found else None
+
+
+def read_anchors(path: str | None) -> list[dict[str, Any]]:
+    """Published checkpoints, one a line: whole ledger.checkpoint events or just their data."""
+    if not path:
+        return []
+    with open(path, encoding="utf-8") as lines:
+        docs = [json.loads(line) for line in lines if line.strip()]
+    return [doc.get("data", doc) for doc in docs]
 
 
 async def check_stock(store: LedgerStore, report: Report) -> int:
@@ -98,10 +138,11 @@ def check_spends(by_volunteer: Mapping[str, list[Doc]], redemptions: Mapping[str
                 report.problems.append(Problem(volunteer_id, redemption_id, None, "points spent with no redemption"))
 
 
-async def run(mongo_url: str, database: str) -> Report:
+async def run(mongo_url: str, database: str, anchors: Iterable[Mapping[str, Any]] = (),
+              public_key: str | None = None) -> Report:
     client: AsyncMongoClient[Doc] = AsyncMongoClient(mongo_url, serverSelectionTimeoutMS=10_000)
     try:
-        return await verify(client[database])
+        return await verify(client[database], anchors, public_key)
     finally:
         await client.close()
 
@@ -109,20 +150,29 @@ async def run(mongo_url: str, database: str) -> Report:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mongo-url", default=os.environ.get("MONGO_URL"), help="default: MONGO_URL")
     parser.add_argument("--db", help="the ledger's database (default: <LINLI_DB_PREFIX>_ledger)")
+    parser.add_argument("--checkpoints", help="ledger.checkpoint events kept outside the database, one JSON a line")
+    parser.add_argument("--public-key", help="the ledger's public key (PEM file) the checkpoints must be signed with")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.ledger verify", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return report_and_exit_code(args.mongo_url or BusSettings().mongo_url, args.db or BusSettings().database("ledger"))
+    return report_and_exit_code(args.mongo_url or BusSettings().mongo_url, args.db or BusSettings().database("ledger"),
+                                args.checkpoints, args.public_key)
 
 
-def report_and_exit_code(mongo_url: str, database: str) -> int:
-    report = asyncio.run(run(mongo_url, database))
-    for line in report.lines():
+def report_and_exit_code(mongo_url: str, database: str, checkpoints_path: str | None = None,
+                         public_key_path: str | None = None) -> int:
+    public = open(public_key_path, encoding="ascii").read() if public_key_path else None
+    return report(mongo_url, database, read_anchors(checkpoints_path), public)
+
+
+def report(mongo_url: str, database: str, anchors: Iterable[Mapping[str, Any]] = (), public: str | None = None) -> int:
+    found = asyncio.run(run(mongo_url, database, anchors, public))
+    for line in found.lines():
         print(line)
-    return 0 if report.ok else 1
+    return 0 if found.ok else 1
 
 
 if __name__ == "__main__":

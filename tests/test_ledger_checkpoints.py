@@ -1,0 +1,113 @@
+"""Anchored chains: the ledger signs its chain heads and publishes them, so whoever can write its database
+cannot rewrite a volunteer's history and rehash it without `verify` noticing."""
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from linli.cli import main as cli
+from linli.ledger_cli import published_checkpoints
+from services.common.config import BusSettings
+from services.ledger import chain, checkpoints, signing
+from services.ledger.verify import run as verify
+from tests.conftest import Bus
+from tests.test_ledger_service import adjust, ledger_settings, open_account, started
+
+Doc = dict[str, Any]
+
+
+async def rewrite_and_rehash(db: AsyncDatabase[Doc], volunteer_id: str) -> None:
+    """What someone who can write the database does: raise the first entry, then rehash every entry after it
+    and move the account along, so the chain walk finds nothing wrong."""
+    entries = await db["entries"].find({"volunteer_id": volunteer_id}).sort("seq", 1).to_list()
+    head: Doc | None = None
+    for n, entry in enumerate(entries):
+        body = {k: v for k, v in entry.items() if k not in ("seq", "prev_hash", "balance_hours_cents",
+                                                              "balance_points_cents", "hash")}
+        if n == 0:
+            body["points_cents"] += 100_000
+        head = chain.link(body, head)
+        await db["entries"].replace_one({"_id": entry["_id"]}, head)
+    assert head is not None
+    await db["accounts"].update_one({"_id": volunteer_id}, {"$set": {
+        "head": head["hash"], "points_cents": head["balance_points_cents"], "hours_cents": head["balance_hours_cents"]}})
+
+
+async def resign_checkpoints(db: AsyncDatabase[Doc]) -> None:
+    """The same person goes further: new heads in every stored checkpoint, signed with the key in the database."""
+    key = signing.load_private(str((await db["keys"].find_one({"_id": "signing"}))["pem"]).encode("ascii"))
+    hashes = {(e["volunteer_id"], e["seq"]): e["hash"] for e in await db["entries"].find({}).to_list()}
+    for doc in await db["checkpoints"].find({}).to_list():
+        heads = {v: [seq, hashes[(v, seq)]] for v, (seq, _) in doc["heads"].items()}
+        forged = checkpoints.new_checkpoint(key, doc["district"], datetime.fromisoformat(doc["at"]), heads)
+        await db["checkpoints"].replace_one({"_id": doc["_id"]}, {**forged, "_id": doc["_id"]})
+
+
+@pytest.mark.service
+@pytest.mark.timeout(120)
+async def test_a_chain_rewritten_and_rehashed_after_a_checkpoint_fails_verify_naming_the_volunteer(
+        settings: BusSettings, bus: Bus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger = await started(ledger_settings(settings, checkpoint_interval=0.3))
+    try:
+        for volunteer_id in ("v-honest", "v-target"):
+            await open_account(bus, ledger, volunteer_id)
+            for points in ("10", "20"):
+                assert "error" not in await adjust(bus, volunteer_id, points=points)
+        [published] = await bus.wait_for("ledger.checkpoint", volunteers=2, entries=4)
+    finally:
+        await ledger.stop()  # from here on only the database is touched, as an intruder would
+    anchor = published["data"]
+    anchors_file = tmp_path / "checkpoints.jsonl"
+    anchors_file.write_text(json.dumps(published) + "\n")
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, tz_aware=True)
+    db = client[ledger.db.name]
+    try:
+        before = await verify(settings.mongo_url, db.name, [anchor])
+        await rewrite_and_rehash(db, "v-target")
+        rewritten = await verify(settings.mongo_url, db.name, [anchor])
+        exit_code = await asyncio.to_thread(cli, ["ledger", "verify", "--mongo-url", settings.mongo_url, "--db", db.name,
+                                                  "--checkpoints", str(anchors_file)])
+        printed = capsys.readouterr().out
+        await resign_checkpoints(db)
+        resigned_alone = await verify(settings.mongo_url, db.name)
+        resigned_anchored = await verify(settings.mongo_url, db.name, [anchor])
+        from_bus = await published_checkpoints(settings.nats_url)
+        resigned_from_bus = await verify(settings.mongo_url, db.name, from_bus)
+    finally:
+        await client.close()
+
+    assert before.ok and before.checkpoints >= 1, before.lines()
+    assert rewritten.problems and {p.volunteer_id for p in rewritten.problems} == {"v-target"}
+    assert all("rewritten" in p.problem for p in rewritten.problems)
+    assert exit_code == 1 and "MISMATCH" in printed and "v-target" in printed and "v-honest" not in printed
+    # Re-signed with the key kept in the same database, the checkpoints inside it vouch for the forgery;
+    # the checkpoint published before does not.
+    assert resigned_alone.ok
+    assert not resigned_anchored.ok
+    assert any("published" in p.problem for p in resigned_anchored.problems)
+    assert anchor["checkpoint_id"] in {c["checkpoint_id"] for c in from_bus} and not resigned_from_bus.ok
+
+
+@pytest.mark.domain
+def test_a_published_checkpoint_is_signed_over_what_it_says() -> None:
+    key = signing.load_private(signing.new_private_pem())
+    heads = {"v-1": [3, "a" * 64], "v-2": [1, "b" * 64]}
+    doc = checkpoints.new_checkpoint(key, "beibei", datetime(2026, 12, 1, 8, 0, tzinfo=UTC), heads)
+    public = signing.public_pem(key)
+    published = checkpoints.checkpoint_event(doc).model_dump(mode="json")["data"]
+
+    assert doc["volunteers"] == 2 and doc["entries"] == 4
+    assert checkpoints.check_checkpoint(doc, public) == []
+    assert checkpoints.check_anchor(published, doc, public) == []
+    other = signing.public_pem(signing.load_private(signing.new_private_pem()))
+    assert checkpoints.check_anchor(published, doc, other)  # another key did not sign it
+    assert checkpoints.check_checkpoint({**doc, "heads": {**heads, "v-2": [1, "c" * 64]}}, public)
+    assert checkpoints.check_against_chains(doc, {"v-1": {3: "a" * 64}, "v-2": {1: "b" * 64}}) == []
+    [problem] = checkpoints.check_against_chains(doc, {"v-1": {3: "f" * 64}, "v-2": {1: "b" * 64}})
+    assert problem.volunteer_id == "v-1" and problem.seq == 3

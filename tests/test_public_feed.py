@@ -1,0 +1,196 @@
+"""The public feed: a full run from a kiosk to a redemption, read as a district system reads it, gives away no
+name, phone, address, free text, internal id or pseudonym, and every public event fits its JSON Schema."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jsonschema
+import pytest
+from nats.js.errors import NotFoundError
+
+from contracts import API
+from contracts.generate import SCHEMA_DIR
+from contracts.public import PUBLIC_STREAM, PUBLIC_TYPES
+from linli.client import caught_up
+from services.common.config import BusSettings
+from services.common.runtime import Service
+from services.feed import handlers
+from services.feed.app import build as build_feed
+from services.feed.config import FeedSettings
+from services.intake.app import build as build_intake
+from services.intake.config import IntakeSettings
+from services.ledger.app import build as build_ledger
+from services.matcher.app import build as build_matcher
+from services.matcher.config import MatcherSettings
+from tests.conftest import Bus, eventually
+from tests.test_ledger_service import ledger_settings
+
+RESIDENT = {"name": "王秀英", "phone": "138 0013 8000", "address": "泉外园小区3栋2单元401"}
+VOLUNTEERS = [("袁文师傅", "13900139000"), ("李红梅", "13900139001")]
+DESCRIPTION = "厨房水管漏水，地上全是水"
+NOTE = "换了一个新的阀门，请袁阿姨放心"
+COMMENT = "师傅很细心，谢谢小李"
+
+
+@pytest.fixture
+async def services(settings: BusSettings) -> AsyncIterator[dict[str, Service]]:
+    running: dict[str, Service] = {}
+    try:
+        for name, service in (
+            ("intake", build_intake(IntakeSettings(bus=settings, announce_after=0.5))),
+            ("matcher", build_matcher(MatcherSettings(bus=settings, offer_ttl=600, sweep_interval=0.2, lease=5))),
+            ("ledger", build_ledger(ledger_settings(settings))),
+            ("feed", build_feed(FeedSettings(bus=settings))),
+        ):
+            await service.start()
+            running[name] = service
+        yield running
+    finally:
+        for service in reversed(running.values()):
+            await service.stop()
+
+
+async def public_events(bus: Bus) -> list[dict[str, Any]]:
+    """What LINLI_PUBLIC kept, as a district system replaying it from the start would read it."""
+    js = bus.nc.jetstream()
+    info = await js.stream_info(PUBLIC_STREAM)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(PUBLIC_STREAM, seq)
+        except NotFoundError:
+            continue
+        found.append({"subject": msg.subject, "event": json.loads(msg.data or b"{}")})
+    return found
+
+
+def with_and_without_spaces(text: str) -> set[str]:
+    return {text, text.replace(" ", ""), text.replace(" ", "-")}
+
+
+@pytest.mark.service
+@pytest.mark.timeout(180)
+async def test_a_full_run_leaves_nothing_in_the_public_feed_that_leads_back_to_anyone(
+        services: dict[str, Service], bus: Bus) -> None:
+    volunteer_ids = [
+        (await bus.call(API.INTAKE_REGISTER_VOLUNTEER, {"name": name, "phone": phone, "district": "beibei",
+                                                       "grids": ["quanwai-01"], "skills": ["repair"]}))["volunteer_id"]
+        for name, phone in VOLUNTEERS]
+    await bus.wait_for("volunteer.registered", count=2)
+    await caught_up(bus.nc, "matcher", "volunteer.registered")
+    await caught_up(bus.nc, "ledger", "volunteer.registered")
+    await bus.call(API.LEDGER_CATALOG_PUT, {"item_id": "goods.soap", "name": "洗衣皂", "kind": "goods", "points": "5",
+                                            "stock": 10})
+
+    start = datetime.now(UTC) + timedelta(hours=2)
+    request_id = (await bus.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": "beibei", "grid": "quanwai-01",
+        "service": "repair.plumbing", "description": DESCRIPTION, "channel": "kiosk", "resident": RESIDENT,
+        "window_start": start.isoformat(), "window_end": (start + timedelta(hours=3)).isoformat(),
+    }))["request_id"]
+    offer = (await bus.wait_for("volunteer.assigned", request_id=request_id))[0]["data"]
+    volunteer_id, assignment_id = offer["volunteer_id"], offer["assignment_id"]
+    accepted = await bus.call(API.MATCHER_RESPOND, {"assignment_id": assignment_id, "volunteer_id": volunteer_id,
+                                                    "accept": True})
+    assert accepted["status"] == "accepted"
+    done = await bus.call(API.MATCHER_COMPLETE, {"assignment_id": assignment_id, "volunteer_id": volunteer_id,
+                                                 "hours": "2", "note": NOTE})
+    assert done["status"] == "completed"
+    await eventually(lambda: bus.call(API.INTAKE_STATUS, {"request_id": request_id}), timeout=15)
+    await eventually(lambda: status_is(bus, request_id, "completed"), timeout=15)
+    rated = await bus.call(API.INTAKE_RATE, {"request_id": request_id, "stars": 5, "comment": COMMENT})
+    assert rated["status"] == "rated"
+    await eventually(lambda: has_points(bus, volunteer_id), timeout=15)
+    redemption = await bus.call(API.LEDGER_REDEEM, {"volunteer_id": volunteer_id, "item_id": "goods.soap",
+                                                    "idempotency_key": f"kiosk-redeem-{uuid.uuid4()}"})
+    assert "redemption_id" in redemption, redemption
+
+    wanted = set(PUBLIC_TYPES)
+    published = await eventually(lambda: all_kinds(bus, wanted), timeout=20)
+
+    internal = [e for e in bus.events if e["correlationid"] == request_id or e["subject"] in volunteer_ids]
+    created = next(e for e in bus.events if e["type"] == "linli.request.created")
+    secrets_of_the_run = (
+        {RESIDENT["name"], RESIDENT["address"], DESCRIPTION, NOTE, COMMENT, "洗衣皂"}
+        | {name for name, _ in VOLUNTEERS}
+        | with_and_without_spaces(RESIDENT["phone"]) | {phone for _, phone in VOLUNTEERS}
+        | {request_id, assignment_id, redemption["redemption_id"], created["data"]["resident_ref"],
+           created["data"]["code"], offer["code"], *volunteer_ids}
+        | {e["id"] for e in internal}
+    )
+    assert created["data"]["resident_ref"].startswith("p2-")
+    text = json.dumps(published, ensure_ascii=False)
+    leaked = sorted(s for s in secrets_of_the_run if s and s in text)
+    assert leaked == []
+
+    kinds = {p["event"]["type"].removeprefix("linli.pub.") for p in published}
+    assert kinds == wanted
+    for item in published:
+        event = item["event"]
+        kind = event["type"].removeprefix("linli.pub.")
+        schema = json.loads((SCHEMA_DIR / "public" / f"{kind}.json").read_text(encoding="utf-8"))
+        jsonschema.validate(event, schema)
+        assert item["subject"] == f"linli.pub.{kind}.beibei"
+
+    # One volunteer is one public reference throughout, so a district system can count their work.
+    volunteer_refs = {p["event"]["data"]["volunteer"] for p in published if "volunteer" in p["event"]["data"]}
+    assert len(volunteer_refs) == 1
+    request_refs = {p["event"]["data"]["request"] for p in published if "request" in p["event"]["data"]}
+    assert len(request_refs) == 1
+
+
+async def status_is(bus: Bus, request_id: str, status: str) -> bool:
+    return bool((await bus.call(API.INTAKE_STATUS, {"request_id": request_id})).get("status") == status)
+
+
+async def has_points(bus: Bus, volunteer_id: str) -> bool:
+    balance = await bus.call(API.LEDGER_BALANCE, {"volunteer_id": volunteer_id})
+    return float(balance.get("points", 0)) >= 5
+
+
+async def all_kinds(bus: Bus, wanted: set[str]) -> list[dict[str, Any]] | None:
+    published = await public_events(bus)
+    kinds = {p["event"]["type"].removeprefix("linli.pub.") for p in published}
+    return published if wanted <= kinds else None
+
+
+@pytest.mark.service
+@pytest.mark.timeout(120)
+async def test_a_redelivered_event_is_published_once_on_the_public_feed(
+        settings: BusSettings, bus: Bus) -> None:
+    from contracts import new_event
+    from contracts.events import HoursLogged
+    from contracts.subjects import event_subject
+    from services.common.bus import envelope_json
+
+    feed = build_feed(FeedSettings(bus=settings))
+    await feed.start()
+    try:
+        fact = new_event(HoursLogged(volunteer_id="v-1", request_id="r-1", hours="1.5", category="repair",
+                                     resident_ref="p2-abc"),
+                         source="linli/matcher", district="beibei", subject="r-1", correlationid="r-1")
+        js = bus.nc.jetstream()
+        for n in range(3):
+            # The same fact three times, two of them past the internal stream's de-duplication.
+            await js.publish(event_subject("hours.logged", "beibei"), envelope_json(fact),
+                             headers={"Nats-Msg-Id": fact.id if n == 0 else f"{fact.id}-{n}"})
+        await caught_up(bus.nc, "feed", "hours.logged")
+        published = await eventually(lambda: public_events(bus), timeout=10)
+    finally:
+        await feed.stop()
+
+    assert len(published) == 1
+    data = published[0]["event"]["data"]
+    assert data["volunteer"].startswith("vo-") and data["resident"].startswith("re-")
+    assert "v-1" not in json.dumps(published) and "p2-abc" not in json.dumps(published)
+
+
+@pytest.mark.domain
+def test_a_public_reference_differs_under_another_feed_secret_and_never_equals_the_internal_id() -> None:
+    one, other = handlers.Rekey(b"1" * 32), handlers.Rekey(b"2" * 32)
+    assert one.ref("vo", "v-1") == one.ref("vo", "v-1") != other.ref("vo", "v-1")
+    assert one.ref("vo", "v-1") != one.ref("rq", "v-1")
+    assert one.optional("re", "") == ""
