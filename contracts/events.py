@@ -280,3 +280,13 @@ class NotificationDelivered(NotificationOutcome):
 
 class NotificationFailed(NotificationOutcome):
     error: str = ""
+
+
+class CodeRequested(Event):
+    """A volunteer asked to sign in: the notifier fetches the one-time code (linli.api.identity.code, by
+    code_ref) and sends it to the volunteer's phone. The event never carries the code."""
+
+    volunteer_id: str
+    district: str
+    code_ref: str = Field(description="Names the code for the notifier; useless without the notifier's credential.")
+    expires_at: datetime
