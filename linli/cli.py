@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 from rich.markup import escape
 
 from contracts import API
-from linli import intake_cli, ledger_cli, matcher_cli, report_cli
+from linli import identity_cli, intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
 from linli.show import console, print_event
 
@@ -89,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     matcher_cli.add_commands(sub)
     ledger_cli.add_commands(sub)
     intake_cli.add_commands(sub)
+    identity_cli.add_commands(sub)
     return p
 
 
@@ -172,6 +174,7 @@ def asyncapi() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    os.environ["LINLI_HOME"] = str(args.data)  # where `linli login` saved the token
     if args.command == "up":
         from linli.demo import up
 

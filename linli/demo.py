@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
+from linli import identity_cli
 from linli.client import Client, caught_up
 from linli.show import console, print_event
 from linli.system import System
@@ -74,7 +75,10 @@ def step(text: str) -> None:
     console.rule(f"[bold]{text}", align="left")
 
 
-async def scenario(client: Client, watch: Watch) -> None:
+async def scenario(client: Client, watch: Watch, people: identity_cli.People) -> None:
+    # The dispatcher answers the hotline and, for the demo, relays the volunteers' answers by phone;
+    # the first request comes in at the kiosk of its grid.
+    client.token = people.dispatcher
     menu = await client.call(API.INTAKE_CATALOG, {})
     step(f"1. The service menu: {len(menu['categories'])} categories")
     for category in menu["categories"]:
@@ -97,7 +101,7 @@ async def scenario(client: Client, watch: Watch) -> None:
         "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-03",
         "service": "repair.plumbing", "description": "厨房水龙头漏水", "urgency": "soon", "channel": "kiosk",
         "resident": {"name": "王秀英", "phone": "13800138000", "address": "泉外园3栋2单元401"},
-    })
+    }, token=people.kiosk)
     request_id = request["request_id"]
     first = (await watch.until("volunteer.assigned", request_id=request_id))[0]["data"]
     names = {v: k for k, v in ids.items()}
@@ -176,6 +180,7 @@ async def scenario(client: Client, watch: Watch) -> None:
 
     step("The system keeps running. In another terminal, try:")
     console.print(
+        "   linli login --user dispatcher     (its password is in <data>/credentials/people.txt)\n"
         f"   linli submit --district {DISTRICT} --grid quanwai-01 --service haircut.home --name 张奶奶 --phone 13800000002\n"
         f"   linli assignments {ids['李红梅']}\n"
         f"   linli status {request_id}\n"
@@ -204,7 +209,7 @@ async def wait_status(client: Client, request_id: str, status: str, timeout: flo
 
 
 async def run(system: System, demo: bool, once: bool) -> None:
-    client = await Client.connect(system.nats_url)
+    client = await Client.connect(system.nats_url, token="")
     watch = Watch()
     await client.on_events(watch.see)
     stop = asyncio.Event()
@@ -213,7 +218,10 @@ async def run(system: System, demo: bool, once: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         if demo:
-            await scenario(client, watch)
+            step("0. People sign in: an administrator makes a dispatcher, a bank clerk and the kiosk of quanwai-03")
+            people = await identity_cli.create_people(client, system.data_dir, DISTRICT, "quanwai-03")
+            console.print(f"   their passwords and the kiosk's secret: {identity_cli.people_file(system.data_dir)}")
+            await scenario(client, watch, people)
         if not once:
             await stop.wait()
     finally:
@@ -234,8 +242,10 @@ def up(data_dir: Path, demo: bool = True, matchers: int = 2, fresh: bool = False
         nats_url=external.get("NATS_URL"),
         mongo_url=external.get("MONGO_URL"),
         replicas={"matcher": matchers},
-        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120")},
+        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120"), **identity_cli.service_env(data_dir)},
     )
+    console.print(f"credentials in {data_dir / 'credentials'}/ (the administrator's password: admin-password; "
+                  "sign in with `linli login --user admin`)")
     console.print(f"[green]running[/]: NATS {system.nats_url}, MongoDB {system.mongo_url}; "
                   f"processes {', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
     try:
