@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where `linli up` keeps its data (.linli-data)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start servers, the four services and the demo; Ctrl-C stops everything")
+    up = sub.add_parser("up", help="start servers, the services and the demo; Ctrl-C stops everything")
     up.add_argument("--no-demo", action="store_true", help="start without seeding and playing the demo")
     up.add_argument("--matchers", type=int, default=2, help="matcher processes to run (default 2)")
     up.add_argument("--fresh", action="store_true", help="delete the data folder first")
@@ -160,13 +160,14 @@ async def tail(client: Client, args: argparse.Namespace) -> None:
 def asyncapi() -> str:
     from faststream.specification import AsyncAPI
 
+    from services.identity.app import build as identity
     from services.intake.app import build as intake
     from services.ledger.app import build as ledger
     from services.matcher.app import build as matcher
     from services.notifier.app import build as notifier
 
     documents = {}
-    for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
+    for name, build in [("identity", identity), ("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
         documents[name] = json.loads(spec.to_json())
     return json.dumps(documents, indent=2, ensure_ascii=False)
