@@ -108,13 +108,15 @@ def build(settings: IntakeSettings | None = None) -> Service:
         return await desk.register(call)  # keyed on district and phone
 
     @on_call(broker, API.INTAKE_UPDATE_VOLUNTEER, "intake")
-    @api_call(UpdateVolunteer)
-    async def update_volunteer(call: UpdateVolunteer) -> VolunteerProfile:
+    @api_call(UpdateVolunteer, gate)
+    async def update_volunteer(call: UpdateVolunteer, actor: Actor) -> VolunteerProfile:
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await desk.volunteer_district(call.volunteer_id))
         return await desk.update_volunteer(call)
 
     @on_call(broker, API.INTAKE_LEAVE, "intake")
-    @api_call(LeaveVolunteer)
-    async def leave(call: LeaveVolunteer) -> VolunteerProfile:
+    @api_call(LeaveVolunteer, gate)
+    async def leave(call: LeaveVolunteer, actor: Actor) -> VolunteerProfile:
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await desk.volunteer_district(call.volunteer_id))
         return await desk.leave(call)
 
     @on_call(broker, API.INTAKE_PAIR, "intake")

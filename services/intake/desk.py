@@ -112,6 +112,10 @@ class Desk:
             doc = await self.store.request_by_code(code)
         return doc.get("district") if doc else None
 
+    async def volunteer_district(self, volunteer_id: str) -> str | None:
+        volunteer = await self.store.volunteer(volunteer_id)
+        return volunteer.get("district") if volunteer else None
+
     async def pairing_district(self, pairing_id: str) -> str | None:
         pairing = await self.store.pairing(pairing_id)
         return pairing.get("district") if pairing else None

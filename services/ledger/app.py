@@ -105,8 +105,9 @@ def build(settings: LedgerSettings | None = None) -> Service:
         return RewardCatalog(items=await bank.rewards(call.include_inactive))
 
     @on_call(broker, API.LEDGER_REDEEM, "ledger")
-    @api_call(Redeem)
-    async def redeem(call: Redeem) -> Redemption:
+    @api_call(Redeem, gate)
+    async def redeem(call: Redeem, actor: Actor) -> Redemption:
+        auth.allow_self_or(actor, call.volunteer_id, CLERKS, await bank.district_of(call.volunteer_id))
         return handlers.redemption_view(await bank.redeem(call))  # keyed on the idempotency key
 
     @on_call(broker, API.LEDGER_STATEMENT, "ledger")
@@ -115,8 +116,9 @@ def build(settings: LedgerSettings | None = None) -> Service:
         return await bank.statement(call.volunteer_id)
 
     @on_call(broker, API.LEDGER_IMPORT_STATEMENT, "ledger")
-    @api_call(ImportStatement)
-    async def import_statement(call: ImportStatement) -> LedgerEntry:
+    @api_call(ImportStatement, gate)
+    async def import_statement(call: ImportStatement, actor: Actor) -> LedgerEntry:
+        auth.allow(actor, CLERKS, await bank.district_of(call.volunteer_id))
         return handlers.entry_view(await bank.import_statement(call))  # once per statement id
 
     @on_call(broker, API.LEDGER_PUBLIC_KEY, "ledger")
