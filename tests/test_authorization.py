@@ -247,3 +247,21 @@ async def test_a_wrong_password_and_a_guessed_code_sign_nobody_in(linli: Linli) 
     for _ in range(5):
         assert code_of(await linli.call(API.IDENTITY_CODE_VERIFY, attempt | {"code": wrong})) == "unauthenticated"
     assert code_of(await linli.call(API.IDENTITY_CODE_VERIFY, attempt | {"code": code})) == "unauthenticated"
+
+
+async def test_without_the_identity_service_a_token_cannot_be_checked_and_nothing_is_written(
+    settings: BusSettings, bus: Bus
+) -> None:
+    ledger = build_ledger(ledger_settings(replace(settings, auth="required")))
+    await ledger.start()
+    try:
+        key = auth.load_private(auth.new_private_pem())
+        token, _ = auth.issue(key, auth.key_id(auth.public_pem(key)), "clerk", "bank_clerk", "beibei", 3600)
+        before = await contents(ledger)
+        reply = await Linli(ledger, ledger, ledger, ledger, bus).call(API.LEDGER_ADJUST, {
+            "volunteer_id": "v-1", "points": "1", "reason": "r", "operator": "x",
+            "idempotency_key": f"adj-{uuid.uuid4()}"}, token)
+        assert code_of(reply) == "unavailable"
+        assert await contents(ledger) == before
+    finally:
+        await ledger.stop()

@@ -76,7 +76,7 @@ class Gate:
             elif self.fetch_key is not None:
                 key_id, pem = await self.fetch_key()
                 self.keys[key_id] = pem
-        except (OSError, TimeoutError, ValueError, KeyError) as exc:
+        except Exception as exc:  # no responder, a timeout, an unreadable file or reply: all mean "not now"
             log.warning("%s: could not load the token key: %r", self.service, exc)
             raise ApiError("unavailable", "tokens cannot be checked right now; try again") from exc
 
