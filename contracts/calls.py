@@ -641,6 +641,93 @@ class TrustedKeys(BaseModel):
     keys: list[TrustedKey]
 
 
+Role = Literal["dispatcher", "bank_clerk", "committee", "administrator"]
+Secret = Field(min_length=1, max_length=200)
+
+
+class SignIn(Call):
+    user: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", examples=["wang.dispatch"])
+    password: str = Secret
+
+
+class DeviceSignIn(Call):
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", examples=["kiosk-quanwai-03"])
+    secret: str = Secret
+
+
+class CodeRequest(Call):
+    volunteer_id: str = Id
+
+
+class CodeSent(BaseModel):
+    code_ref: str = Field(description="Give it back with the code the volunteer received.")
+    expires_at: datetime
+
+
+class CodeSignIn(Call):
+    volunteer_id: str = Id
+    code_ref: str = Id
+    code: str = Field(pattern=r"^[0-9]{6}$", description="The six digits sent to the volunteer's phone.")
+
+
+class CodeQuery(Call):
+    code_ref: str = Id
+
+
+class CodeText(BaseModel):
+    volunteer_id: str
+    district: str
+    code: str
+    expires_at: datetime
+
+
+class SignedIn(BaseModel):
+    token: str = Field(description="Send it as the header `Authorization: Bearer <token>`.")
+    expires_at: datetime
+    sub: str = Field(description="The operator's user name, the volunteer id or the device id.")
+    role: str = Field(examples=["dispatcher"])
+    district: str = Field(description="The district the credential acts in; * for every district.")
+    grid: str = ""
+
+
+class TokenKeyQuery(Call):
+    pass
+
+
+class TokenKey(BaseModel):
+    algorithm: Literal["EdDSA"] = "EdDSA"
+    public_key: str = Field(description="Ed25519, PEM (SubjectPublicKeyInfo): verifies every token.")
+    key_id: str = Field(description="The `kid` in each token's header.")
+
+
+class PutOperator(Call):
+    user: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    role: Role
+    district: str = Field(pattern=r"^(\*|[a-z0-9][a-z0-9_-]{0,62})$", description="A district id, or * (administrators).")
+    password: str = Field(min_length=10, max_length=200, description="At least 10 characters; stored as an argon2 hash.")
+    active: bool = True
+
+
+class Operator(BaseModel):
+    user: str
+    role: str
+    district: str
+    active: bool
+
+
+class PutDevice(Call):
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    district: str = Slug
+    grid: str = Slug
+
+
+class DeviceCredential(BaseModel):
+    device_id: str
+    district: str
+    grid: str
+    secret: str = Field(description="Shown once; the kiosk signs in with it (linli.api.identity.device_login).")
+
+
 CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "intake.catalog": (CatalogQuery, Catalog),
     "intake.submit": (SubmitRequest, SubmitReply),
@@ -677,4 +764,12 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ledger.trust_put": (TrustDistrict, TrustedKey),
     "ledger.trust_remove": (DistrustDistrict, TrustedKey),
     "ledger.trust_list": (TrustedKeysQuery, TrustedKeys),
+    "identity.login": (SignIn, SignedIn),
+    "identity.device_login": (DeviceSignIn, SignedIn),
+    "identity.code_request": (CodeRequest, CodeSent),
+    "identity.code_verify": (CodeSignIn, SignedIn),
+    "identity.code": (CodeQuery, CodeText),
+    "identity.public_key": (TokenKeyQuery, TokenKey),
+    "identity.operator_put": (PutOperator, Operator),
+    "identity.device_put": (PutDevice, DeviceCredential),
 }

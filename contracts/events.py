@@ -297,3 +297,13 @@ class LedgerCheckpoint(Event):
                       description="SHA-256 over the sorted (volunteer id, seq, hash) of every chain head.")
     signature: str = Field(description="Ed25519 signature (base64) over district, at, volunteers, entries and root.")
     key_id: str = Field(description="Id of the ledger's public key (linli.api.ledger.public_key).")
+
+
+class CodeRequested(Event):
+    """A volunteer asked to sign in: the notifier fetches the one-time code (linli.api.identity.code, by
+    code_ref) and sends it to the volunteer's phone. The event never carries the code."""
+
+    volunteer_id: str
+    district: str
+    code_ref: str = Field(description="Names the code for the notifier; useless without the notifier's credential.")
+    expires_at: datetime

@@ -26,6 +26,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "ledger.checkpoint": ev.LedgerCheckpoint,
     "notification.delivered": ev.NotificationDelivered,
     "notification.failed": ev.NotificationFailed,
+    "identity.code_requested": ev.CodeRequested,
 }
 _TYPE_OF = {model: name for name, model in EVENT_TYPES.items()}
 
@@ -81,3 +82,11 @@ class API:
     LEDGER_TRUST_PUT = "linli.api.ledger.trust_put"
     LEDGER_TRUST_REMOVE = "linli.api.ledger.trust_remove"
     LEDGER_TRUST_LIST = "linli.api.ledger.trust_list"
+    IDENTITY_LOGIN = "linli.api.identity.login"
+    IDENTITY_DEVICE_LOGIN = "linli.api.identity.device_login"
+    IDENTITY_CODE_REQUEST = "linli.api.identity.code_request"
+    IDENTITY_CODE_VERIFY = "linli.api.identity.code_verify"
+    IDENTITY_CODE = "linli.api.identity.code"
+    IDENTITY_PUBLIC_KEY = "linli.api.identity.public_key"
+    IDENTITY_OPERATOR_PUT = "linli.api.identity.operator_put"
+    IDENTITY_DEVICE_PUT = "linli.api.identity.device_put"

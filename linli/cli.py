@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import uuid
@@ -14,7 +15,7 @@ from pymongo.errors import ConnectionFailure
 from rich.markup import escape
 
 from contracts import API
-from linli import intake_cli, ledger_cli, matcher_cli, report_cli
+from linli import identity_cli, intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url, where
 from linli.show import console, print_event
 from services.common.runtime import health_subject
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where `linli up` keeps its data (.linli-data)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start servers, the four services and the demo; Ctrl-C stops everything")
+    up = sub.add_parser("up", help="start servers, the services and the demo; Ctrl-C stops everything")
     up.add_argument("--no-demo", action="store_true", help="start without seeding and playing the demo")
     up.add_argument("--matchers", type=int, default=2, help="matcher processes to run (default 2)")
     up.add_argument("--fresh", action="store_true", help="delete the data folder first")
@@ -97,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
     ledger_cli.add_commands(sub)
     intake_cli.add_commands(sub)
     data_after_any_command(p)
+    identity_cli.add_commands(sub)
     return p
 
 
@@ -186,13 +188,14 @@ def asyncapi() -> str:
 
     from contracts import Envelope
     from contracts.subjects import EVENT_TYPES, STREAM, event_subject
+    from services.identity.app import build as identity
     from services.intake.app import build as intake
     from services.ledger.app import build as ledger
     from services.matcher.app import build as matcher
     from services.notifier.app import build as notifier
 
     documents = {}
-    for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
+    for name, build in [("identity", identity), ("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
         documents[name] = spec.to_specification().to_jsonable()
     events = NatsBroker()
@@ -224,6 +227,7 @@ def no_system(data_dir: Path, exc: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    os.environ["LINLI_HOME"] = str(args.data)  # where `linli login` saved the token
     if args.command == "up":
         from linli.demo import up
 

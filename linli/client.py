@@ -69,12 +69,27 @@ async def caught_up(nc: NATS, service: str, event_type: str, timeout: float = 60
         await asyncio.sleep(0.1)
 
 
+def token_file(data_dir: Path | None = None) -> Path:
+    return (data_dir or Path(os.environ.get("LINLI_HOME", ".linli-data"))) / "credentials" / "token"
+
+
+def saved_token() -> str:
+    """LINLI_TOKEN if set, else the token `linli login` saved, else none."""
+    if token := os.environ.get("LINLI_TOKEN", "").strip():
+        return token
+    try:
+        return token_file().read_text().strip()
+    except OSError:
+        return ""
+
+
 class Client:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, token: str = "") -> None:
         self.nc = nc
+        self.token = token  # sent with every call as `Authorization: Bearer <token>`
 
     @classmethod
-    async def connect(cls, url: str, reconnect: bool = False) -> "Client":
+    async def connect(cls, url: str, reconnect: bool = False, token: str | None = None) -> "Client":
         """A one-off command fails at once when nothing answers (nats.errors.NoServersError); a long
         running one (reconnect=True) waits for a server that restarts."""
 
@@ -89,10 +104,14 @@ class Client:
         if reconnect:
             nc.options["max_reconnect_attempts"] = -1
             nc.options["reconnect_time_wait"] = 0.5
-        return cls(nc)
+        return cls(nc, saved_token() if token is None else token)
 
-    async def call(self, subject: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout)
+    async def call(self, subject: str, payload: dict[str, Any], timeout: float = 10.0,
+                   token: str | None = None) -> dict[str, Any]:
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout,
+                                      headers=headers)
         result: dict[str, Any] = json.loads(reply.data)
         if "error" in result:
             raise CallFailed(subject, result["error"])

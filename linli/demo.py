@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
+from linli import identity_cli
 from linli.client import Client, caught_up
 from linli.show import console, local_time, print_event
 from linli.system import System
@@ -77,7 +78,10 @@ def step(text: str) -> None:
     console.rule(f"[bold]{text}", align="left")
 
 
-async def scenario(client: Client, watch: Watch) -> None:
+async def scenario(client: Client, watch: Watch, people: identity_cli.People) -> None:
+    # The dispatcher answers the hotline and, for the demo, relays the volunteers' answers by phone;
+    # the first request comes in at the kiosk of its grid.
+    client.token = people.dispatcher
     menu = await client.call(API.INTAKE_CATALOG, {})
     step(f"1. The service menu: {len(menu['categories'])} categories")
     for category in menu["categories"]:
@@ -100,7 +104,7 @@ async def scenario(client: Client, watch: Watch) -> None:
         "idempotency_key": f"demo-{uuid.uuid4()}", "district": DISTRICT, "grid": "quanwai-03",
         "service": "repair.plumbing", "description": "厨房水龙头漏水", "urgency": "soon", "channel": "kiosk",
         "resident": {"name": "王秀英", "phone": "13800138000", "address": "泉外园3栋2单元401"},
-    })
+    }, token=people.kiosk)
     request_id = request["request_id"]
     first = (await watch.until("volunteer.assigned", request_id=request_id))[0]["data"]
     names = {v: k for k, v in ids.items()}
@@ -179,6 +183,7 @@ async def scenario(client: Client, watch: Watch) -> None:
 
     step("The system keeps running. In another terminal, try:")
     console.print(
+        "   linli login --user dispatcher     (its password is in <data>/credentials/people.txt)\n"
         f"   linli submit --district {DISTRICT} --grid quanwai-01 --service haircut.home --name 张奶奶 --phone 13800000002\n"
         f"   linli assignments {ids['李红梅']}\n"
         f"   linli status {request_id}\n"
@@ -206,8 +211,15 @@ async def wait_status(client: Client, request_id: str, status: str, timeout: flo
         await asyncio.sleep(0.1)
 
 
+async def play_demo(client: Client, watch: "Watch", system: System) -> None:
+    step("0. People sign in: an administrator makes a dispatcher, a bank clerk and the kiosk of quanwai-03")
+    people = await identity_cli.create_people(client, system.data_dir, DISTRICT, "quanwai-03")
+    console.print(f"   their passwords and the kiosk's secret: {identity_cli.people_file(system.data_dir)}")
+    await scenario(client, watch, people)
+
+
 async def run(system: System, demo: bool, once: bool) -> None:
-    client = await Client.connect(system.nats_url, reconnect=True)
+    client = await Client.connect(system.nats_url, reconnect=True, token="")
     watch = Watch()
     await client.on_events(watch.see)
     stop = asyncio.Event()
@@ -221,7 +233,7 @@ async def run(system: System, demo: bool, once: bool) -> None:
         loop.add_signal_handler(sig, stopping)
     try:
         if demo:  # Ctrl-C in the middle of the scenario ends it: the services it calls are stopping too
-            play, stopped = asyncio.create_task(scenario(client, watch)), asyncio.create_task(stop.wait())
+            play, stopped = asyncio.create_task(play_demo(client, watch, system)), asyncio.create_task(stop.wait())
             await asyncio.wait({play, stopped}, return_when=asyncio.FIRST_COMPLETED)
             await cancel_and_wait([play, stopped])
             if not play.cancelled():
@@ -307,10 +319,12 @@ def run_system(
         nats_url=external.get("NATS_URL"),
         mongo_url=external.get("MONGO_URL"),
         replicas={"matcher": matchers},
-        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120")},
+        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120"), **identity_cli.service_env(data_dir)},
         supervise=True,
         announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
     )
+    console.print(f"credentials in {data_dir / 'credentials'}/ (the administrator's password: admin-password; "
+                  "sign in with `linli login --user admin`)")
     console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {system.nats_url}, "
                   f"MongoDB {system.mongo_url}; processes "
                   f"{', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")

@@ -20,6 +20,7 @@ from services.common.config import BusSettings
 
 # The places tests name, for services in this process and the processes a System starts alike.
 os.environ["LINLI_PLACES"] = str(Path(__file__).with_name("samples") / "places.yaml")
+os.environ.setdefault("LINLI_AUTH", "off")  # the tests of authorization itself ask for `required`
 
 
 @pytest.hookimpl(wrapper=True)

@@ -42,6 +42,9 @@ from contracts.wire import MAX_CALL_BYTES, BodyRefused, read_call
 from linli.embedded import Server, start_nats
 from services.common.config import BusSettings
 from services.common.deadletters import DeadLetterCall
+from services.common.gate import AuditQuery
+from services.identity.app import build as build_identity
+from services.identity.config import IdentitySettings
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
@@ -54,10 +57,11 @@ from tests.test_notifier_service import notifier_settings
 
 pytestmark = pytest.mark.service
 
-SERVICES = ("intake", "matcher", "notifier", "ledger")
+SERVICES = ("intake", "matcher", "notifier", "ledger", "identity")
 MODELS: dict[str, type[BaseModel]] = {
     **{f"linli.api.{name}": request for name, (request, _) in CALLS.items()},
     **{f"linli.api.{service}.dead_letters": DeadLetterCall for service in SERVICES},
+    **{f"linli.api.{service}.audit": AuditQuery for service in SERVICES},
 }
 REPLIES: dict[str, type[BaseModel]] = {f"linli.api.{name}": reply for name, (_, reply) in CALLS.items()}
 GENERATED = 6  # bodies drawn from each call's model; with the hostile ones about 30 calls per subject
@@ -374,6 +378,7 @@ async def run_fuzz(nats_url: str, mongo_url: str) -> Outcome:
         build_matcher(MatcherSettings(bus=bus, offer_ttl=3600, sweep_interval=0.5, lease=30)),
         build_notifier(notifier_settings(bus, None)),
         build_ledger(replace(ledger_settings(bus), sweep_interval=1.0)),
+        build_identity(IdentitySettings(bus=bus)),
     ]
     outcome = Outcome()
     nc = await nats.connect(nats_url)

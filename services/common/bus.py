@@ -5,7 +5,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from faststream import BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
@@ -22,6 +22,9 @@ from contracts import ApiError, Envelope, event_subject
 from contracts.subjects import STREAM, STREAM_SUBJECTS
 from contracts.wire import BodyRefused, read_call, read_event
 from services.common.config import BusSettings
+
+if TYPE_CHECKING:
+    from services.common.gate import Gate
 
 log = logging.getLogger("linli.bus")
 M = TypeVar("M", bound=BaseModel)
@@ -149,26 +152,35 @@ def on_call(broker: NatsBroker, subject: str, service: str, workers: int = 8) ->
 
 
 def api_call(
-    model: type[M],
-) -> Callable[[Callable[[M], Awaitable[BaseModel | dict[str, Any]]]], Callable[[StreamMessage[Any]], Awaitable[dict[str, Any]]]]:
-    """Validate a call's JSON body strictly; answer a bad call or a refused one with the error shape, never raise."""
+    model: type[M], gate: "Gate | None" = None,
+) -> Callable[[Callable[..., Awaitable[BaseModel | dict[str, Any]]]], Callable[[StreamMessage[Any]], Awaitable[dict[str, Any]]]]:
+    """Validate a call's JSON body strictly; answer a bad call or a refused one with the error shape, never raise.
+
+    With a `gate` the call is privileged: the handler also gets the Actor its token names (a missing or
+    bad token is `unauthenticated` before the body is read), and its outcome goes to the audit trail."""
 
     def decorate(
-        handler: Callable[[M], Awaitable[BaseModel | dict[str, Any]]],
+        handler: Callable[..., Awaitable[BaseModel | dict[str, Any]]],
     ) -> Callable[[StreamMessage[Any]], Awaitable[dict[str, Any]]]:
         @wraps(handler)
         async def answer(message: NatsMessage) -> dict[str, Any]:
+            actor = call = None
             try:
+                if gate is not None:
+                    actor = await gate.actor(message.headers)
                 call = read_call(model, message.body)
+                result = await (handler(call) if gate is None else handler(call, actor))
             except BodyRefused as exc:
                 return ApiError(exc.code, exc.message, exc.details).reply()
-            try:
-                result = await handler(call)
             except ApiError as exc:
+                if gate is not None and actor is not None:
+                    await gate.record(actor, message.raw_message.subject, call, exc.code)
                 return exc.reply()
             except Exception:
                 log.exception("call %s failed", model.__name__)
                 return ApiError("internal", "the service could not complete the call; try again").reply()
+            if gate is not None and actor is not None:
+                await gate.record(actor, message.raw_message.subject, call, "ok")
             return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
         answer.__annotations__ = {"message": NatsMessage, "return": dict}

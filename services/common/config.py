@@ -28,5 +28,10 @@ class BusSettings:
     # gone the drain never finishes, and what was not acknowledged is redelivered anyway.
     stop_timeout: float = field(default_factory=lambda: env_float("LINLI_STOP_TIMEOUT", 10.0))
 
+    # `required`: privileged calls need a signed token (linli up, compose); `off`: no token is read.
+    auth: str = field(default_factory=lambda: os.environ.get("LINLI_AUTH", "required"))
+    # The identity service's public key (PEM file); unset, it is asked for over the bus.
+    token_key: str = field(default_factory=lambda: os.environ.get("LINLI_TOKEN_KEY", ""))
+
     def database(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"

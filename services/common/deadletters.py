@@ -21,7 +21,10 @@ from pymongo.errors import DuplicateKeyError
 from contracts import ApiError
 from contracts.subjects import STREAM
 from contracts.wire import BodyRefused, event_type_of, read_event
+from services.common import auth
+from services.common.auth import Actor
 from services.common.bus import api_call, on_call
+from services.common.gate import Gate
 
 log = logging.getLogger("linli.deadletters")
 
@@ -59,7 +62,7 @@ def replay_problem(subject: str, body: bytes) -> str:
     return ""
 
 
-def wire(broker: NatsBroker, db: AsyncDatabase[dict[str, Any]], service: str) -> None:
+def wire(broker: NatsBroker, db: AsyncDatabase[dict[str, Any]], service: str, gate: Gate) -> None:
     letters = db["dead_letters"]
     discarded = db["dead_letters_discarded"]
 
@@ -120,8 +123,11 @@ def wire(broker: NatsBroker, db: AsyncDatabase[dict[str, Any]], service: str) ->
         return {"discarded": letter["_id"], "operator": record["discarded_by"], "reason": record["discard_reason"]}
 
     @on_call(broker, f"linli.api.{service}.dead_letters", service)
-    @api_call(DeadLetterCall)
-    async def dead_letters(call: DeadLetterCall) -> dict[str, Any]:
+    @api_call(DeadLetterCall, gate)
+    async def dead_letters(call: DeadLetterCall, actor: Actor) -> dict[str, Any]:
+        auth.allow(actor, ["administrator"])  # a letter's body may hold anyone's personal data
+        if not actor.open:
+            call = call.model_copy(update={"operator": actor.sub})
         if call.action == "list":
             source = discarded if call.discarded else letters
             rows = await source.find({}).sort("at", -1).limit(call.limit).to_list()

@@ -16,8 +16,10 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common import deadletters
-from services.common.bus import Inbox, Outbox, make_broker
+from services.common.auth import Actor
+from services.common.bus import Inbox, Outbox, api_call, make_broker, on_call
 from services.common.config import BusSettings
+from services.common.gate import AuditQuery, Gate
 
 log = logging.getLogger("linli")
 
@@ -44,6 +46,7 @@ class Service:
     db: AsyncDatabase[dict[str, Any]]
     outbox: Outbox
     inbox: Inbox
+    gate: Gate
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     loops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -55,8 +58,21 @@ class Service:
             settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True
         )
         db = mongo[settings.database(name)]
-        service = cls(name, settings, broker, mongo, db, Outbox(db, broker), Inbox(db))
-        deadletters.wire(broker, db, name)
+
+        async def identity_key() -> tuple[str, str]:
+            reply = await broker.request(b"{}", "linli.api.identity.public_key", timeout=5.0)
+            key = json.loads(reply.body)
+            return key["key_id"], key["public_key"]
+
+        gate = Gate(name, settings, db, identity_key)
+        service = cls(name, settings, broker, mongo, db, Outbox(db, broker), Inbox(db), gate)
+        deadletters.wire(broker, db, name, gate)
+
+        @on_call(broker, f"linli.api.{name}.audit", name)
+        @api_call(AuditQuery, gate)
+        async def audit(call: AuditQuery, actor: Actor) -> dict[str, Any]:
+            return await gate.audit(call, actor)
+
         service.on_start.append(service.outbox.ensure_indexes)
         service.loops.append(lambda: service.outbox.relay_forever(settings.outbox_relay_interval))
         return service

@@ -35,6 +35,8 @@ from contracts.events import (
     VolunteerAssigned,
 )
 from services.common import places
+from services.common import auth
+from services.common.auth import Actor, signed_by
 from services.common.bus import api_call, on_call, on_event
 from services.common.runtime import Service
 from services.intake.config import IntakeSettings
@@ -43,10 +45,13 @@ from services.intake.handlers import Menu
 from services.intake.store import IntakeStore
 
 
+DISPATCHERS = ["dispatcher"]  # and administrators, who hold every operator role
+
+
 def build(settings: IntakeSettings | None = None) -> Service:
     settings = settings or IntakeSettings()
     service = Service.create("intake", settings.bus)
-    broker, inbox = service.broker, service.inbox
+    broker, inbox, gate = service.broker, service.inbox, service.gate
     desk = Desk(IntakeStore(service.db), service.outbox, settings, Menu.load(settings.catalog_path),
                 places.Places.load(settings.places_path))
     service.on_start.append(desk.start)
@@ -64,8 +69,9 @@ def build(settings: IntakeSettings | None = None) -> Service:
         return desk.place_list(call.district)
 
     @on_call(broker, API.INTAKE_SUBMIT, "intake")
-    @api_call(SubmitRequest)
-    async def submit(call: SubmitRequest) -> SubmitReply:
+    @api_call(SubmitRequest, gate)
+    async def submit(call: SubmitRequest, actor: Actor) -> SubmitReply:
+        auth.allow_kiosk_or(actor, call.district, call.grid, DISPATCHERS)  # an operator takes hotline calls
         return await desk.submit(call)  # keyed on the idempotency key
 
     @on_call(broker, API.INTAKE_STATUS, "intake")
@@ -84,13 +90,17 @@ def build(settings: IntakeSettings | None = None) -> Service:
         return await desk.cancel(call)
 
     @on_call(broker, API.INTAKE_CLOSE, "intake")
-    @api_call(CloseRequest)
-    async def close(call: CloseRequest) -> RequestStatus:
-        return await desk.close(call)
+    @api_call(CloseRequest, gate)
+    async def close(call: CloseRequest, actor: Actor) -> RequestStatus:
+        auth.allow(actor, DISPATCHERS, await desk.request_district(call.request_id))
+        return await desk.close(signed_by(call, actor))
 
     @on_call(broker, API.INTAKE_REQUESTS, "intake")
-    @api_call(RequestsQuery)
-    async def requests(call: RequestsQuery) -> RequestList:
+    @api_call(RequestsQuery, gate)
+    async def requests(call: RequestsQuery, actor: Actor) -> RequestList:
+        if call.district is None and not auth.covers(actor, "") and not actor.open:
+            call = call.model_copy(update={"district": actor.district})  # an operator lists their own district
+        auth.allow(actor, DISPATCHERS + ["committee"], call.district)
         return await desk.requests(call)
 
     @on_call(broker, API.INTAKE_REGISTER_VOLUNTEER, "intake")
@@ -99,23 +109,27 @@ def build(settings: IntakeSettings | None = None) -> Service:
         return await desk.register(call)  # keyed on district and phone
 
     @on_call(broker, API.INTAKE_UPDATE_VOLUNTEER, "intake")
-    @api_call(UpdateVolunteer)
-    async def update_volunteer(call: UpdateVolunteer) -> VolunteerProfile:
+    @api_call(UpdateVolunteer, gate)
+    async def update_volunteer(call: UpdateVolunteer, actor: Actor) -> VolunteerProfile:
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await desk.volunteer_district(call.volunteer_id))
         return await desk.update_volunteer(call)
 
     @on_call(broker, API.INTAKE_LEAVE, "intake")
-    @api_call(LeaveVolunteer)
-    async def leave(call: LeaveVolunteer) -> VolunteerProfile:
+    @api_call(LeaveVolunteer, gate)
+    async def leave(call: LeaveVolunteer, actor: Actor) -> VolunteerProfile:
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await desk.volunteer_district(call.volunteer_id))
         return await desk.leave(call)
 
     @on_call(broker, API.INTAKE_PAIR, "intake")
-    @api_call(PairResident)
-    async def pair(call: PairResident) -> Pairing:
+    @api_call(PairResident, gate)
+    async def pair(call: PairResident, actor: Actor) -> Pairing:
+        auth.allow(actor, DISPATCHERS, call.district)
         return await desk.pair(call)
 
     @on_call(broker, API.INTAKE_UNPAIR, "intake")
-    @api_call(EndPairing)
-    async def unpair(call: EndPairing) -> Pairing:
+    @api_call(EndPairing, gate)
+    async def unpair(call: EndPairing, actor: Actor) -> Pairing:
+        auth.allow(actor, DISPATCHERS, await desk.pairing_district(call.pairing_id))
         return await desk.unpair(call)
 
     @on_call(broker, API.INTAKE_CONTACT, "intake")
@@ -124,8 +138,9 @@ def build(settings: IntakeSettings | None = None) -> Service:
         return await desk.contact(call)
 
     @on_call(broker, API.INTAKE_DETAILS, "intake")
-    @api_call(DetailsQuery)
-    async def details(call: DetailsQuery) -> AssignmentDetails:
+    @api_call(DetailsQuery, gate)
+    async def details(call: DetailsQuery, actor: Actor) -> AssignmentDetails:
+        auth.allow_self_or(actor, call.volunteer_id, [], None)  # the accepted volunteer, nobody else
         return await desk.details(call)
 
     # Each consumer recognises a repeat by the event id (the inbox); each change is also keyed on it.

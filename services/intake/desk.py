@@ -147,6 +147,22 @@ class Desk:
                 await self.announce(doc)
             await asyncio.sleep(self.settings.announce_after)
 
+    # --- whose district a call acts in, for the authorization checked before it ---------------------
+
+    async def request_district(self, id_or_code: str) -> str | None:
+        doc = await self.store.request(id_or_code)
+        if doc is None and (code := handlers.as_code(id_or_code)):
+            doc = await self.store.request_by_code(code)
+        return doc.get("district") if doc else None
+
+    async def volunteer_district(self, volunteer_id: str) -> str | None:
+        volunteer = await self.store.volunteer(volunteer_id)
+        return volunteer.get("district") if volunteer else None
+
+    async def pairing_district(self, pairing_id: str) -> str | None:
+        pairing = await self.store.pairing(pairing_id)
+        return pairing.get("district") if pairing else None
+
     async def request(self, id_or_code: str) -> Doc:
         doc = await self.store.request(id_or_code)
         if doc is None and (code := handlers.as_code(id_or_code)):

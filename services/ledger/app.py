@@ -25,6 +25,8 @@ from contracts.calls import (
     TrustedKeysQuery,
 )
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
+from services.common import auth
+from services.common.auth import Actor, signed_by
 from services.common.bus import api_call, on_call, on_event
 from services.common.runtime import Service
 from services.ledger import handlers
@@ -33,10 +35,13 @@ from services.ledger.config import LedgerSettings
 from services.ledger.store import LedgerStore
 
 
+CLERKS = ["bank_clerk"]  # and administrators, who hold every operator role
+
+
 def build(settings: LedgerSettings | None = None) -> Service:
     settings = settings or LedgerSettings()
     service = Service.create("ledger", settings.bus)
-    broker, outbox, inbox = service.broker, service.outbox, service.inbox
+    broker, outbox, inbox, gate = service.broker, service.outbox, service.inbox, service.gate
     bank = Bank(LedgerStore(service.db), outbox, settings)
     service.on_start.append(bank.start)
     service.loops.append(bank.sweep_forever)
@@ -68,23 +73,31 @@ def build(settings: LedgerSettings | None = None) -> Service:
         return await bank.balance(call.volunteer_id)
 
     @on_call(broker, API.LEDGER_ADJUST, "ledger")
-    @api_call(AdjustBalance)
-    async def adjust(call: AdjustBalance) -> LedgerEntry:
+    @api_call(AdjustBalance, gate)
+    async def adjust(call: AdjustBalance, actor: Actor) -> LedgerEntry:
+        auth.allow(actor, CLERKS, await bank.district_of(call.volunteer_id))
+        call = signed_by(call, actor)
         return handlers.entry_view(await bank.adjust(call))  # keyed on the idempotency key
 
     @on_call(broker, API.LEDGER_CONFIRM, "ledger")
-    @api_call(ConfirmService)
-    async def confirm(call: ConfirmService) -> LedgerEntry:
+    @api_call(ConfirmService, gate)
+    async def confirm(call: ConfirmService, actor: Actor) -> LedgerEntry:
+        auth.allow(actor, CLERKS)
+        for district in await bank.districts_of_request(call.request_id, call.volunteer_id):
+            auth.allow(actor, CLERKS, district)
+        call = signed_by(call, actor)
         return handlers.entry_view(await bank.confirm(call))  # one confirmation per request
 
     @on_call(broker, API.LEDGER_REVIEW, "ledger")
-    @api_call(ReviewQuery)
-    async def review(call: ReviewQuery) -> ReviewQueue:
+    @api_call(ReviewQuery, gate)
+    async def review(call: ReviewQuery, actor: Actor) -> ReviewQueue:
+        auth.allow(actor, CLERKS)
         return ReviewQueue(items=await bank.review(call.limit))
 
     @on_call(broker, API.LEDGER_CATALOG_PUT, "ledger")
-    @api_call(PutRewardItem)
-    async def catalog_put(call: PutRewardItem) -> RewardItem:
+    @api_call(PutRewardItem, gate)
+    async def catalog_put(call: PutRewardItem, actor: Actor) -> RewardItem:
+        auth.allow(actor, CLERKS, settings.district or None)
         return await bank.put_reward(call)
 
     @on_call(broker, API.LEDGER_CATALOG_LIST, "ledger")
@@ -93,8 +106,9 @@ def build(settings: LedgerSettings | None = None) -> Service:
         return RewardCatalog(items=await bank.rewards(call.include_inactive))
 
     @on_call(broker, API.LEDGER_REDEEM, "ledger")
-    @api_call(Redeem)
-    async def redeem(call: Redeem) -> Redemption:
+    @api_call(Redeem, gate)
+    async def redeem(call: Redeem, actor: Actor) -> Redemption:
+        auth.allow_self_or(actor, call.volunteer_id, CLERKS, await bank.district_of(call.volunteer_id))
         return handlers.redemption_view(await bank.redeem(call))  # keyed on the idempotency key
 
     @on_call(broker, API.LEDGER_STATEMENT, "ledger")
@@ -103,8 +117,9 @@ def build(settings: LedgerSettings | None = None) -> Service:
         return await bank.statement(call.volunteer_id)
 
     @on_call(broker, API.LEDGER_IMPORT_STATEMENT, "ledger")
-    @api_call(ImportStatement)
-    async def import_statement(call: ImportStatement) -> LedgerEntry:
+    @api_call(ImportStatement, gate)
+    async def import_statement(call: ImportStatement, actor: Actor) -> LedgerEntry:
+        auth.allow(actor, CLERKS, await bank.district_of(call.volunteer_id))
         return handlers.entry_view(await bank.import_statement(call))  # once per statement id
 
     @on_call(broker, API.LEDGER_PUBLIC_KEY, "ledger")
@@ -114,13 +129,17 @@ def build(settings: LedgerSettings | None = None) -> Service:
         return PublicKey(district=settings.district, public_key=public, key_id=key_id)
 
     @on_call(broker, API.LEDGER_TRUST_PUT, "ledger")
-    @api_call(TrustDistrict)
-    async def trust_put(call: TrustDistrict) -> TrustedKey:
+    @api_call(TrustDistrict, gate)
+    async def trust_put(call: TrustDistrict, actor: Actor) -> TrustedKey:
+        auth.allow(actor, ["administrator"], settings.district or None)
+        call = signed_by(call, actor)
         return await bank.trust(call)  # the same key again changes nothing
 
     @on_call(broker, API.LEDGER_TRUST_REMOVE, "ledger")
-    @api_call(DistrustDistrict)
-    async def trust_remove(call: DistrustDistrict) -> TrustedKey:
+    @api_call(DistrustDistrict, gate)
+    async def trust_remove(call: DistrustDistrict, actor: Actor) -> TrustedKey:
+        auth.allow(actor, ["administrator"], settings.district or None)
+        call = signed_by(call, actor)
         return await bank.distrust(call)
 
     @on_call(broker, API.LEDGER_TRUST_LIST, "ledger")

@@ -160,6 +160,16 @@ class Bank:
         ratings, stars = await self.store.rating_totals(volunteer_id)
         return handlers.balance_view(volunteer_id, projected, ratings, stars)
 
+    # --- whose district a call acts in, for the authorization checked before it ---------------------
+
+    async def district_of(self, volunteer_id: str) -> str | None:
+        account = await self.store.account(volunteer_id)
+        return account.get("district") or None if account else None
+
+    async def districts_of_request(self, request_id: str, volunteer_id: str) -> set[str]:
+        proofs = [p for p in await self.store.proofs_of(request_id) if volunteer_id in ("", p["volunteer_id"])]
+        return {d for p in proofs if (d := await self.district_of(p["volunteer_id"]))}
+
     async def adjust(self, call: AdjustBalance) -> Doc:
         account = await self.store.account(call.volunteer_id)
         if account is None:

@@ -22,6 +22,8 @@ from contracts.events import (
     VolunteerLeft,
     VolunteerRegistered,
 )
+from services.common import auth
+from services.common.auth import Actor, signed_by
 from services.common.bus import api_call, on_call, on_event
 from services.common.places import Places
 from services.common.runtime import Service
@@ -31,10 +33,13 @@ from services.matcher.dispatch import Dispatch
 from services.matcher.store import MatcherStore
 
 
+DISPATCHERS = ["dispatcher"]  # and administrators, who hold every operator role
+
+
 def build(settings: MatcherSettings | None = None) -> Service:
     settings = settings or MatcherSettings()
     service = Service.create("matcher", settings.bus)
-    broker, inbox = service.broker, service.inbox
+    broker, inbox, gate = service.broker, service.inbox, service.gate
     dispatch = Dispatch(MatcherStore(service.db), service.outbox, settings,
                         scoring.Rules.load(settings.rules_path), Places.load(settings.places_path))
     service.on_start.append(dispatch.start)
@@ -76,13 +81,15 @@ def build(settings: MatcherSettings | None = None) -> Service:
         await dispatch.pairing_ended(event.data.pairing_id)  # ending twice ends it once
 
     @on_call(broker, API.MATCHER_RESPOND, "matcher")
-    @api_call(Respond)
-    async def respond(call: Respond) -> AssignmentReply:
+    @api_call(Respond, gate)
+    async def respond(call: Respond, actor: Actor) -> AssignmentReply:
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await dispatch.assignment_district(call.assignment_id))
         return await dispatch.respond(call)
 
     @on_call(broker, API.MATCHER_COMPLETE, "matcher")
-    @api_call(Complete)
-    async def complete(call: Complete) -> AssignmentReply:
+    @api_call(Complete, gate)
+    async def complete(call: Complete, actor: Actor) -> AssignmentReply:
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await dispatch.assignment_district(call.assignment_id))
         return await dispatch.complete(call)
 
     @on_call(broker, API.MATCHER_ASSIGNMENTS, "matcher")
@@ -91,23 +98,27 @@ def build(settings: MatcherSettings | None = None) -> Service:
         return await dispatch.assignments(call)
 
     @on_call(broker, API.MATCHER_VOLUNTEERS, "matcher")
-    @api_call(VolunteersQuery)
-    async def volunteers(call: VolunteersQuery) -> VolunteerList:
+    @api_call(VolunteersQuery, gate)
+    async def volunteers(call: VolunteersQuery, actor: Actor) -> VolunteerList:
+        auth.allow(actor, DISPATCHERS, call.district)
         return await dispatch.volunteers(call)
 
     @on_call(broker, API.MATCHER_EXPLAIN, "matcher")
-    @api_call(ExplainQuery)
-    async def explain(call: ExplainQuery) -> Explanation:
+    @api_call(ExplainQuery, gate)
+    async def explain(call: ExplainQuery, actor: Actor) -> Explanation:
+        auth.allow(actor, DISPATCHERS, await dispatch.request_district(call.request_id))
         return await dispatch.explain(call)
 
     @on_call(broker, API.MATCHER_ASSIGN, "matcher")
-    @api_call(OperatorAssign)
-    async def assign(call: OperatorAssign) -> AssignmentReply:
-        return await dispatch.assign(call)
+    @api_call(OperatorAssign, gate)
+    async def assign(call: OperatorAssign, actor: Actor) -> AssignmentReply:
+        auth.allow(actor, DISPATCHERS, await dispatch.request_district(call.request_id))
+        return await dispatch.assign(signed_by(call, actor))
 
     @on_call(broker, API.MATCHER_REASSIGN, "matcher")
-    @api_call(OperatorReassign)
-    async def reassign(call: OperatorReassign) -> AssignmentReply:
-        return await dispatch.reassign(call)
+    @api_call(OperatorReassign, gate)
+    async def reassign(call: OperatorReassign, actor: Actor) -> AssignmentReply:
+        auth.allow(actor, DISPATCHERS, await dispatch.request_district(call.request_id))
+        return await dispatch.reassign(signed_by(call, actor))
 
     return service

@@ -299,6 +299,16 @@ class Dispatch:
     async def pairing_ended(self, pairing_id: str) -> None:
         await self.store.end_pairing(pairing_id)
 
+    # --- whose district a call acts in, for the authorization checked before it ---------------------
+
+    async def assignment_district(self, ref: str) -> str | None:
+        assignment = await self.store.assignment_by_ref(ref)
+        return assignment.get("district") if assignment else None
+
+    async def request_district(self, ref: str) -> str | None:
+        request = await self.store.request_by_ref(ref)
+        return request.get("district") if request else None
+
     # --- a volunteer's answers -----------------------------------------------------------------------
 
     async def respond(self, call: Respond) -> AssignmentReply:

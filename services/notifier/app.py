@@ -10,6 +10,7 @@ from contracts.events import (
     AssignmentCompleted,
     AssignmentExpired,
     AssignmentWithdrawn,
+    CodeRequested,
     PointsEarned,
     RequestClosed,
     RequestRedispatched,
@@ -112,6 +113,12 @@ def build(settings: NotifierSettings | None = None) -> Service:
     @on_event(broker, settings.bus, "notifier", "points.earned")
     async def points(event: Envelope[PointsEarned], message: NatsMessage) -> None:
         async with inbox.once("notifier-points", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "identity.code_requested")
+    async def sign_in_code(event: Envelope[CodeRequested], message: NatsMessage) -> None:
+        async with inbox.once("notifier-code", event) as first:
             if first:
                 await dispatcher.notify(event, message)
 

@@ -54,6 +54,16 @@ class Directory:
         self.recent[key] = (self.clock(), contact)
         return contact
 
+    async def sign_in_code(self, code_ref: str) -> str:
+        """The code's text, which identity hands out once; "" when it was taken already (a redelivery after
+        a crash): the volunteer is told to ask again."""
+        reply = await self.ask(API.IDENTITY_CODE, {"code_ref": code_ref})
+        if "error" in reply:
+            if reply["error"].get("code") == "not_found":
+                return ""
+            raise RuntimeError(f"identity refused the code lookup: {reply['error']}")
+        return str(reply["code"])
+
     async def service_names(self, lang: str) -> dict[str, str]:
         """Asked once; until intake answers, texts say "a volunteer service" and the next one asks again."""
         if not self.labels:

@@ -16,6 +16,7 @@ import httpx
 from faststream.nats.annotations import NatsMessage
 
 from contracts import Envelope
+from contracts.events import CodeRequested
 from services.common.places import Places
 from services.common.runtime import cancel_and_wait
 from services.notifier import handlers
@@ -110,7 +111,8 @@ class Dispatcher:
         lang = self.settings.language
         contacts = {f"{kind}:{id}": await self.directory.contact(kind, id) for kind, id in handlers.lookups(to)}
         services = await self.directory.service_names(lang) if handlers.names_a_service(event) else {}
-        facts = handlers.Facts(contacts, services, self.places, lang)
+        code = await self.directory.sign_in_code(event.data.code_ref) if isinstance(event.data, CodeRequested) else ""
+        facts = handlers.Facts(contacts, services, self.places, lang, code)
         recipient = facts.contact(*to.lookup) if to.lookup else None
         now = datetime.fromtimestamp(self.clock(), UTC)
         body = handlers.text(event, to, facts, self.messages)

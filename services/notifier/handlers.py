@@ -13,6 +13,7 @@ from contracts.events import (
     AssignmentCompleted,
     AssignmentExpired,
     AssignmentWithdrawn,
+    CodeRequested,
     NotificationDelivered,
     NotificationFailed,
     PointsEarned,
@@ -69,6 +70,8 @@ def routes(event: Envelope[Any]) -> list[Route]:
             return [Route("closed", "operators", None)]
         case PointsEarned(volunteer_id=volunteer):
             return [Route("points_earned", f"volunteer:{volunteer}", ("volunteer", volunteer))]
+        case CodeRequested(volunteer_id=volunteer):
+            return [Route("sign_in_code", f"volunteer:{volunteer}", ("volunteer", volunteer))]
     raise ValueError(f"the notifier has nothing to say about {event.type}")
 
 
@@ -92,6 +95,7 @@ class Facts:
     services: Mapping[str, str]  # service id -> its name in the reader's language
     places: Places
     lang: str = "zh"
+    code: str = ""  # a one-time sign-in code, fetched from identity; "" when it could not be had
 
     def contact(self, kind: ContactKind, id: str) -> Contact | None:
         return self.contacts.get(f"{kind}:{id}")
@@ -199,6 +203,11 @@ def text(event: Envelope[Any], to: Route, facts: Facts, messages: Messages) -> s
                 points=number(earned.points),
                 balance=number(earned.balance_points),
             )
+        case CodeRequested() as asked:
+            if not facts.code:
+                return say("sign_in_code.lost", greeting=greeting())
+            minutes = max(1, round((asked.expires_at - event.time).total_seconds() / 60))
+            return say("sign_in_code", greeting=greeting(), code=facts.code, minutes=minutes)
     raise ValueError(f"the notifier has nothing to say about {event.type}")
 
 
@@ -221,7 +230,7 @@ def new_notification(
         "lang": lang,
         "channel": channel,
         "district": event.district,
-        "request_id": event.data.request_id,
+        "request_id": getattr(event.data, "request_id", ""),  # a sign-in code is about no request
         "event_id": event.id,
         "created_at": now.isoformat(),
         "created": now.timestamp(),
@@ -266,8 +275,8 @@ def outcome_event(doc: dict[str, Any]) -> Envelope[Any]:
         data,
         source=SOURCE,
         district=doc["district"],
-        subject=doc["request_id"],
-        correlationid=doc["request_id"],
+        subject=doc["request_id"] or doc["recipient"],
+        correlationid=doc["request_id"] or doc["event_id"],
         causationid=doc["event_id"],
         event_id=derived_id(f"notification.{doc['status']}", doc["_id"]),
     )
