@@ -1,5 +1,6 @@
 from pydantic import BaseModel
 
+from contracts import care
 from contracts import events as ev
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {
@@ -25,6 +26,11 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "points.redeemed": ev.PointsRedeemed,
     "notification.delivered": ev.NotificationDelivered,
     "notification.failed": ev.NotificationFailed,
+    "care.plan.changed": care.CarePlanChanged,
+    "care.duty.missed": care.DutyMissed,
+    "care.escalated": care.Escalated,
+    "care.escalation.stopped": care.EscalationStopped,
+    "care.contact.overdue": care.ContactOverdue,
 }
 _TYPE_OF = {model: name for name, model in EVENT_TYPES.items()}
 
@@ -80,3 +86,12 @@ class API:
     LEDGER_TRUST_PUT = "linli.api.ledger.trust_put"
     LEDGER_TRUST_REMOVE = "linli.api.ledger.trust_remove"
     LEDGER_TRUST_LIST = "linli.api.ledger.trust_list"
+    CARE_CREATE_PLAN = "linli.api.care.create_plan"
+    CARE_CHANGE_PLAN = "linli.api.care.change_plan"
+    CARE_END_PLAN = "linli.api.care.end_plan"
+    CARE_PLAN = "linli.api.care.plan"
+    CARE_CHECK_IN = "linli.api.care.check_in"
+    CARE_LOG_CONTACT = "linli.api.care.log_contact"
+    CARE_ASSIGN_COVER = "linli.api.care.assign_cover"
+    CARE_SAFEGUARD_QUEUE = "linli.api.care.safeguard_queue"
+    CARE_REPORT = "linli.api.care.report"
