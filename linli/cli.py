@@ -158,13 +158,14 @@ async def tail(client: Client, args: argparse.Namespace) -> None:
 def asyncapi() -> str:
     from faststream.specification import AsyncAPI
 
+    from services.care.app import build as care
     from services.intake.app import build as intake
     from services.ledger.app import build as ledger
     from services.matcher.app import build as matcher
     from services.notifier.app import build as notifier
 
     documents = {}
-    for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
+    for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger), ("care", care)]:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
         documents[name] = json.loads(spec.to_json())
     return json.dumps(documents, indent=2, ensure_ascii=False)

@@ -1,4 +1,4 @@
-"""The whole system on one machine: servers (unless URLs are given) and the four services as processes."""
+"""The whole system on one machine: servers (unless URLs are given) and the services as processes."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from linli.embedded import Server, start_mongo, start_nats
 
-SERVICES = ("intake", "matcher", "notifier", "ledger")
+SERVICES = ("intake", "matcher", "notifier", "ledger", "care")
 
 
 @dataclass
