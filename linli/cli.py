@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 
 from contracts import API
-from linli import intake_cli, ledger_cli, matcher_cli, report_cli
+from linli import care_cli, intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
 from linli.show import console, print_event
 
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where `linli up` keeps its data (.linli-data)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start servers, the four services and the demo; Ctrl-C stops everything")
+    up = sub.add_parser("up", help="start servers, the services and the demo; Ctrl-C stops everything")
     up.add_argument("--no-demo", action="store_true", help="start without seeding and playing the demo")
     up.add_argument("--matchers", type=int, default=2, help="matcher processes to run (default 2)")
     up.add_argument("--fresh", action="store_true", help="delete the data folder first")
@@ -89,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     matcher_cli.add_commands(sub)
     ledger_cli.add_commands(sub)
     intake_cli.add_commands(sub)
+    care_cli.add_commands(sub)
     return p
 
 
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_cli.run(args)
     if args.command == "ledger":
         return ledger_cli.run(args)
+    if args.command == "care":
+        return care_cli.run(args)
     if hasattr(args, "run"):
         return int(args.run(args))
     try:

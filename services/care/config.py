@@ -24,8 +24,8 @@ class CareSettings:
     watch_interval: float = field(default_factory=lambda: env_float("CARE_WATCH_INTERVAL", 10.0))
     # Timers are found by an equality key of this many seconds; a pass reads each key since the last pass.
     bucket_seconds: int = field(default_factory=lambda: env_int("CARE_BUCKET_SECONDS", 60))
-    # On the very first pass, how far back the watchdog looks for deadlines it has never seen.
-    first_lookback: float = field(default_factory=lambda: env_float("CARE_FIRST_LOOKBACK", 86400.0))
+    # How many deadlines of one bucket a pass takes at the same time.
+    pass_concurrency: int = field(default_factory=lambda: env_int("CARE_PASS_CONCURRENCY", 16))
     # A child's pairing with no logged contact for this many days alerts the children's director.
     quiet_days: int = field(default_factory=lambda: env_int("CARE_QUIET_DAYS", 14))
     # The catalogue item of the urgent request an unwell or needs_help check-in raises.

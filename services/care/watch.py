@@ -76,6 +76,8 @@ class Care:
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
+        # Set before any plan can be made here, so no timer lies behind it; a restart keeps the stored one.
+        await self.store.advance_cursor(None, handlers.bucket(self.clock.now(), self.settings.bucket_seconds))
 
     def key(self, at: datetime, now: datetime) -> str:
         # Never a bucket the cursor has passed: a timer already due is read by the next pass.
@@ -366,11 +368,12 @@ class Care:
         size = self.settings.bucket_seconds
         cursor = await self.store.cursor()
         taken = 0
-        for key in handlers.buckets(cursor or handlers.bucket(now - timedelta(seconds=self.settings.first_lookback),
-                                                              size), now, size):
-            for occurrence in await self.store.timers(key):
-                if occurrence["state"] in LIVE and occurrence["next_at"] and occurrence["next_at"] <= now:
-                    taken += await self.advance(occurrence, now)
+        # Deadlines of one bucket are taken side by side: each waits on the database and the stream, not the CPU.
+        limit = asyncio.Semaphore(self.settings.pass_concurrency)
+        for key in handlers.buckets(cursor or handlers.bucket(now, size), now, size):
+            due = [o for o in await self.store.timers(key)
+                   if o["state"] in LIVE and o["next_at"] and o["next_at"] <= now]
+            taken += sum(await asyncio.gather(*(self.advance_within(limit, o, now) for o in due)))
             for pairing in await self.store.quiet_timers(key):
                 if pairing["active"] and not pairing["alerted"] and pairing["alert_at"] <= now:
                     taken += await self.quiet(pairing, now)
@@ -391,6 +394,10 @@ class Care:
                 await self.watch_once()
             except Exception as exc:  # the next pass reads the same buckets again
                 log.warning("care watchdog pass failed, will retry: %r", exc)
+
+    async def advance_within(self, limit: asyncio.Semaphore, occurrence: Doc, now: datetime) -> bool:
+        async with limit:
+            return await self.advance(occurrence, now)
 
     async def advance(self, occurrence: Doc, now: datetime) -> bool:
         """Takes the next escalation step of one deadline, once, whichever replica gets there first."""
