@@ -1,6 +1,7 @@
 """Care's decisions without I/O: deadlines in the district's time, timer buckets, who each step tells."""
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -77,3 +78,19 @@ def test_the_pseudonym_is_stable_and_reveals_nothing() -> None:
     ref = handlers.resident_ref("beibei", "张桂兰", "13800138011")
     assert ref == handlers.resident_ref("beibei", "张桂兰", "13800138011")
     assert "13800138011" not in ref and ref != handlers.resident_ref("beibei", "张桂兰", "13800138012")
+
+
+REPORT = {"month": "2026-12", "due": 31, "on_time": 27, "late": 2, "missed": 2, "escalations": 4,
+          "endings": {"checked_in": 3, "open": 1, "plan_ended": 0},
+          "csv": "plan_id,resident_ref,due,on_time,late,missed,escalations,last_contact\ncp-1,res-1,31,27,2,2,4,\n"}
+
+
+def test_the_month_chart_and_csv_are_written(tmp_path: Path) -> None:
+    from services.care import reports
+
+    reports.render_chart(REPORT, tmp_path / "care.png", "泉外社区", date(2027, 1, 2))
+    reports.write_report_csv(REPORT, tmp_path / "care.csv")
+    assert (tmp_path / "care.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "care.csv").read_text(encoding="utf-8-sig").splitlines()[1] == "cp-1,res-1,31,27,2,2,4,"
+    words = reports.chart_texts(REPORT, "泉外社区", date(2027, 1, 2))
+    assert words["title"] == "泉外社区  2026年12月关爱服务月报" and "已有人签到 3 次，仍在升级 1 次" in words["escalations"]

@@ -264,6 +264,8 @@ class Care:
         if call.mode in ("visit", "call"):
             await self.store.add_contact({"_id": checkin_id, "plan_id": plan["_id"], "by": call.by, "at": at,
                                           "where": call.mode, "what": call.outcome})
+            alert_at = at + timedelta(days=self.settings.quiet_days)
+            await self.store.contacted(plan["_id"], at, alert_at, self.key(alert_at, now))
         return await self.settle(plan, duty, checkin)
 
     async def settle(self, plan: Doc, duty: DutySpec, checkin: Doc) -> CheckInReply:
