@@ -371,3 +371,23 @@ async def test_a_month_report_counts_on_time_late_and_missed(bus: Bus, care: Rep
     assert report["residents"][0]["last_contact"] is not None
     assert report["csv"].splitlines()[1].split(",")[2:7] == ["3", "1", "1", "1", "2"]
 
+
+
+async def test_a_changed_duty_is_watched_at_its_new_time_and_an_ended_plan_not_at_all(
+        bus: Bus, care: Replica, clock: MovedClock) -> None:
+    plan = await create(bus)
+    changed = await bus.call(API.CARE_CHANGE_PLAN, {
+        "plan_id": plan["plan_id"], "reader": OPERATOR, "reason": "邻居改为晚上来",
+        "duties": [{"duty_id": "visit", "kind": "visit", "rhythm": "daily", "due": "20:00", "holder": "neighbour-1"}]})
+    assert changed["duties"][0]["due"] == "20:00" and changed["history"][-1]["reason"] == "邻居改为晚上来"
+    clock.at = DUE + timedelta(seconds=1)  # 18:00 local: no longer a deadline
+    assert await care.care.watch_once() == 0
+    clock.at = DUE + timedelta(hours=2, seconds=1)
+    assert await care.care.watch_once() == 1
+
+    ended = await bus.call(API.CARE_END_PLAN, {"plan_id": plan["plan_id"], "reader": OPERATOR, "reason": "搬去女儿家"})
+    assert ended["active"] is False
+    clock.advance(days=2)
+    assert await care.care.watch_once() == 0
+    refused = await check_in(bus, plan["plan_id"], "neighbour-1")
+    assert refused["error"]["code"] == "plan_ended"
