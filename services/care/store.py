@@ -25,8 +25,8 @@ class CareStore:
         await self.plans.create_index([("idempotency_key", ASCENDING)], unique=True)
         await self.plans.create_index("community")
         await self.occurrences.create_index("next_key")
-        await self.occurrences.create_index("plan_duty")
-        await self.occurrences.create_index("community")
+        await self.occurrences.create_index("live")
+        await self.occurrences.create_index("month")
         await self.occurrences.create_index("unsent")
         await self.checkins.create_index("pending")
         await self.checkins.create_index("request_id")
@@ -61,7 +61,8 @@ class CareStore:
             pass  # made by an earlier attempt or another replica
 
     async def duty_occurrences(self, plan_id: str, duty_id: str) -> list[Doc]:
-        return await self.occurrences.find({"plan_duty": f"{plan_id}:{duty_id}"}).to_list()
+        """The deadlines of a duty not yet settled (checked in or ended)."""
+        return await self.occurrences.find({"live": f"{plan_id}:{duty_id}"}).to_list()
 
     async def plan_occurrences(self, plan: Doc) -> list[Doc]:
         found: list[Doc] = []
@@ -85,8 +86,8 @@ class CareStore:
     async def sent(self, occurrence_id: str) -> None:
         await self.occurrences.update_one({"_id": occurrence_id}, {"$unset": {"unsent": ""}})
 
-    async def community_occurrences(self, community: str) -> list[Doc]:
-        return await self.occurrences.find({"community": community}).to_list()
+    async def month_occurrences(self, community: str, month: str) -> list[Doc]:
+        return await self.occurrences.find({"month": f"{community}:{month}"}).to_list()
 
     # --- check-ins and contacts -------------------------------------------------------------------------
 

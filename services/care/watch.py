@@ -136,6 +136,9 @@ class Care:
         return {
             "_id": handlers.occurrence_id(plan["_id"], duty, due), "plan_id": plan["_id"], "duty_id": duty.duty_id,
             "plan_duty": f"{plan['_id']}:{duty.duty_id}", "spec": handlers.spec_key(duty),
+            # Equality keys: the live deadlines of a duty (emptied once it is settled), and the report's month.
+            "live": f"{plan['_id']}:{duty.duty_id}",
+            "month": f"{plan['community']}:{due.astimezone(self.places.zone(plan['district'])):%Y-%m}",
             "district": plan["district"], "community": plan["community"], "holder": duty.holder,
             "due_at": due, "opens_at": handlers.opens_at(duty, due, since), "state": "open", "step": 0,
             "alert": "missed", "chain_from": due, "next_at": first, "next_key": self.key(first, now),
@@ -184,10 +187,11 @@ class Care:
             if (value := getattr(call, name)) is not None:
                 changes[name] = value
         kept = {handlers.spec_key(d) for d in duties}
+        live = await self.store.plan_occurrences(plan)  # of the duties as they were, removed ones too
         plan = {**plan, **changes, "history": [*plan["history"], change(now, call.reader, "changed", call.reason)]}
         await self.store.save_plan(plan)
         # A duty whose rhythm, deadline or holder changed starts again from now; its old deadlines end.
-        for occurrence in await self.store.plan_occurrences(plan):
+        for occurrence in live:
             if occurrence["state"] in LIVE and occurrence["spec"] not in kept:
                 await self.end_occurrence(occurrence)
         await self.schedule(plan, duties, now)
@@ -208,7 +212,7 @@ class Care:
 
     async def end_occurrence(self, occurrence: Doc) -> None:
         for _ in range(5):
-            if await self.store.compare_and_set(occurrence, {"state": "ended", "next_key": ""}):
+            if await self.store.compare_and_set(occurrence, {"state": "ended", "next_key": "", "live": ""}):
                 return
             occurrence = await self.store.occurrences.find_one({"_id": occurrence["_id"]}) or occurrence
             if occurrence["state"] not in LIVE:
@@ -284,7 +288,7 @@ class Care:
             await self.next_deadline(plan, duty, occurrence["due_at"], now)
             escalating = occurrence["state"] == "escalating"
             changes = {"state": "stopped" if escalating else "done", "checked_at": checkin["at"],
-                       "checked_by": checkin["by"], "next_key": ""}
+                       "checked_by": checkin["by"], "next_key": "", "live": ""}
             if await self.store.compare_and_set(occurrence, changes):
                 stopped = escalating
                 if stopped:
@@ -353,14 +357,14 @@ class Care:
             raise forbidden()
         now = self.clock.now()
         items = []
-        for pairing in (await self.store.queue(reader.district))[:limit]:
+        for pairing in await self.store.queue(reader.district):
             plan = await self.store.plan(pairing["_id"]) or {"group": []}
             last = pairing["last_contact"]
             items.append(QuietPairing(
                 plan_id=pairing["_id"], resident_ref=pairing["resident_ref"],
                 caring_parent=handlers.role_of(plan, "caring_parent") or "",
                 last_contact=last, days=(now - (last or pairing["since"])).days))
-        return SafeguardQueue(items=sorted(items, key=lambda i: -i.days))
+        return SafeguardQueue(items=sorted(items, key=lambda i: -i.days)[:limit])
 
     # --- the watchdog -------------------------------------------------------------------------------------
 
@@ -455,7 +459,7 @@ class Care:
         if call.reader.role not in ("director", "operator"):
             raise forbidden()
         plans = [p for p in await self.store.community_plans(call.community) if p["district"] == call.reader.district]
-        occurrences = [o for o in await self.store.community_occurrences(call.community)
+        occurrences = [o for o in await self.store.month_occurrences(call.community, call.month)
                        if o["district"] == call.reader.district]
         contacts: dict[str, datetime] = {}
         for plan in plans:
