@@ -287,6 +287,7 @@ def child_plan(**overrides: Any) -> dict[str, Any]:
 async def test_fourteen_days_without_contact_alert_the_childrens_director(
         bus: Bus, care: Replica, clock: MovedClock) -> None:
     plan = await bus.call(API.CARE_CREATE_PLAN, child_plan())
+    clock.advance(days=3)  # the quiet days count from the last contact, not from the plan
     logged = await bus.call(API.CARE_LOG_CONTACT, {
         "idempotency_key": f"contact-{uuid.uuid4()}", "plan_id": plan["plan_id"], "by": "parent-1",
         "where": "家中", "what": "辅导作业，聊了学校的事"})

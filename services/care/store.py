@@ -135,15 +135,16 @@ class CareStore:
         pairing = await self.pairing(plan_id)
         if pairing is None or (pairing["last_contact"] and pairing["last_contact"] >= at):
             return
-        await self.pairings.replace_one({"_id": plan_id, "last_contact": pairing["last_contact"]}, {
-            **pairing, "last_contact": at, "alert_at": alert_at, "alert_key": alert_key, "alerted": False, "queue": ""})
+        await self.pairings.replace_one({"_id": plan_id, "version": pairing["version"]}, {
+            **pairing, "last_contact": at, "alert_at": alert_at, "alert_key": alert_key, "alerted": False, "queue": "",
+            "version": pairing["version"] + 1})
 
     async def quiet_timers(self, key: str) -> list[Doc]:
         return await self.pairings.find({"alert_key": key}).to_list()
 
     async def mark_quiet(self, pairing: Doc, queue: str) -> bool:
         result = await self.pairings.update_one(
-            {"_id": pairing["_id"], "alert_at": pairing["alert_at"], "alerted": False},
+            {"_id": pairing["_id"], "version": pairing["version"], "alerted": False},
             {"$set": {"alerted": True, "queue": queue}})
         return result.modified_count == 1
 

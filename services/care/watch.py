@@ -148,7 +148,8 @@ class Care:
         alert_at = last + timedelta(days=self.settings.quiet_days)
         return {"_id": plan["_id"], "district": plan["district"], "resident_ref": plan["resident_ref"],
                 "active": True, "last_contact": None, "since": last, "alert_at": alert_at,
-                "alert_key": self.key(alert_at, now), "alerted": False, "queue": ""}
+                "alert_key": self.key(alert_at, now), "alerted": False, "queue": "",
+                "version": 0}  # the compare-and-set of a contact and of the alert
 
     def changed(self, plan: Doc, action: str, reader: Reader, now: datetime) -> Envelope[Any]:
         data = CarePlanChanged(plan_id=plan["_id"], district=plan["district"], community=plan["community"],
