@@ -74,7 +74,8 @@ class MovedClock:
 def plan(n: int, deadlines: int) -> CreatePlan:
     due = datetime(2026, 1, 1, 17, 0) + timedelta(minutes=30 * (n % deadlines))
     return CreatePlan.model_validate({
-        "idempotency_key": f"bench-plan-{n:06d}", "reader": {"person_id": "op", "role": "operator", "district": "beibei"},
+        "idempotency_key": f"bench-plan-{n:06d}",
+        "reader": {"person_id": "op", "role": "operator", "district": "beibei"},
         "district": "beibei", "community": "quanwaiyuan", "grid": "quanwai-01", "resident_name": f"居民{n}",
         "resident_phone": f"138{n:08d}", "resident_kind": "elderly_alone",
         "group": [{"person_id": f"n-{n}", "name": "邻居", "role": "neighbour"},

@@ -250,6 +250,7 @@ class CarePlanChanged(Event):
 class DutyMissed(Event):
     plan_id: str
     duty_id: str
+    duty_kind: DutyKind = Field(default="visit", description="visit, call or medicine (pickup).")
     district: str
     resident_ref: str
     due_at: datetime
@@ -259,6 +260,7 @@ class DutyMissed(Event):
 class Escalated(Event):
     plan_id: str
     duty_id: str
+    duty_kind: DutyKind = Field(default="visit", description="visit, call or medicine (pickup).")
     district: str
     resident_ref: str
     due_at: datetime

@@ -166,7 +166,8 @@ def asyncapi() -> str:
     from services.notifier.app import build as notifier
 
     documents = {}
-    for name, build in [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger), ("care", care)]:
+    services = [("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger), ("care", care)]
+    for name, build in services:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
         documents[name] = json.loads(spec.to_json())
     return json.dumps(documents, indent=2, ensure_ascii=False)

@@ -91,7 +91,8 @@ def check_group(group: Sequence[Member], duties: Sequence[DutySpec]) -> None:
                        [{"field": "group", "problem": "person_id repeated"}])
     ids = [d.duty_id for d in duties]
     if len(set(ids)) != len(ids):
-        raise ApiError("invalid_request", "two duties have the same id", [{"field": "duties", "problem": "duty_id repeated"}])
+        raise ApiError("invalid_request", "two duties have the same id",
+                       [{"field": "duties", "problem": "duty_id repeated"}])
     strangers = sorted({d.holder for d in duties} - set(people))
     if strangers:
         raise ApiError("not_in_group", "a duty's holder must be in the care group", {"holders": strangers})
@@ -117,7 +118,8 @@ def members(plan: Doc) -> set[str]:
 def covering(plan: Doc, person: str, on: date) -> str:
     """Who stands in for `person` on `on`: the cover the director assigned, or the person themself."""
     for cover in plan.get("covers", []):
-        if cover["for_person"] == person and date.fromisoformat(cover["start"]) <= on <= date.fromisoformat(cover["end"]):
+        start, end = date.fromisoformat(cover["start"]), date.fromisoformat(cover["end"])
+        if cover["for_person"] == person and start <= on <= end:
             return str(cover["person_id"])
     return person
 

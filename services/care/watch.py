@@ -81,7 +81,8 @@ class Care:
 
     def key(self, at: datetime, now: datetime) -> str:
         # Never a bucket the cursor has passed: a timer already due is read by the next pass.
-        return max(handlers.bucket(at, self.settings.bucket_seconds), handlers.bucket(now, self.settings.bucket_seconds))
+        size = self.settings.bucket_seconds
+        return max(handlers.bucket(at, size), handlers.bucket(now, size))
 
     def event(self, data: BaseModel, plan: Doc, event_id: str, now: datetime) -> Envelope[Any]:
         return new_event(data, source=SOURCE, district=plan["district"], subject=plan["_id"],
@@ -103,7 +104,8 @@ class Care:
         if existing := await self.store.plan(plan_id):
             if existing["fingerprint"] != fingerprint(call):
                 raise ApiError("idempotency_key_reused", "this idempotency key was used for another plan")
-            await self.schedule(existing, [DutySpec.model_validate(d) for d in existing["duties"]], existing["created_at"])
+            duties = [DutySpec.model_validate(d) for d in existing["duties"]]
+            await self.schedule(existing, duties, existing["created_at"])
             return view(existing)
         now = self.clock.now()
         plan: Doc = {
@@ -222,7 +224,8 @@ class Care:
     async def assign_cover(self, call: AssignCover) -> CarePlan:
         plan = await self.changeable(call.plan_id, call.reader)
         if call.for_person not in {m["person_id"] for m in plan["group"]}:
-            raise ApiError("not_in_group", "cover is assigned for someone in the care group", {"for_person": call.for_person})
+            raise ApiError("not_in_group", "cover is assigned for someone in the care group",
+                           {"for_person": call.for_person})
         now = self.clock.now()
         cover = {"person_id": call.cover.person_id, "name": call.cover.name, "phone": call.cover.phone,
                  "for_person": call.for_person, "start": call.start.isoformat(), "end": call.end.isoformat(),
@@ -418,7 +421,7 @@ class Care:
             await self.next_deadline(plan, duty, occurrence["due_at"], now)
         step = handlers.next_step(occurrence, self.settings.graces)
         due_day = occurrence["due_at"].astimezone(self.places.zone(plan["district"])).date()
-        about = {"plan_id": plan["_id"], "duty_id": duty.duty_id, "district": plan["district"],
+        about = {"plan_id": plan["_id"], "duty_id": duty.duty_id, "duty_kind": duty.kind, "district": plan["district"],
                  "resident_ref": plan["resident_ref"], "due_at": occurrence["due_at"], "alert": occurrence["alert"]}
         events = []
         if occurrence["step"] == 0:

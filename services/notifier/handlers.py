@@ -72,7 +72,8 @@ def routes(event: Envelope[Any]) -> list[Route]:
             return [Route("points_earned", f"volunteer:{volunteer}", ("volunteer", volunteer))]
         case Escalated(level=level, recipients=people):
             # Care keeps its people's phones: the text goes to person:<id>, for the district's gateway to reach.
-            return [Route(f"care_{level}" + (f":{person}" if len(people) > 1 else ""), person, None) for person in people]
+            kind = f"care_{level}"
+            return [Route(f"{kind}:{person}" if len(people) > 1 else kind, person, None) for person in people]
         case ContactOverdue(director=director):
             return [Route("care_quiet", director, None)]
     raise ValueError(f"the notifier has nothing to say about {event.type}")
@@ -198,9 +199,10 @@ def text(event: Envelope[Any], to: Route, facts: Facts, messages: Messages) -> s
         case RequestClosed() as closed:
             return operators("closed", operator=closed.operator, reason=closed.reason)
         case Escalated() as step:
-            return say(f"care.{step.level}", district=places.district_name(district, lang), plan=short_code(step.plan_id),
-                       duty=say(f"care.duty.{step.duty_id}") if step.duty_id in ("visit", "call", "medicine")
-                       else step.duty_id, due=format_local(step.due_at, zone, lang), why=say(f"care.alert.{step.alert}"))
+            return say(f"care.{step.level}", district=places.district_name(district, lang),
+                       plan=short_code(step.plan_id), duty=say(f"care.duty.{step.duty_kind}"),
+                       due=format_local(step.due_at, zone, lang),
+                       why=say(f"care.alert.{step.alert}"))
         case ContactOverdue() as quiet:
             return say("care.quiet", district=places.district_name(district, lang), plan=short_code(quiet.plan_id),
                        days=quiet.days)
