@@ -94,3 +94,8 @@ def test_the_month_chart_and_csv_are_written(tmp_path: Path) -> None:
     assert (tmp_path / "care.csv").read_text(encoding="utf-8-sig").splitlines()[1] == "cp-1,res-1,31,27,2,2,4,"
     words = reports.chart_texts(REPORT, "泉外社区", date(2027, 1, 2))
     assert words["title"] == "泉外社区  2026年12月关爱服务月报" and "已有人签到 3 次，仍在升级 1 次" in words["escalations"]
+
+
+def test_a_call_nobody_answers_is_no_contact_and_starts_no_escalation() -> None:
+    assert not handlers.is_contact("call", "not_home") and not handlers.starts_escalation("call", "not_home")
+    assert handlers.starts_escalation("visit", "not_home") and handlers.is_contact("call", "refused")

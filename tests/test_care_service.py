@@ -392,3 +392,22 @@ async def test_a_changed_duty_is_watched_at_its_new_time_and_an_ended_plan_not_a
     assert await care.care.watch_once() == 0
     refused = await check_in(bus, plan["plan_id"], "neighbour-1")
     assert refused["error"]["code"] == "plan_ended"
+
+
+async def test_an_urgent_request_intake_did_not_take_is_raised_by_the_next_pass(
+        bus: Bus, settings: BusSettings, care: Replica) -> None:
+    plan = await create(bus)
+    reply = await check_in(bus, plan["plan_id"], "neighbour-1", outcome="needs_help")  # no intake running
+    assert reply["request_id"] is None and reply["checkin_id"]
+    intake = build_intake(IntakeSettings(bus=settings))
+    await intake.start()
+    try:
+        await care.care.watch_once()
+        created = await bus.wait_for("request.created")
+        assert created[0]["data"]["urgency"] == "urgent"
+        assert await care.care.store.pending_requests() == []
+        await care.care.watch_once()
+        await settled(bus)
+        assert len(bus.of_type("request.created")) == 1
+    finally:
+        await intake.stop()

@@ -152,6 +152,15 @@ def starts_escalation(mode: str, outcome: str) -> bool:
     return mode == "visit" and outcome == "not_home"
 
 
+def is_contact(mode: str, outcome: str) -> bool:
+    """Whether the check-in reached the person, as a child's contact log counts it."""
+    return mode in ("visit", "call") and outcome != "not_home"
+
+
+# What volunteers read about the urgent request; the notes stay in care.
+URGENT_WORDS = {"unwell": "关爱探访时发现身体不适，请尽快上门", "needs_help": "关爱探访时发现需要帮助，请尽快上门"}
+
+
 def answered(occurrences: Iterable[Doc], at: datetime) -> Doc | None:
     """The live deadline a check-in at `at` answers: the earliest whose window has opened."""
     open_ones = [o for o in occurrences if o["state"] in LIVE and o["opens_at"] <= at]

@@ -269,7 +269,7 @@ class Care:
         if handlers.raises_request(call.outcome):
             checkin["pending"] = True
         await self.store.add_checkin(checkin)
-        if call.mode in ("visit", "call"):
+        if handlers.is_contact(call.mode, call.outcome):
             await self.store.add_contact({"_id": checkin_id, "plan_id": plan["_id"], "by": call.by, "at": at,
                                           "where": call.mode, "what": call.outcome})
             alert_at = at + timedelta(days=self.settings.quiet_days)
@@ -289,6 +289,8 @@ class Care:
                 if occurrence["state"] == "open":
                     started = await self.advance({**occurrence, "alert": "not_home", "chain_from": checkin["at"]}, now)
                 break
+            if checkin["outcome"] == "not_home":
+                break  # a call nobody answered: the deadline still waits for someone to reach the person
             await self.next_deadline(plan, duty, occurrence["due_at"], now)
             escalating = occurrence["state"] == "escalating"
             changes = {"state": "stopped" if escalating else "done", "checked_at": checkin["at"],
@@ -311,12 +313,17 @@ class Care:
 
     async def raise_request(self, plan: Doc, checkin: Doc) -> Doc:
         """An urgent request through intake, as any kiosk would place it; keyed on the check-in."""
-        reply = await self.ask_intake(API.INTAKE_SUBMIT, {
-            "idempotency_key": f"care-{checkin['_id']}", "district": plan["district"], "grid": plan["grid"],
-            "service": self.settings.urgent_service, "urgency": "urgent", "channel": "operator",
-            "description": f"care check-in: {checkin['outcome']}",
-            "resident": {"name": plan["resident_name"], "phone": plan["resident_phone"], "address": plan["address"]},
-        })
+        try:
+            reply = await self.ask_intake(API.INTAKE_SUBMIT, {
+                "idempotency_key": f"care-{checkin['_id']}", "district": plan["district"], "grid": plan["grid"],
+                "service": self.settings.urgent_service, "urgency": "urgent", "channel": "operator",
+                "description": handlers.URGENT_WORDS[checkin["outcome"]],
+                "resident": {"name": plan["resident_name"], "phone": plan["resident_phone"],
+                             "address": plan["address"]},
+            })
+        except Exception as exc:  # stored as pending: the watchdog's next pass asks again
+            log.warning("intake did not answer for the urgent request of check-in %s: %r", checkin["_id"], exc)
+            return checkin
         if request_id := reply.get("request_id"):
             await self.store.request_raised(checkin["_id"], str(request_id))
             return {**checkin, "request_id": request_id, "pending": False}
