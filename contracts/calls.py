@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts import care
 from contracts.events import AwayPeriod, Channel, Hours, Urgency, WeeklyWindow
 
 Slug = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Lower-case id usable as a NATS subject token.")
@@ -772,4 +773,13 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "identity.public_key": (TokenKeyQuery, TokenKey),
     "identity.operator_put": (PutOperator, Operator),
     "identity.device_put": (PutDevice, DeviceCredential),
+    "care.create_plan": (care.CreatePlan, care.CarePlan),
+    "care.change_plan": (care.ChangePlan, care.CarePlan),
+    "care.end_plan": (care.EndPlan, care.CarePlan),
+    "care.plan": (care.PlanQuery, care.CarePlan),
+    "care.check_in": (care.CheckIn, care.CheckInReply),
+    "care.log_contact": (care.LogContact, care.ContactLogged),
+    "care.assign_cover": (care.AssignCover, care.CarePlan),
+    "care.safeguard_queue": (care.SafeguardQuery, care.SafeguardQueue),
+    "care.report": (care.ReportQuery, care.CareReport),
 }

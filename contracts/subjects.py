@@ -1,5 +1,6 @@
 from pydantic import BaseModel
 
+from contracts import care
 from contracts import events as ev
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {
@@ -27,6 +28,11 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "notification.delivered": ev.NotificationDelivered,
     "notification.failed": ev.NotificationFailed,
     "identity.code_requested": ev.CodeRequested,
+    "care.plan.changed": care.CarePlanChanged,
+    "care.duty.missed": care.DutyMissed,
+    "care.escalated": care.Escalated,
+    "care.escalation.stopped": care.EscalationStopped,
+    "care.contact.overdue": care.ContactOverdue,
 }
 _TYPE_OF = {model: name for name, model in EVENT_TYPES.items()}
 
@@ -90,3 +96,12 @@ class API:
     IDENTITY_PUBLIC_KEY = "linli.api.identity.public_key"
     IDENTITY_OPERATOR_PUT = "linli.api.identity.operator_put"
     IDENTITY_DEVICE_PUT = "linli.api.identity.device_put"
+    CARE_CREATE_PLAN = "linli.api.care.create_plan"
+    CARE_CHANGE_PLAN = "linli.api.care.change_plan"
+    CARE_END_PLAN = "linli.api.care.end_plan"
+    CARE_PLAN = "linli.api.care.plan"
+    CARE_CHECK_IN = "linli.api.care.check_in"
+    CARE_LOG_CONTACT = "linli.api.care.log_contact"
+    CARE_ASSIGN_COVER = "linli.api.care.assign_cover"
+    CARE_SAFEGUARD_QUEUE = "linli.api.care.safeguard_queue"
+    CARE_REPORT = "linli.api.care.report"

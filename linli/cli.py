@@ -15,9 +15,10 @@ from pymongo.errors import ConnectionFailure
 from rich.markup import escape
 
 from contracts import API
-from linli import identity_cli, intake_cli, ledger_cli, matcher_cli, report_cli
+from linli import care_cli, identity_cli, intake_cli, ledger_cli, matcher_cli, report_cli
 from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url, where
 from linli.show import console, print_event
+from linli.system import SERVICES
 from services.common.runtime import health_subject
 
 
@@ -90,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="print whole CloudEvents")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of every service's channels")
     health = sub.add_parser("health", help="exit 0 only when a process of the service answers a call")
-    health.add_argument("service", choices=["intake", "matcher", "notifier", "ledger"])
+    health.add_argument("service", choices=SERVICES)
     health.add_argument("--instance", help="that process only: its HOSTNAME under compose, or as `matcher-1`")
     health.add_argument("--timeout", type=float, default=3.0)
     report_cli.add_commands(sub)
@@ -99,6 +100,7 @@ def parser() -> argparse.ArgumentParser:
     intake_cli.add_commands(sub)
     data_after_any_command(p)
     identity_cli.add_commands(sub)
+    care_cli.add_commands(sub)
     return p
 
 
@@ -189,13 +191,16 @@ def asyncapi() -> str:
     from contracts import Envelope
     from contracts.subjects import EVENT_TYPES, STREAM, event_subject
     from services.identity.app import build as identity
+    from services.care.app import build as care
     from services.intake.app import build as intake
     from services.ledger.app import build as ledger
     from services.matcher.app import build as matcher
     from services.notifier.app import build as notifier
 
     documents = {}
-    for name, build in [("identity", identity), ("intake", intake), ("matcher", matcher), ("notifier", notifier), ("ledger", ledger)]:
+    services = [("identity", identity), ("intake", intake), ("matcher", matcher), ("notifier", notifier),
+                ("ledger", ledger), ("care", care)]
+    for name, build in services:
         spec = AsyncAPI(build().broker, title=f"linli {name}", version="1")
         documents[name] = spec.to_specification().to_jsonable()
     events = NatsBroker()
@@ -248,6 +253,8 @@ def command(args: argparse.Namespace) -> int:
         return report_cli.run(args)
     if args.command == "ledger":
         return ledger_cli.run(args)
+    if args.command == "care":
+        return care_cli.run(args)
     if hasattr(args, "run"):
         return int(args.run(args))
     try:

@@ -6,8 +6,9 @@ import shutil
 import signal
 import sys
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from contracts import API
@@ -179,6 +180,9 @@ async def scenario(client: Client, watch: Watch, people: identity_cli.People) ->
         "resident": {"name": "李淑君", "phone": "13800138001"},
     })
     await watch.until("request.unmatched", request_id=urgent["request_id"])
+
+    await asyncio.sleep(PAUSE)
+    await missed_visit(client, watch)
     await asyncio.sleep(1.0)
 
     step("The system keeps running. In another terminal, try:")
@@ -191,6 +195,36 @@ async def scenario(client: Client, watch: Watch, people: identity_cli.People) ->
         "   linli tail\n"
         "Ctrl-C stops everything."
     )
+
+
+async def missed_visit(client: Client, watch: Watch) -> None:
+    # The visit falls due at the next full minute of the district's clock; the demo's graces are seconds long.
+    due = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(minutes=1)).strftime("%H:%M")
+    step(f"10. 张桂兰, 86 and living alone, has a care group; today's visit is due by {due} and nobody comes")
+    operator = {"person_id": "op-demo", "role": "operator", "district": DISTRICT}
+    plan = await client.call(API.CARE_CREATE_PLAN, {
+        "idempotency_key": f"demo-care-{uuid.uuid4()}", "reader": operator, "district": DISTRICT,
+        "community": "quanwaiyuan", "grid": "quanwai-01", "resident_name": "张桂兰", "resident_phone": "13800138011",
+        "address": "泉外园小区5栋101", "resident_kind": "elderly_alone", "health_notes": "高血压，去年轻度中风",
+        "medicines": ["硝苯地平"], "family_phones": ["13900000001"],
+        "group": [
+            {"person_id": "neighbour-li", "name": "对门李阿姨", "role": "neighbour"},
+            {"person_id": "worker-zhao", "name": "社区赵姐", "role": "community_worker"},
+            {"person_id": "grid-wang", "name": "网格员王哥", "role": "grid_worker"},
+        ],
+        "duties": [{"duty_id": "visit", "kind": "visit", "rhythm": "daily", "due": due, "holder": "neighbour-li"}],
+        "reason": "独居高龄，三人关爱小组",
+    })
+    console.print(f"   plan {plan['plan_id'][:11]}: neighbour 李阿姨 visits daily; 赵姐 and grid worker 王哥 back her up")
+    console.print("   (events carry only the pseudonym; her notes, medicines and family phones stay in care)")
+    await watch.until("care.duty.missed", plan_id=plan["plan_id"], timeout=120)
+    await watch.until("care.escalated", plan_id=plan["plan_id"], step=3, timeout=60)
+    reply = await client.call(API.CARE_CHECK_IN, {
+        "idempotency_key": f"demo-checkin-{uuid.uuid4()}", "plan_id": plan["plan_id"], "duty_id": "visit",
+        "by": "grid-wang", "mode": "visit", "outcome": "fine"})
+    await watch.until("care.escalation.stopped", plan_id=plan["plan_id"])
+    console.print(f"   王哥 went round and found her well (late: {not reply['on_time']}); the chain stopped "
+                  "before the operators were called")
 
 
 def explain_offer(explanation: dict[str, Any]) -> None:
@@ -309,7 +343,7 @@ def run_system(
     console.rule("[bold]邻里 Linli — neighbourhood volunteer services")
     console.print(
         f"starting {'external servers ' + str(external) if external else 'nats-server and nx-27017 on loopback'}, "
-        f"then intake, {matchers} matcher(s), notifier and ledger; data and logs in {data_dir}/"
+        f"then identity, intake, {matchers} matcher(s), notifier, ledger, care and the public feed; data and logs in {data_dir}/"
     )
     if skipped:
         console.print(f"{data_dir}/ already holds data, so the demo is not played into it "
@@ -319,7 +353,9 @@ def run_system(
         nats_url=external.get("NATS_URL"),
         mongo_url=external.get("MONGO_URL"),
         replicas={"matcher": matchers},
-        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120"), **identity_cli.service_env(data_dir)},
+        env={"MATCHER_OFFER_TTL": os.environ.get("MATCHER_OFFER_TTL", "120"), **identity_cli.service_env(data_dir),
+             # The demo's missed visit climbs its chain in seconds, not hours.
+             **({"CARE_GRACES": "0,5,5,5", "CARE_WATCH_INTERVAL": "1", "CARE_BUCKET_SECONDS": "10"} if demo else {})},
         supervise=True,
         announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
     )

@@ -12,6 +12,9 @@ console = Console(highlight=False)
 DISTRICT_TZ = ZoneInfo(os.environ.get("LINLI_TIMEZONE", "Asia/Shanghai"))
 
 STYLE = {
+    "care.duty.missed": "bold red",
+    "care.escalated": "red",
+    "care.escalation.stopped": "green",
     "request.created": "bold cyan",
     "volunteer.registered": "dim",
     "volunteer.assigned": "yellow",
@@ -62,6 +65,16 @@ def describe(event: dict[str, Any]) -> str:
             return f"{short(d.get('volunteer_id'))} spent {d.get('points', '')} points"
         case "request.unmatched":
             return f"{short(d['request_id'])}: {d['reason']} -> operator"
+        case "care.duty.missed":
+            return f"plan {short(d['plan_id'])} {d['duty_id']} due {d['due_at'][11:16]} UTC: {d['alert']}"
+        case "care.escalated":
+            return f"plan {short(d['plan_id'])} step {d['step']} ({d['level']}) -> {', '.join(d['recipients'])}"
+        case "care.escalation.stopped":
+            return f"plan {short(d['plan_id'])} {d['duty_id']}: {d['by']} checked in at step {d['step']}"
+        case "care.contact.overdue":
+            return f"plan {short(d['plan_id'])}: no contact for {d['days']} days -> {d['director']}"
+        case "care.plan.changed":
+            return f"plan {short(d['plan_id'])} {d['action']} by {d['by']} for resident {short(d['resident_ref'])}"
         case "hours.logged":
             return f"{d['hours']} h of {d['category']} for {short(d['volunteer_id'])}"
         case "points.earned":

@@ -18,7 +18,7 @@ from pathlib import Path
 from linli.embedded import Server, start_mongo, start_nats
 from linli.show import local_time
 
-SERVICES = ("identity", "intake", "matcher", "notifier", "ledger", "feed")
+SERVICES = ("identity", "intake", "matcher", "notifier", "ledger", "care", "feed")
 FIRST_DELAY, LONGEST_DELAY = 0.5, 10.0
 # A process that stayed up this long was healthy: its next failure is a new story, not a crash loop.
 STEADY = 30.0

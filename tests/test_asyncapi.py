@@ -11,7 +11,7 @@ from contracts.subjects import API, EVENT_TYPES
 from linli.cli import asyncapi
 
 pytestmark = pytest.mark.domain
-SERVICES = ("intake", "matcher", "notifier", "ledger")
+SERVICES = ("identity", "intake", "matcher", "notifier", "ledger", "care")  # the feed answers no call of its own
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Property-based fuzz of every call, over a real nats-server, against the four services running.
+"""Property-based fuzz of every call, over a real nats-server, against the five services running.
 
 Bodies come from each call's contract model (contracts.calls.CALLS, and each service's dead_letters
 call): some the model allows, with ids of things that exist mixed in so that business rules are reached,
@@ -46,6 +46,8 @@ from services.common.gate import AuditQuery
 from services.identity.app import build as build_identity
 from services.identity.config import IdentitySettings
 from services.common.runtime import Service
+from services.care.app import build as build_care
+from services.care.config import CareSettings
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
 from services.ledger.app import build as build_ledger
@@ -57,7 +59,7 @@ from tests.test_notifier_service import notifier_settings
 
 pytestmark = pytest.mark.service
 
-SERVICES = ("intake", "matcher", "notifier", "ledger", "identity")
+SERVICES = ("intake", "matcher", "notifier", "ledger", "identity", "care")
 MODELS: dict[str, type[BaseModel]] = {
     **{f"linli.api.{name}": request for name, (request, _) in CALLS.items()},
     **{f"linli.api.{service}.dead_letters": DeadLetterCall for service in SERVICES},
@@ -297,8 +299,17 @@ async def seed(probe: Probe) -> dict[str, Any]:
         "volunteer_id": volunteer_id, "points": "30", "reason": "seed", "operator": "fuzz",
         "idempotency_key": "fuzz-seed-points",
     }).encode())
+    plan = await call(API.CARE_CREATE_PLAN, json.dumps({
+        "idempotency_key": "fuzz-care-plan", "reader": {"person_id": "op-1", "role": "operator", "district": DISTRICT},
+        "district": DISTRICT, "community": "quanwaiyuan", "grid": GRID, "resident_name": "张桂兰",
+        "resident_phone": "13800138011", "resident_kind": "elderly_alone",
+        "group": [{"person_id": "n-1", "name": "李阿姨", "role": "neighbour"}],
+        "duties": [{"duty_id": "visit", "kind": "visit", "rhythm": "daily", "due": "18:00", "holder": "n-1"}],
+    }).encode())
+    assert plan and "plan_id" in plan, plan
     await probe.quiet()
     return {
+        "plan_id": plan["plan_id"], "duty_id": "visit", "by": "n-1", "for_person": "n-1",
         "volunteer_id": volunteer_id, "request_id": request["request_id"], "assignment_id": assignment_id,
         "item_id": "goods.rice", "district": DISTRICT, "grid": GRID, "grids": [GRID], "skills": ["repair"],
         "service": "repair.plumbing", "id": volunteer_id,
@@ -379,6 +390,7 @@ async def run_fuzz(nats_url: str, mongo_url: str) -> Outcome:
         build_notifier(notifier_settings(bus, None)),
         build_ledger(replace(ledger_settings(bus), sweep_interval=1.0)),
         build_identity(IdentitySettings(bus=bus)),
+        build_care(CareSettings(bus=bus, watch_interval=3600.0)),
     ]
     outcome = Outcome()
     nc = await nats.connect(nats_url)

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from contracts import new_event
+from contracts.care import ContactOverdue, Escalated
 from contracts.envelope import Envelope
 from contracts.events import (
     AssignmentAccepted,
@@ -100,7 +101,25 @@ def every_event() -> list[Envelope[Any]]:
         event(RequestRedispatched(request_id="r-1", operator="李主任", reason="换一位师傅")),
         event(RequestClosed(request_id="r-1", operator="李主任", reason="已电话回访解决")),
         event(earned),
+        *[care_step(level) for level in ("holder", "group", "grid_worker", "operators")],
+        event(ContactOverdue(plan_id="cp-1", district="beibei", resident_ref="res-1", caring_parent="p-1",
+                             director="person:d-1", days=14)),
     ]
+
+
+def care_step(level: str, alert: str = "missed", recipients: tuple[str, ...] = ("person:n-1",)) -> Envelope[Any]:
+    return event(Escalated(plan_id="cp-3f2a9c1e", duty_id="visit", district="beibei", resident_ref="res-1",
+                           due_at=datetime(2026, 12, 1, 10, tzinfo=UTC), step=1, level=level,  # type: ignore[arg-type]
+                           recipients=list(recipients), alert=alert))  # type: ignore[arg-type]
+
+
+def test_each_care_escalation_step_tells_each_of_its_people_in_the_district_clock_without_a_name() -> None:
+    step = care_step("group", recipients=("person:n-1", "person:w-1"))
+    assert [(r.recipient, r.kind) for r in handlers.routes(step)] == [
+        ("person:n-1", "care_group:person:n-1"), ("person:w-1", "care_group:person:w-1")]
+    text = say(care_step("holder", alert="not_home"))
+    assert "上门探访" in text and "12月1日 18:00" in text and "无人应答" in text and short_code("cp-3f2a9c1e") in text
+    assert "Please act now" in say(care_step("operators"), lang="en")
 
 
 def test_an_offer_names_the_service_place_window_urgency_need_nearness_and_code_in_the_district_clock() -> None:
@@ -236,7 +255,8 @@ def test_every_text_renders_in_both_languages_and_chinese_ones_leak_no_english(l
             assert text and "{" not in text and "None" not in text, (to.kind, text)
             if lang == "zh":
                 words = set(re.findall(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*", text))
-                assert words <= {CODE, REQUEST_CODE, short_code("r-1")}, (to.kind, text)
+                assert words <= {CODE, REQUEST_CODE, short_code("r-1"), short_code("cp-3f2a9c1e"),
+                                     short_code("cp-1")}, (to.kind, text)
 
 
 def test_operators_hear_of_a_redispatch_and_a_close_with_who_and_why() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from linli.system import SERVICES
+
 from linli.demo import LOCK, running_pid
 from linli.show import local_time
 from linli.system import stop_orphaned_servers
@@ -98,7 +100,7 @@ def test_normal_operation_writes_no_error_or_traceback_to_the_service_logs(
     mornings: tuple[Path, list[str]]
 ) -> None:
     logs = {path.name: path.read_text(errors="replace") for path in (mornings[0] / "logs").glob("*.log")}
-    assert len(logs) == 5  # intake, two matchers, notifier, ledger
+    assert len(logs) == len(SERVICES) + 1  # every service, and a second matcher
     for name, text in logs.items():
         assert "ERROR" not in text and "Traceback" not in text, f"{name}:\n{text[-3000:]}"
 
@@ -119,7 +121,7 @@ def test_what_a_killed_linli_up_leaves_behind_stops_and_the_next_one_starts_clea
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        while len(list((data / "logs").glob("*.ready"))) < 5:
+        while len(list((data / "logs").glob("*.ready"))) < len(SERVICES) + 1:
             assert time.monotonic() < deadline and first.poll() is None, "the first linli up did not start"
             time.sleep(0.2)
         services = [int(path.read_text()) for path in (data / "logs").glob("*.ready")]

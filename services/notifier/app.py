@@ -5,6 +5,7 @@ from typing import Any
 from faststream.nats.annotations import NatsMessage
 
 from contracts import Envelope, event_subject
+from contracts.care import ContactOverdue, Escalated
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
@@ -119,6 +120,18 @@ def build(settings: NotifierSettings | None = None) -> Service:
     @on_event(broker, settings.bus, "notifier", "identity.code_requested")
     async def sign_in_code(event: Envelope[CodeRequested], message: NatsMessage) -> None:
         async with inbox.once("notifier-code", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "care.escalated")
+    async def care_escalated(event: Envelope[Escalated], message: NatsMessage) -> None:
+        async with inbox.once("notifier-care-escalated", event) as first:
+            if first:
+                await dispatcher.notify(event, message)
+
+    @on_event(broker, settings.bus, "notifier", "care.contact.overdue")
+    async def care_quiet(event: Envelope[ContactOverdue], message: NatsMessage) -> None:
+        async with inbox.once("notifier-care-quiet", event) as first:
             if first:
                 await dispatcher.notify(event, message)
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from contracts import Envelope, new_event
+from contracts.care import ContactOverdue, Escalated
 from contracts.envelope import derived_id
 from contracts.events import (
     AssignmentAccepted,
@@ -72,6 +73,12 @@ def routes(event: Envelope[Any]) -> list[Route]:
             return [Route("points_earned", f"volunteer:{volunteer}", ("volunteer", volunteer))]
         case CodeRequested(volunteer_id=volunteer):
             return [Route("sign_in_code", f"volunteer:{volunteer}", ("volunteer", volunteer))]
+        case Escalated(level=level, recipients=people):
+            # Care keeps its people's phones: the text goes to person:<id>, for the district's gateway to reach.
+            kind = f"care_{level}"
+            return [Route(f"{kind}:{person}" if len(people) > 1 else kind, person, None) for person in people]
+        case ContactOverdue(director=director):
+            return [Route("care_quiet", director, None)]
     raise ValueError(f"the notifier has nothing to say about {event.type}")
 
 
@@ -195,6 +202,14 @@ def text(event: Envelope[Any], to: Route, facts: Facts, messages: Messages) -> s
             return operators("redispatched", operator=redispatched.operator, reason=redispatched.reason)
         case RequestClosed() as closed:
             return operators("closed", operator=closed.operator, reason=closed.reason)
+        case Escalated() as step:
+            return say(f"care.{step.level}", district=places.district_name(district, lang),
+                       plan=short_code(step.plan_id), duty=say(f"care.duty.{step.duty_kind}"),
+                       due=format_local(step.due_at, zone, lang),
+                       why=say(f"care.alert.{step.alert}"))
+        case ContactOverdue() as quiet:
+            return say("care.quiet", district=places.district_name(district, lang), plan=short_code(quiet.plan_id),
+                       days=quiet.days)
         case PointsEarned() as earned:
             return say(
                 "points",
@@ -230,7 +245,8 @@ def new_notification(
         "lang": lang,
         "channel": channel,
         "district": event.district,
-        "request_id": getattr(event.data, "request_id", ""),  # a sign-in code is about no request
+        # A sign-in code is about no request; a care event names its plan as its subject.
+        "request_id": getattr(event.data, "request_id", "" if isinstance(event.data, CodeRequested) else event.subject),
         "event_id": event.id,
         "created_at": now.isoformat(),
         "created": now.timestamp(),
