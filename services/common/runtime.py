@@ -1,7 +1,9 @@
 import asyncio
+import json
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common import deadletters
@@ -17,6 +19,36 @@ from services.common.bus import Inbox, Outbox, make_broker
 from services.common.config import BusSettings
 
 log = logging.getLogger("linli")
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the database commands this process sends, by command and collection ("find requests").
+
+    Installed when LINLI_COMMAND_COUNTS names a directory: the counts are written there as
+    <service>-<pid>.json twice a second and when the service stops, for the benchmark to read."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        self.counts[f"{event.command_name} {target}" if isinstance(target, str) else event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def write(self, path: Path) -> None:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(dict(self.counts), sort_keys=True))
+        temporary.replace(path)
+
+    async def write_forever(self, path: Path) -> None:
+        while True:
+            self.write(path)
+            await asyncio.sleep(0.5)
 
 
 @dataclass
@@ -33,18 +65,27 @@ class Service:
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     loops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    counter: CommandCounter | None = None
+    counts_file: Path | None = None
 
     @classmethod
     def create(cls, name: str, settings: BusSettings) -> "Service":
         broker = make_broker(settings, name)
+        counts_dir = os.environ.get("LINLI_COMMAND_COUNTS")
+        counter = CommandCounter() if counts_dir else None
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True
+            settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True,
+            event_listeners=[counter] if counter else [],
         )
         db = mongo[settings.database(name)]
         service = cls(name, settings, broker, mongo, db, Outbox(db, broker), Inbox(db))
         deadletters.wire(broker, db, name)
         service.on_start.append(service.outbox.ensure_indexes)
         service.loops.append(lambda: service.outbox.relay_forever(settings.outbox_relay_interval))
+        if counter and counts_dir:
+            counts_file = Path(counts_dir) / f"{name}-{os.getpid()}.json"
+            service.counter, service.counts_file = counter, counts_file
+            service.loops.append(lambda: counter.write_forever(counts_file))
         return service
 
     async def start(self) -> None:
@@ -73,6 +114,12 @@ class Service:
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
         await self._stop_broker()
+        try:
+            await asyncio.wait_for(self.outbox.forget_published(), self.settings.stop_timeout)
+        except Exception as exc:  # the relay of the next start publishes them again, under the same ids
+            log.warning("%s: could not delete the published outbox entries: %r", self.name, exc)
+        if self.counter and self.counts_file:
+            self.counter.write(self.counts_file)
         await self._close_database()
         log.info("%s stopped", self.name)
 
