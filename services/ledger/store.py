@@ -221,13 +221,16 @@ class LedgerStore:
 
     # --- ratings ------------------------------------------------------------------------------------
 
-    async def add_rating(self, doc: Doc) -> None:
-        if await self.rating(doc["request_id"], doc["volunteer_id"]) is not None:
-            return  # one rating per request and volunteer; the first one recorded stands
+    async def add_rating(self, doc: Doc) -> Doc | None:
+        """Records the rating unless one of the request and volunteer is stored: the first one recorded stands,
+        and is returned (None if it cannot be read back)."""
+        if self.legacy_keys and (stored := await self.rating(doc["request_id"], doc["volunteer_id"])) is not None:
+            return stored
         try:
             await self.ratings.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+            return doc
+        except DuplicateKeyError:  # the _id is the request and volunteer
+            return await self.rating(doc["request_id"], doc["volunteer_id"])
 
     async def rating(self, request_id: str, volunteer_id: str) -> Doc | None:
         found = await self.ratings.find_one({"_id": service_key(request_id, volunteer_id)})
