@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +29,15 @@ class Kiosk:
         self.nc, self.district, self.grid = nc, district, grid
         self.events: list[dict[str, Any]] = []
         self.changed = asyncio.Event()
+        # When each (event type, request id) was first seen, by the monotonic clock.
+        self.arrived: dict[tuple[str, str], float] = {}
 
     async def watch(self) -> None:
         async def collect(msg: Any) -> None:
-            self.events.append(json.loads(msg.data))
+            event = json.loads(msg.data)
+            self.events.append(event)
+            self.arrived.setdefault((event["type"].removeprefix("linli."), event["data"].get("request_id", "")),
+                                    time.monotonic())
             self.changed.set()
 
         await self.nc.subscribe("linli.evt.>", cb=collect)
@@ -59,12 +65,21 @@ class Kiosk:
         for service, event_type in CONSUMERS:
             await caught_up(self.nc, service, event_type)
 
-    async def register(self, n: int) -> list[str]:
+    async def arrival(self, event_type: str, request_id: str, timeout: float = 120.0) -> float:
+        async def seen() -> float:
+            while (event_type, request_id) not in self.arrived:
+                self.changed.clear()
+                await self.changed.wait()
+            return self.arrived[(event_type, request_id)]
+
+        return await asyncio.wait_for(seen(), timeout)
+
+    async def register(self, n: int, capacity: int = 1, first: int = 0) -> list[str]:
         ids = []
-        for i in range(n):
+        for i in range(first, first + n):
             reply = await self.call(API.INTAKE_REGISTER_VOLUNTEER, {
                 "name": f"志愿者{i}", "phone": f"139{i:08d}", "district": self.district, "grids": [self.grid],
-                "skills": ["repair"]})
+                "skills": ["repair"], "capacity": capacity})
             ids.append(str(reply["volunteer_id"]))
         for volunteer_id in ids:
             await self.event("volunteer.registered", volunteer_id=volunteer_id)
@@ -80,7 +95,7 @@ class Kiosk:
             "resident": {"name": "王秀英", "phone": "13800138000", "address": "泉外园小区3栋2单元401"}})
         return str(reply["request_id"])
 
-    async def phase(self, name: str, request_id: str, state: dict[str, Any]) -> None:
+    async def phase(self, name: str, request_id: str, state: dict[str, Any], settle: bool = True) -> None:
         """Runs one phase of the loop for this request and waits until every service has handled it."""
         if name == PHASES[0]:
             offered = await self.event("volunteer.assigned", request_id=request_id)
@@ -98,7 +113,8 @@ class Kiosk:
             await self.event("points.earned", request_id=request_id)
         else:
             await self.rated(request_id)
-        await self.quiet()
+        if settle:
+            await self.quiet()
 
     async def rated(self, request_id: str) -> None:
         for _ in range(100):  # intake takes a rating once it has seen the completion
