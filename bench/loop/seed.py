@@ -14,7 +14,10 @@ BATCH = 1000
 def history(n: int, district: str, grid: str) -> Iterator[tuple[str, str, Callable[[int], Doc]]]:
     """(service, collection, document i) for every collection a served request leaves documents in."""
     now = time.time() - 86400
-    vol = lambda i: f"hist-v{i % 2000}"  # noqa: E731  two thousand volunteers, each with some history
+
+    def vol(i: int) -> str:
+        return f"hist-v{i % 2000}"  # two thousand volunteers, each with some history
+
     yield "intake", "requests", lambda i: {
         "_id": f"hist-r{i}", "code": f"H{i:07d}", "status": "rated", "district": district, "grid": grid,
         "service": "repair.plumbing", "created": now + i * 1e-3, "announced": True, "version": 5, "channel": "kiosk"}
