@@ -41,16 +41,20 @@ def build(settings: LedgerSettings | None = None) -> Service:
     service.on_start.append(bank.start)
     service.loops.append(bank.sweep_forever)
 
-    # Hours and ratings need no inbox: every effect is keyed, so a repeat changes nothing.
     @on_event(broker, settings.bus, "ledger", "hours.logged")
     async def hours_logged(event: Envelope[HoursLogged]) -> None:
-        # Entry ids derive from the event id: a repeat finds the stored entries and re-sends their event.
-        credit, bonuses = await bank.credit(event)
-        await outbox.send([handlers.earned_event(credit, bonuses)])
+        # The inbox keeps a repeat from publishing points.earned again (the stream would drop it, but not
+        # every subscriber reads the stream).
+        async with inbox.once("ledger-hours", event) as first:
+            if first:
+                # Entry ids derive from the event id: a repeat finds the stored entries and re-sends their event.
+                credit, bonuses = await bank.credit(event)
+                await outbox.send([handlers.earned_event(credit, bonuses)])
 
     @on_event(broker, settings.bus, "ledger", "request.rated")
     async def request_rated(event: Envelope[RequestRated]) -> None:
-        await bank.rated(event)  # the rating is keyed on the request and volunteer, its entries too
+        # No inbox: the rating is keyed on the request and volunteer, its entries too, and nothing is published.
+        await bank.rated(event)
 
     @on_event(broker, settings.bus, "ledger", "volunteer.registered")
     async def volunteer_registered(event: Envelope[VolunteerRegistered]) -> None:
