@@ -16,7 +16,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.js.api import ConsumerConfig, StorageType
 from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts import ApiError, Envelope, event_subject
 from contracts.subjects import STREAM, STREAM_SUBJECTS
@@ -191,11 +191,17 @@ def api_call(
 
 
 class Outbox:
-    """Persist, then publish. What a crash leaves unpublished is re-sent by the relay."""
+    """Persist, then publish. What a crash leaves unpublished is re-sent by the relay.
+
+    A published entry is deleted later, with the others published meanwhile, in one command: by the relay
+    before it looks for what is left (so it never re-sends what it knows was published) and when the service
+    stops. An entry whose deletion a crash lost is published again under the same Nats-Msg-Id, which
+    JetStream drops within its duplicate window and every consumer ignores after it."""
 
     def __init__(self, db: AsyncDatabase[Any], broker: NatsBroker) -> None:
         self.entries = db["outbox"]
         self.broker = broker
+        self.published: list[str] = []
 
     async def ensure_indexes(self) -> None:
         await self.entries.create_index("created")
@@ -211,6 +217,12 @@ class Outbox:
             }
             for offset, event in enumerate(events)
         ]
+        if len(entries) > 1:
+            try:
+                await self.entries.insert_many(entries, ordered=False)
+                return entries
+            except BulkWriteError:
+                pass  # some were stored by an earlier attempt at the same step: store the rest one by one
         for entry in entries:
             try:
                 await self.entries.insert_one(entry)
@@ -229,14 +241,26 @@ class Outbox:
             headers={"Nats-Msg-Id": entry["_id"], "content-type": "application/json"},
             stream=STREAM,
         )
-        await self.entries.delete_one({"_id": entry["_id"]})
+        self.published.append(entry["_id"])
+
+    async def forget_published(self) -> None:
+        """Deletes the entries published since the last call, in one command."""
+        done, self.published = self.published, []
+        if done:
+            try:
+                await self.entries.delete_many({"_id": {"$in": done}})
+            except Exception:
+                self.published = done + self.published
+                raise
 
     async def relay_pending(self, older_than: float = 2.0) -> int:
+        await self.forget_published()
         cutoff = time.time() - older_than
         sent = 0
         async for entry in self.entries.find({"created": {"$lt": cutoff}}).sort("created", 1).limit(500):
             await self.publish(entry)
             sent += 1
+        await self.forget_published()
         return sent
 
     async def relay_forever(self, interval: float) -> None:

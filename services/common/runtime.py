@@ -4,6 +4,7 @@ import logging
 import os
 import signal
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common import deadletters
@@ -35,6 +36,36 @@ def instance_name() -> str:
     return os.environ.get("LINLI_INSTANCE") or os.environ.get("HOSTNAME") or str(os.getpid())
 
 
+class CommandCounter(monitoring.CommandListener):
+    """Counts the database commands this process sends, by command and collection ("find requests").
+
+    Installed when LINLI_COMMAND_COUNTS names a directory: the counts are written there as
+    <service>-<pid>.json twice a second and when the service stops, for the benchmark to read."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        self.counts[f"{event.command_name} {target}" if isinstance(target, str) else event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def write(self, path: Path) -> None:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(dict(self.counts), sort_keys=True))
+        temporary.replace(path)
+
+    async def write_forever(self, path: Path) -> None:
+        while True:
+            self.write(path)
+            await asyncio.sleep(0.5)
+
+
 @dataclass
 class Service:
     """One running service: its broker, its own database, its start-up steps and background loops."""
@@ -50,12 +81,17 @@ class Service:
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     loops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    counter: CommandCounter | None = None
+    counts_file: Path | None = None
 
     @classmethod
     def create(cls, name: str, settings: BusSettings) -> "Service":
         broker = make_broker(settings, name)
+        counts_dir = os.environ.get("LINLI_COMMAND_COUNTS")
+        counter = CommandCounter() if counts_dir else None
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True
+            settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True,
+            event_listeners=[counter] if counter else [],
         )
         db = mongo[settings.database(name)]
 
@@ -75,6 +111,10 @@ class Service:
 
         service.on_start.append(service.outbox.ensure_indexes)
         service.loops.append(lambda: service.outbox.relay_forever(settings.outbox_relay_interval))
+        if counter and counts_dir:
+            counts_file = Path(counts_dir) / f"{name}-{os.getpid()}.json"
+            service.counter, service.counts_file = counter, counts_file
+            service.loops.append(lambda: counter.write_forever(counts_file))
         return service
 
     async def start(self) -> None:
@@ -119,6 +159,12 @@ class Service:
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
         await self._stop_broker()
+        try:
+            await asyncio.wait_for(self.outbox.forget_published(), self.settings.stop_timeout)
+        except Exception as exc:  # the relay of the next start publishes them again, under the same ids
+            log.warning("%s: could not delete the published outbox entries: %r", self.name, exc)
+        if self.counter and self.counts_file:
+            self.counter.write(self.counts_file)
         await self._close_database()
         log.info("%s stopped", self.name)
 

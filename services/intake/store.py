@@ -23,6 +23,9 @@ class IntakeStore:
         self.keys = db["pseudonym_keys"]
 
     async def ensure_indexes(self) -> None:
+        # nx-27017 answers equality or a range from a single-field index only: on a compound index's leading
+        # field alone it reads the whole collection. The sweeps and lookups below each lead with one of these.
+        await self.requests.create_index("announced")
         await self.requests.create_index([("announced", 1), ("created", 1)])
         await self.requests.create_index("code", unique=True, sparse=True)
         # Every list query leads with one of these fields and pages in (created, _id) order.
@@ -32,6 +35,7 @@ class IntakeStore:
         await self.requests.create_index([("district", 1), ("grid", 1), ("created", 1)])
         await self.requests.create_index([("status", 1), ("created", 1)])
         await self.requests.create_index([("district", 1), ("status", 1), ("created", 1)])
+        await self.changes.create_index("request_id")
         await self.changes.create_index([("request_id", 1), ("seq", 1)])
         await self.assignments.create_index("code", unique=True, sparse=True)
         # One volunteer per phone and district, found by the keyed digest of the phone (ids are random).
@@ -63,7 +67,10 @@ class IntakeStore:
 
     async def unannounced(self, older_than: float) -> list[Doc]:
         cutoff = time.time() - older_than
-        return await self.requests.find({"announced": False, "created": {"$lt": cutoff}}).limit(500).to_list()
+        # Only the announced flag goes to the server: a range on created would be answered from its index
+        # and read every older request. Unannounced requests are few, and the age is judged here.
+        waiting = await self.requests.find({"announced": False}).limit(500).to_list()
+        return [doc for doc in waiting if doc["created"] < cutoff]
 
     async def change(self, doc: Doc, fields: Doc) -> bool:
         """Compare-and-set on the version read: False when another change came first."""

@@ -49,6 +49,8 @@ def build(settings: LedgerSettings | None = None) -> Service:
 
     @on_event(broker, settings.bus, "ledger", "hours.logged")
     async def hours_logged(event: Envelope[HoursLogged]) -> None:
+        # The inbox keeps a repeat from publishing points.earned again (the stream would drop it, but not
+        # every subscriber reads the stream).
         async with inbox.once("ledger-hours", event) as first:
             if first:
                 # Entry ids derive from the event id: a repeat finds the stored entries and re-sends their event.
@@ -57,9 +59,8 @@ def build(settings: LedgerSettings | None = None) -> Service:
 
     @on_event(broker, settings.bus, "ledger", "request.rated")
     async def request_rated(event: Envelope[RequestRated]) -> None:
-        async with inbox.once("ledger-ratings", event) as first:
-            if first:
-                await bank.rated(event)  # the rating is keyed on the request, its entries on the request too
+        # No inbox: the rating is keyed on the request and volunteer, its entries too, and nothing is published.
+        await bank.rated(event)
 
     @on_event(broker, settings.bus, "ledger", "volunteer.registered")
     async def volunteer_registered(event: Envelope[VolunteerRegistered]) -> None:

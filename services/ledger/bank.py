@@ -132,8 +132,7 @@ class Bank:
 
     async def rated(self, event: Envelope[RequestRated]) -> None:
         data = event.data
-        await self.store.add_rating(handlers.rating(event))
-        first = await self.store.rating(data.request_id, data.volunteer_id)
+        first = await self.store.add_rating(handlers.rating(event))
         if first is None or first["event_id"] != event.id:
             log.warning("a second rating %s of request %s by volunteer %s is ignored", event.id, data.request_id,
                         data.volunteer_id)

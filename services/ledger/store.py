@@ -43,6 +43,13 @@ class LedgerStore:
 
     async def ensure_indexes(self) -> None:
         await self.entries.create_index([("volunteer_id", 1), ("seq", 1)], unique=True)
+        # nx-27017 answers a query from a single-field index only (on a compound index's leading field alone it
+        # reads the whole collection, and so does every aggregate): each query below leads with one of these.
+        await self.entries.create_index("volunteer_id")
+        await self.proofs.create_index("volunteer_id")
+        await self.stock.create_index("item_id")
+        await self.redemptions.create_index("state")
+        await self.redemptions.create_index("announced")
         await self.entries.create_index("posted")
         await self.entries.create_index("request_id")
         await self.entries.create_index([("district", 1), ("at", 1)])  # a community's month, for reports
@@ -162,8 +169,10 @@ class LedgerStore:
     async def chain_heads(self, since: float | None = None) -> dict[str, int]:
         """The last seq of each volunteer's chain (of those with an entry posted since `since`)."""
         match: Doc = {} if since is None else {"posted": {"$gt": since}}
-        rows = await self._group(self.entries, match, {"_id": "$volunteer_id", "seq": {"$max": "$seq"}})
-        return {row["_id"]: int(row["seq"] or 0) for row in rows}
+        heads: dict[str, int] = {}
+        async for row in self.entries.find(match, {"volunteer_id": 1, "seq": 1}):
+            heads[row["volunteer_id"]] = max(heads.get(row["volunteer_id"], 0), int(row["seq"] or 0))
+        return heads
 
     async def all_accounts(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.accounts.find({})}
@@ -209,21 +218,21 @@ class LedgerStore:
         return (disputed + overdue)[:limit]
 
     async def confirmed_hours(self, volunteer_id: str) -> int:
-        rows = await self._group(
-            self.proofs, {"volunteer_id": volunteer_id, "confirmed": True},
-            {"_id": None, "hours_cents": {"$sum": "$hours_cents"}},
-        )
-        return int(rows[0]["hours_cents"] or 0) if rows else 0
+        proofs = self.proofs.find({"volunteer_id": volunteer_id}, {"confirmed": 1, "hours_cents": 1})
+        return sum([int(p.get("hours_cents") or 0) async for p in proofs if p.get("confirmed") is True])
 
     # --- ratings ------------------------------------------------------------------------------------
 
-    async def add_rating(self, doc: Doc) -> None:
-        if await self.rating(doc["request_id"], doc["volunteer_id"]) is not None:
-            return  # one rating per request and volunteer; the first one recorded stands
+    async def add_rating(self, doc: Doc) -> Doc | None:
+        """Records the rating unless one of the request and volunteer is stored: the first one recorded stands,
+        and is returned (None if it cannot be read back)."""
+        if self.legacy_keys and (stored := await self.rating(doc["request_id"], doc["volunteer_id"])) is not None:
+            return stored
         try:
             await self.ratings.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+            return doc
+        except DuplicateKeyError:  # the _id is the request and volunteer
+            return await self.rating(doc["request_id"], doc["volunteer_id"])
 
     async def rating(self, request_id: str, volunteer_id: str) -> Doc | None:
         found = await self.ratings.find_one({"_id": service_key(request_id, volunteer_id)})
@@ -233,10 +242,8 @@ class LedgerStore:
 
     async def rating_totals(self, volunteer_id: str) -> tuple[int, int]:
         """(number of ratings, sum of their stars)."""
-        rows = await self._group(
-            self.ratings, {"volunteer_id": volunteer_id}, {"_id": None, "n": {"$sum": 1}, "stars": {"$sum": "$stars"}}
-        )
-        return (int(rows[0]["n"]), int(rows[0]["stars"] or 0)) if rows else (0, 0)
+        stars = [int(r.get("stars") or 0) async for r in self.ratings.find({"volunteer_id": volunteer_id}, {"stars": 1})]
+        return len(stars), sum(stars)
 
     # --- the redemption catalogue and its stock -----------------------------------------------------
 
@@ -290,11 +297,13 @@ class LedgerStore:
         await self.redemptions.update_one({"_id": redemption_id}, {"$set": fields})
 
     async def unfinished_redemptions(self, created_before: float) -> list[Doc]:
-        pending = await self.redemptions.find({"state": "pending", "created": {"$lt": created_before}}).to_list()
-        to_undo = await self.redemptions.find({"state": "refused", "undone": False}).to_list()
-        unannounced = await self.redemptions.find(
-            {"state": "done", "announced": False, "created": {"$lt": created_before}}
-        ).to_list()
+        # Equality on what only an unfinished redemption has; ages are judged here, since a range on created
+        # would be answered from its index and read every older redemption.
+        unfinished = {doc["_id"]: doc for doc in await self.redemptions.find({"state": "pending"}).to_list()}
+        unfinished.update({doc["_id"]: doc for doc in await self.redemptions.find({"announced": False}).to_list()})
+        pending = [d for d in unfinished.values() if d["state"] == "pending" and d["created"] < created_before]
+        to_undo = [d for d in unfinished.values() if d["state"] == "refused" and d.get("undone") is False]
+        unannounced = [d for d in unfinished.values() if d["state"] == "done" and d["created"] < created_before]
         return pending + to_undo + unannounced
 
     async def redemptions_to_recheck(self, due_by: float) -> list[Doc]:
@@ -371,14 +380,25 @@ class LedgerStore:
     # --- summaries ----------------------------------------------------------------------------------
 
     async def totals_by_kind(self, volunteer_id: str, through_seq: int) -> dict[str, dict[str, int]]:
-        match = {"volunteer_id": volunteer_id, "seq": {"$lte": through_seq}}
-        rows = await self._group(self.entries, match, self._totals("$kind"))
-        return {row.pop("_id"): self._ints(row) for row in rows}
+        return await self._volunteer_totals(volunteer_id, through_seq, "kind", lambda entry: True)
 
     async def credits_by_category(self, volunteer_id: str, through_seq: int) -> dict[str, dict[str, int]]:
-        match = {"volunteer_id": volunteer_id, "kind": "credit", "seq": {"$lte": through_seq}}
-        rows = await self._group(self.entries, match, self._totals("$category"))
-        return {row.pop("_id"): self._ints(row) for row in rows}
+        return await self._volunteer_totals(volunteer_id, through_seq, "category", lambda e: e.get("kind") == "credit")
+
+    async def _volunteer_totals(
+        self, volunteer_id: str, through_seq: int, by: str, keep: Callable[[Doc], bool]
+    ) -> dict[str, dict[str, int]]:
+        # Summed here from the volunteer's own entries: nx-27017 runs an aggregate over the whole collection.
+        totals: dict[str, dict[str, int]] = {}
+        fields = {"seq": 1, "kind": 1, "category": 1, "hours_cents": 1, "points_cents": 1}
+        async for entry in self.entries.find({"volunteer_id": volunteer_id}, fields):
+            if entry["seq"] > through_seq or not keep(entry):
+                continue
+            row = totals.setdefault(str(entry.get(by)), {"hours_cents": 0, "points_cents": 0, "entries": 0})
+            row["hours_cents"] += int(entry.get("hours_cents") or 0)
+            row["points_cents"] += int(entry.get("points_cents") or 0)
+            row["entries"] += 1
+        return totals
 
     async def totals_by_volunteer(self) -> dict[str, dict[str, int]]:
         rows = await self._group(self.entries, {}, self._totals("$volunteer_id"))

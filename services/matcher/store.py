@@ -41,14 +41,27 @@ class MatcherStore:
     async def ensure_indexes(self) -> None:
         # Ranking reads the grids near the request, so its cost follows the volunteers per grid,
         # not the size of the roster.
+        # nx-27017 answers equality or a range from a single-field index only (on a compound index's leading
+        # field alone, on $in over any field but _id, and for update_many or delete_many on anything but _id,
+        # it reads the whole collection): every query here leads with one of the single-field indexes. It
+        # finds the document an update_one or find_one_and_update changes by an index only through _id.
         await self.members.create_index("key")
         await self.members.create_index("volunteer_id")
         await self.assignments.create_index([("request_id", 1), ("round", 1)])
+        await self.assignments.create_index("request_id")
+        await self.assignments.create_index("volunteer_id")
+        await self.assignments.create_index("state")
+        await self.assignments.create_index("announced")
+        await self.served.create_index("resident_ref")
         await self.served.create_index([("resident_ref", 1), ("volunteer_id", 1)])
+        await self.pairings.create_index("resident_ref")
         await self.pairings.create_index([("resident_ref", 1), ("active", 1)])
         await self.actions.create_index("request_id")
         await self.slots.create_index([("volunteer_id", 1), ("holder", 1)])
         await self.slots.create_index("holder")
+        await self.slots.create_index("volunteer_id")
+        await self.requests.create_index("state")
+        await self.requests.create_index("announced")
         await self.requests.create_index([("state", 1), ("lease", 1)])
         await self.requests.create_index("code")
         await self.volunteers.create_index("district")
@@ -68,7 +81,9 @@ class MatcherStore:
             except DuplicateKeyError:
                 pass
         # A lowered capacity gives up free slots at once; a held one goes when its assignment ends.
-        await self.slots.delete_many({"volunteer_id": profile["_id"], "i": {"$gte": profile["capacity"]}, "holder": FREE})
+        async for slot in self.slots.find({"volunteer_id": profile["_id"]}, {"i": 1}):
+            if slot["i"] >= profile["capacity"]:
+                await self.slots.delete_one({"_id": slot["_id"], "holder": FREE})
         keys = [member_key("grid", profile["district"], g) for g in profile["grids"]]
         keys += [member_key("skill", profile["district"], s) for s in profile["skills"]]
         wanted = {f"{key}|{profile['_id']}" for key in keys}
@@ -129,8 +144,10 @@ class MatcherStore:
         if not resident_ref or not volunteer_ids:
             return {}
         latest: dict[str, dict[str, Any]] = {}
-        async for row in self.served.find({"resident_ref": resident_ref, "volunteer_id": {"$in": volunteer_ids}}):
-            if row["at"] >= latest.get(row["volunteer_id"], {}).get("at", 0):
+        wanted = set(volunteer_ids)
+        # $in on volunteer_id would make nx-27017 read every rating; this resident's are few.
+        async for row in self.served.find({"resident_ref": resident_ref}):
+            if row["volunteer_id"] in wanted and row["at"] >= latest.get(row["volunteer_id"], {}).get("at", 0):
                 latest[row["volunteer_id"]] = row
         return latest
 
@@ -138,7 +155,9 @@ class MatcherStore:
         """The volunteer is no longer found by ranking; their profile stays for the work they hold, until a
         registration made after `at` replaces it."""
         await self.volunteers.update_one({"_id": volunteer_id}, {"$set": {"left": True, "left_at": at}})
-        await self.members.delete_many({"volunteer_id": volunteer_id})
+        gone = [m["_id"] async for m in self.members.find({"volunteer_id": volunteer_id}, {"_id": 1})]
+        if gone:
+            await self.members.delete_many({"_id": {"$in": gone}})
 
     async def listed(
         self, district: str, grid: str | None, skill: str | None, team: str | None, after: str, limit: int
@@ -216,13 +235,20 @@ class MatcherStore:
         return {v["_id"]: v["capacity"] - free[v["_id"]] for v in volunteers}
 
     async def reserve(self, volunteer_id: str, assignment_id: str) -> bool:
-        taken = await self.slots.find_one_and_update(
-            {"volunteer_id": volunteer_id, "holder": FREE}, {"$set": {"holder": assignment_id}}
-        )
-        return taken is not None
+        # Found through the volunteer's index, taken by _id: the compare-and-set on the holder is the arbiter.
+        async for slot in self.slots.find({"volunteer_id": volunteer_id}, {"holder": 1}):
+            if slot["holder"] == FREE and await self.take_slot(slot["_id"], FREE, assignment_id):
+                return True
+        return False
+
+    async def take_slot(self, slot_id: str, holder: str, new_holder: str) -> bool:
+        result = await self.slots.update_one({"_id": slot_id, "holder": holder}, {"$set": {"holder": new_holder}})
+        return result.modified_count == 1
 
     async def release(self, assignment_id: str) -> None:
-        await self.slots.update_many({"holder": assignment_id}, {"$set": {"holder": FREE}})
+        # An assignment holds at most one slot.
+        if slot := await self.slots.find_one({"holder": assignment_id}, {"_id": 1}):
+            await self.take_slot(slot["_id"], assignment_id, FREE)
 
     async def held(self) -> dict[str, list[str]]:
         holders: dict[str, list[str]] = {}
@@ -276,23 +302,28 @@ class MatcherStore:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
 
+    # The sweeps below send the server equality on a state or flag only a request in flight has, and judge
+    # times here: a range on a time field would be answered from its index and read the whole history.
+
     async def stale_placements(self, now: float) -> list[dict[str, Any]]:
-        return await self.requests.find({"state": "placing", "lease": {"$lt": now}}).limit(200).to_list()
+        placing = await self.requests.find({"state": "placing"}).limit(1000).to_list()
+        return [doc for doc in placing if doc.get("lease", 0) < now][:200]
 
     async def untidy(self, older_than: float) -> list[dict[str, Any]]:
         """Accepted requests whose acceptance was not seen through (losing offers withdrawn, event sent)."""
-        return await self.requests.find(
-            {"tidy": True, "tidy_at": {"$lt": time.time() - older_than}}
-        ).limit(200).to_list()
+        cutoff = time.time() - older_than
+        return [doc for doc in await self.requests.find({"tidy": True}).limit(1000).to_list()
+                if doc.get("tidy_at", 0) < cutoff][:200]
 
     async def unannounced_unmatched(self, older_than: float) -> list[dict[str, Any]]:
         cutoff = time.time() - older_than
-        return await self.requests.find(
-            {"state": "unmatched", "announced": False, "settled_at": {"$lt": cutoff}}
-        ).limit(200).to_list()
+        waiting = await self.requests.find({"announced": False}).limit(1000).to_list()
+        return [doc for doc in waiting if doc["state"] == "unmatched" and doc.get("settled_at", 0) < cutoff][:200]
 
     async def waiting(self, older_than: float) -> list[dict[str, Any]]:
-        return await self.requests.find({"state": "open", "opened": {"$lt": time.time() - older_than}}).limit(200).to_list()
+        cutoff = time.time() - older_than
+        return [doc for doc in await self.requests.find({"state": "open"}).limit(1000).to_list()
+                if doc.get("opened", 0) < cutoff][:200]
 
     # assignments
 
@@ -333,11 +364,14 @@ class MatcherStore:
         return result.modified_count == 1
 
     async def lapsed_offers(self) -> list[dict[str, Any]]:
-        return await self.assignments.find({"state": "offered", "expires": {"$lt": time.time()}}).limit(200).to_list()
+        now = time.time()
+        return [doc for doc in await self.assignments.find({"state": "offered"}).limit(1000).to_list()
+                if doc.get("expires", 0) < now][:200]
 
     async def unannounced_offers(self, older_than: float) -> list[dict[str, Any]]:
         cutoff = time.time() - older_than
-        return await self.assignments.find({"announced": False, "created": {"$lt": cutoff}}).limit(200).to_list()
+        return [doc for doc in await self.assignments.find({"announced": False}).limit(1000).to_list()
+                if doc.get("created", 0) < cutoff][:200]
 
     async def mark_announced(self, assignment_id: str) -> None:
         await self.assignments.update_one({"_id": assignment_id}, {"$set": {"announced": True}})
@@ -349,12 +383,12 @@ class MatcherStore:
         return await self.assignments.find({"request_id": request_id}).sort("created", 1).to_list()
 
     async def release_all(self, assignment_ids: list[str]) -> None:
-        await self.slots.update_many({"holder": {"$in": assignment_ids}}, {"$set": {"holder": FREE}})
+        for assignment_id in assignment_ids:
+            await self.release(assignment_id)
 
     async def open_assignments(self, volunteer_id: str) -> list[dict[str, Any]]:
-        return await self.assignments.find(
-            {"volunteer_id": volunteer_id, "state": {"$in": ["offered", "accepted"]}}
-        ).sort("created", 1).to_list()
+        mine = await self.assignments.find({"volunteer_id": volunteer_id}).sort("created", 1).to_list()
+        return [doc for doc in mine if doc["state"] in ("offered", "accepted")]
 
     async def live_assignments(self) -> list[dict[str, Any]]:
-        return await self.assignments.find({"state": {"$in": ["offered", "accepted"]}}).to_list()
+        return [doc for state in ("offered", "accepted") for doc in await self.assignments.find({"state": state}).to_list()]

@@ -37,7 +37,7 @@ def build(settings: NotifierSettings | None = None) -> Service:
     if settings.language not in LANGUAGES:
         raise ValueError(f"NOTIFIER_LANGUAGE must be one of {', '.join(LANGUAGES)}, not {settings.language!r}")
     service = Service.create("notifier", settings.bus)
-    broker, inbox = service.broker, service.inbox
+    broker = service.broker
     store = NotifierStore(service.db)
     service.on_start.append(store.ensure_indexes)
 
@@ -56,66 +56,48 @@ def build(settings: NotifierSettings | None = None) -> Service:
         store, publish, directory, settings, Messages.load(), Places.load(settings.places), time.time
     )
 
-    # Each consumer recognises a repeat by the event id; the notification id derives from it too.
+    # No inbox: a repeat is recognised by the notification, whose id derives from the event id and the
+    # recipient; one already final is not sent again, and its outcome event, published again under the same
+    # derived id, is dropped by JetStream or by its consumers.
     @on_event(broker, settings.bus, "notifier", "volunteer.assigned")
     async def offered(event: Envelope[VolunteerAssigned], message: NatsMessage) -> None:
-        async with inbox.once("notifier-offer", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "assignment.accepted")
     async def accepted(event: Envelope[AssignmentAccepted], message: NatsMessage) -> None:
-        async with inbox.once("notifier-accepted", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "assignment.withdrawn")
     async def withdrawn(event: Envelope[AssignmentWithdrawn], message: NatsMessage) -> None:
-        async with inbox.once("notifier-withdrawn", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "assignment.expired")
     async def lapsed(event: Envelope[AssignmentExpired], message: NatsMessage) -> None:
-        async with inbox.once("notifier-lapsed", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "assignment.completed")
     async def completed(event: Envelope[AssignmentCompleted], message: NatsMessage) -> None:
-        async with inbox.once("notifier-completed", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "request.redispatched")
     async def redispatched(event: Envelope[RequestRedispatched], message: NatsMessage) -> None:
-        async with inbox.once("notifier-redispatched", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "request.closed")
     async def closed(event: Envelope[RequestClosed], message: NatsMessage) -> None:
-        async with inbox.once("notifier-closed", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "request.reopened")
     async def reopened(event: Envelope[RequestReopened], message: NatsMessage) -> None:
-        async with inbox.once("notifier-reopened", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "request.unmatched")
     async def unmatched(event: Envelope[RequestUnmatched], message: NatsMessage) -> None:
-        async with inbox.once("notifier-unmatched", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "points.earned")
     async def points(event: Envelope[PointsEarned], message: NatsMessage) -> None:
-        async with inbox.once("notifier-points", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "identity.code_requested")
     async def sign_in_code(event: Envelope[CodeRequested], message: NatsMessage) -> None:

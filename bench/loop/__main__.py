@@ -1,0 +1,161 @@
+"""Database commands and nx-27017 CPU per whole loop, on a fresh database and after a long history.
+
+    python -m bench.loop [--loops 10] [--history 0 20000] [--volunteers 5]
+
+For each history size, in a temp directory of its own: starts nats-server and nx-27017, stores that many
+served requests straight into the services' databases (bench/loop/seed.py), starts the four services as
+processes with LINLI_COMMAND_COUNTS set (each counts the commands its MongoDB client sends), registers
+volunteers, then plays --loops requests one after another through the whole loop: submit -> offer ->
+notified, accept, complete -> hours -> points, rate. After each phase it waits until every consumer on the
+path has caught up, then reads the counts. The outbox relays and the sweeps run once a minute meanwhile
+(QUIET below), so the counts are the loop's own work; --default-intervals counts them too. nx-27017's CPU
+is read from /proc for the same span. Then the services are started again on the same servers with their
+defaults and 40 more volunteers, for: submit ->
+volunteer.assigned latency for --rate-requests sent open-loop at --rate/s, placements/s for --burst
+requests submitted at once, and whole loops/s for --loop-burst loops run 16 at a time (bench/loop/rate.py).
+Prints the figures; takes two to four minutes per history size.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from bench.loop import counts, rate
+from bench.loop.kiosk import PHASES, Kiosk
+from bench.loop.seed import seed
+from linli.embedded import start_mongo, start_nats
+from linli.system import System
+
+DISTRICT, GRID = "beibei", "quanwai-01"
+# The repair loops (outbox relays, sweeps) run once a minute here, so what is counted is the loop's own work;
+# the idle rate printed is theirs at this setting. With the defaults they add about a dozen commands a second
+# between them, whatever the load (measured with --default-intervals).
+QUIET = {"MATCHER_SWEEP_INTERVAL": "60", "LEDGER_SWEEP_INTERVAL": "60", "LINLI_OUTBOX_RELAY_INTERVAL": "60"}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(history: int, loops: int, volunteers: int, load: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="linli-loop-"))
+    counted = work / "counts"
+    counted.mkdir()
+    nats_server, mongo = start_nats(work), start_mongo(work)
+    system = None
+    try:
+        started = time.monotonic()
+        if history:
+            seed(mongo.url, "linli", history, DISTRICT, GRID)
+        seeded = time.monotonic() - started
+        system = System.start(work, nats_url=nats_server.url, mongo_url=mongo.url,
+                              env={"LINLI_COMMAND_COUNTS": str(counted), "MATCHER_OFFER_TTL": "600", **QUIET})
+        nc = await nats.connect(nats_server.url)
+        kiosk = Kiosk(nc, DISTRICT, GRID)
+        await kiosk.watch()
+        await kiosk.register(volunteers)
+        await asyncio.sleep(1.0)
+        idle_from, idle_at = counts.snapshot(counted), time.monotonic()
+        await asyncio.sleep(3.0)
+        idle = counts.total(counts.difference(counts.snapshot(counted), idle_from)) / (time.monotonic() - idle_at)
+
+        per_phase: dict[str, Counter[str]] = {phase: Counter() for phase in PHASES}
+        by_service: dict[str, Counter[str]] = {}
+        cpu_before, loop_started = cpu_seconds(mongo.process.pid), time.monotonic()
+        for _ in range(loops):
+            state: dict[str, Any] = {}
+            for phase in PHASES:
+                await asyncio.sleep(0.6)  # every process has written its counts since the last phase
+                before = counts.snapshot(counted)
+                if phase == PHASES[0]:
+                    request_id = await kiosk.submit()
+                await kiosk.phase(phase, request_id, state)
+                await asyncio.sleep(0.6)
+                spent = counts.difference(counts.snapshot(counted), before)
+                per_phase[phase][""] += counts.total(spent)
+                for service, c in spent.items():
+                    by_service.setdefault(service, Counter()).update(c)
+        elapsed = time.monotonic() - loop_started
+        cpu = cpu_seconds(mongo.process.pid) - cpu_before
+        measured: dict[str, Any] = {}
+        if load.rate_requests:
+            # The services again on the same servers, with the repair loops at their defaults: under load a
+            # request a placement could not take at once is placed again by the matcher's sweep.
+            system.stop()
+            system = System.start(work, nats_url=nats_server.url, mongo_url=mongo.url,
+                                  env={"MATCHER_OFFER_TTL": "600"})
+            # Enough slots and weekly offers for every request below to be offered without waiting for one.
+            await kiosk.register(40, capacity=5, first=volunteers)
+            measured["at_rate"] = await rate.at_rate(kiosk, load.rate_requests, load.rate)
+            measured["placements_per_s"] = await rate.placements(kiosk, load.burst)
+            measured["loops_per_s"] = await rate.loops(kiosk, load.loop_burst)
+            measured["loop_phase_s"] = {p: t / load.loop_burst for p, t in rate.SPENT.items()}
+        await nc.close()
+        return {"history": history, "loops": loops, "seeded_s": seeded, "idle_per_s": idle, "elapsed_s": elapsed,
+                "per_phase": {p: c[""] / loops for p, c in per_phase.items()},
+                "by_service": {s: sum(c.values()) / loops for s, c in sorted(by_service.items())},
+                "by_kind": {k: n / loops for k, n in counts.by_kind(by_service).most_common()},
+                "detail": {s: {k: n / loops for k, n in c.most_common()} for s, c in sorted(by_service.items())},
+                "mongo_cpu_ms_per_loop": 1000 * cpu / loops, **measured,
+                "loops_per_s": loops / elapsed}
+    finally:
+        if system:
+            system.stop()
+        nats_server.stop()
+        mongo.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    print(f"# whole loop, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    for r in results:
+        total = sum(r["by_service"].values())
+        print(f"\n## {r['history']} stored requests: {r['loops']} loops, {total:.1f} MongoDB commands per loop, "
+              f"nx-27017 CPU {r['mongo_cpu_ms_per_loop']:.0f} ms per loop (repair loops while idle "
+              f"{r['idle_per_s']:.1f} commands/s; history stored in {r['seeded_s']:.0f} s)")
+        if "at_rate" in r:
+            a = r["at_rate"]
+            print(f"submit -> offer at {a['rate']:g}/s ({a['n']} requests): p50 {a['p50_ms']:.0f} ms, "
+                  f"p95 {a['p95_ms']:.0f} ms, p99 {a['p99_ms']:.0f} ms, max {a['max_ms']:.0f} ms; "
+                  f"placements at saturation {r['placements_per_s']:.1f}/s; whole loops {r['loops_per_s']:.1f}/s "
+                  "(seconds per phase: " + ", ".join(f"{p} {t:.2f}" for p, t in r["loop_phase_s"].items()) + ")")
+        print("by phase:   " + ", ".join(f"{p}: {n:.1f}" for p, n in r["per_phase"].items()))
+        print("by service: " + ", ".join(f"{s}: {n:.1f}" for s, n in r["by_service"].items()))
+        print("by kind:    " + ", ".join(f"{k}: {n:.1f}" for k, n in r["by_kind"].items()))
+        for service, detail in r["detail"].items():
+            print(f"  {service}: " + ", ".join(f"{k} {n:.1f}" for k, n in detail.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loops", type=int, default=10)
+    parser.add_argument("--history", type=int, nargs="+", default=[0, 20000])
+    parser.add_argument("--volunteers", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=10.0, help="requests/s for the latency run")
+    parser.add_argument("--rate-requests", type=int, default=60, help="requests in the latency run; 0 skips load")
+    parser.add_argument("--burst", type=int, default=60, help="requests submitted at once for placements/s")
+    parser.add_argument("--loop-burst", type=int, default=20, help="whole loops run 16 at a time for loops/s")
+    parser.add_argument("--default-intervals", action="store_true", help="count the repair loops at their defaults")
+    args = parser.parse_args()
+    if args.default_intervals:
+        QUIET.clear()
+    results = [asyncio.run(run(n, args.loops, args.volunteers, args)) for n in args.history]
+    report(results)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    main()
