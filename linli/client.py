@@ -12,7 +12,9 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import STREAM
+from linli.permissions import ADMIN, load_credentials, url_with
 from services.common.bus import consumer_name
+from services.common.config import inbox_prefix_for, nats_user
 
 DEFAULT_DATA = Path(os.environ.get("LINLI_HOME", ".linli-data"))
 
@@ -35,17 +37,33 @@ def server_url(name: str, data_dir: Path, default: str) -> str:
     return default
 
 
+def redacted(url: str) -> str:
+    """The URL as it may be shown: the user it signs in as, never the password."""
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def where(data_dir: Path = DEFAULT_DATA) -> str:
     """Where nats_url() looked, for a message that says how to point elsewhere."""
     if os.environ.get("NATS_URL"):
-        return f"NATS_URL={os.environ['NATS_URL']}"
+        return f"NATS_URL={redacted(os.environ['NATS_URL'])}"
     if (data_dir / "urls.env").exists():
-        return f"{nats_url(data_dir)}, as written in {data_dir / 'urls.env'}"
+        return f"{redacted(nats_url(data_dir))}, as written in {data_dir / 'urls.env'}"
     return f"{nats_url(data_dir)} (no `linli up` has written its address in {data_dir}/)"
 
 
 def nats_url(data_dir: Path = DEFAULT_DATA) -> str:
-    return server_url("NATS_URL", data_dir, "nats://127.0.0.1:4222")
+    """NATS_URL as given; else the address `linli up` wrote down, signed in as the administrator whose
+    password it generated in the same folder."""
+    if url := os.environ.get("NATS_URL"):
+        return url
+    url = server_url("NATS_URL", data_dir, "nats://127.0.0.1:4222")
+    if nats_user(url) is None and (password := load_credentials(data_dir).get(ADMIN)):
+        return url_with(url, ADMIN, password)
+    return url
 
 
 def mongo_url(data_dir: Path = DEFAULT_DATA) -> str:
@@ -85,7 +103,7 @@ class Client:
         # that fails is tried again for ever. So the first one gets a single retry, and a long running
         # client is told to reconnect without end only once it has found a server.
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                                error_cb=quiet)
+                                error_cb=quiet, inbox_prefix=inbox_prefix_for(nats_user(url)))
         if reconnect:
             nc.options["max_reconnect_attempts"] = -1
             nc.options["reconnect_time_wait"] = 0.5

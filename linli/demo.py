@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
-from linli.client import Client, caught_up
+from linli.client import Client, caught_up, redacted
+from linli.permissions import CREDENTIALS
 from linli.show import console, local_time, print_event
 from linli.system import System
 from services.common.runtime import cancel_and_wait
@@ -311,9 +312,12 @@ def run_system(
         supervise=True,
         announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
     )
-    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {system.nats_url}, "
+    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {redacted(system.nats_url)}, "
                   f"MongoDB {system.mongo_url}; processes "
                   f"{', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
+    if system.passwords:
+        console.print(f"every process signs in to NATS as itself; the passwords are in {data_dir / CREDENTIALS} "
+                      "(commands use the administrator's)", soft_wrap=True)
     try:
         asyncio.run(run(system, demo, once))
     except KeyboardInterrupt:

@@ -112,6 +112,7 @@ def make_broker(settings: BusSettings, service: str) -> NatsBroker:
         settings.nats_url,
         name=f"linli-{service}",
         middlewares=[retry],
+        inbox_prefix=settings.inbox_prefix,
         max_reconnect_attempts=-1,
         graceful_timeout=10.0,
     )
@@ -131,6 +132,8 @@ def on_event(
         stream=event_stream(settings),
         durable=consumer_name(service, event_type),
         pull_sub=PullSub(batch_size=max(8, workers * 2), timeout=2.0),
+        # Pulled messages arrive in the user's own inbox, the only one its permissions let it read.
+        inbox_prefix=f"{settings.inbox_prefix}.".encode(),
         config=ConsumerConfig(
             ack_wait=settings.ack_wait,
             max_deliver=settings.max_deliver,

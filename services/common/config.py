@@ -1,5 +1,6 @@
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 def env_float(name: str, default: float) -> float:
@@ -8,6 +9,17 @@ def env_float(name: str, default: float) -> float:
 
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def inbox_prefix_for(user: str | None) -> str:
+    """Where a user's replies arrive. Each user has its own prefix, and the server lets only that user
+    subscribe under it, so nobody reads the replies (a resident's phone, a balance) meant for another."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
+def nats_user(url: str) -> str | None:
+    """The user a nats://user:password@host URL connects as, if it names one."""
+    return urlsplit(url.split(",")[0]).username
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,10 @@ class BusSettings:
     # How long stopping waits for the NATS connection to drain before it closes it: with the server
     # gone the drain never finishes, and what was not acknowledged is redelivered anyway.
     stop_timeout: float = field(default_factory=lambda: env_float("LINLI_STOP_TIMEOUT", 10.0))
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix_for(nats_user(self.nats_url))
 
     def database(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"
