@@ -3,7 +3,8 @@
 The server enforces it (nats-server `authorization { users: [...] }`), so a process cannot do what its
 user may not, whatever code it runs. Both the embedded server's configuration (`linli up`) and
 deploy/nats.conf (compose) are rendered from here; `python -m linli.permissions > deploy/nats.conf`
-regenerates the checked-in file, and a test fails when it is out of date.
+regenerates the checked-in file, and a test fails when it is out of date; `python -m linli.permissions
+env > .env` makes the passwords compose gives it.
 
 Every service is a user of its own name, whether or not it runs: a user nobody connects as costs
 nothing. A service user may
@@ -172,17 +173,22 @@ def password_variable(name: str) -> str:
     return f"LINLI_{name.upper()}_PASSWORD"
 
 
-def _strings(values: Iterable[str]) -> str:
-    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+def _strings(key: str, values: Iterable[str], indent: str) -> list[str]:
+    return [f"{indent}{key}: [", *(f"{indent}  {json.dumps(v)}" for v in values), f"{indent}]"]
+
+
+def _side(key: str, allow: tuple[str, ...], deny: tuple[str, ...]) -> list[str]:
+    lines = [f"      {key}: {{", *_strings("allow", allow, "        ")]
+    if deny:
+        lines += _strings("deny", deny, "        ")
+    return [*lines, "      }"]
 
 
 def render_user(user: User, password: str) -> str:
     """One entry of the server's users list; `password` is written as is, so `$VAR` stays a reference."""
     lines = [f"    {{user: {json.dumps(user.name)}, password: {password}, permissions: {{"]
-    lines.append(f"      publish: {{allow: {_strings(user.publish)}"
-                 + (f", deny: {_strings(user.deny_publish)}" if user.deny_publish else "") + "}")
-    lines.append(f"      subscribe: {{allow: {_strings(user.subscribe)}"
-                 + (f", deny: {_strings(user.deny_subscribe)}" if user.deny_subscribe else "") + "}")
+    lines += _side("publish", user.publish, user.deny_publish)
+    lines += _side("subscribe", user.subscribe, user.deny_subscribe)
     if user.allow_responses:
         lines.append("      allow_responses: true")
     lines.append("    }}")
@@ -259,5 +265,11 @@ def url_with(url: str, name: str, password: str) -> str:
     return f"{scheme}://{name}:{password}@{rest.rsplit('@', 1)[-1]}"
 
 
+def fresh_env() -> str:
+    """New passwords for every user, as the .env file compose reads."""
+    return "".join(f"{password_variable(name)}={secrets.token_urlsafe(24)}\n" for name in USERS)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(deploy_config())
+    # `python -m linli.permissions` prints deploy/nats.conf; `... env` new passwords for compose's .env.
+    sys.stdout.write(fresh_env() if sys.argv[1:] == ["env"] else deploy_config())
