@@ -87,6 +87,10 @@ async def caught_up(nc: NATS, service: str, event_type: str, timeout: float = 60
         await asyncio.sleep(0.1)
 
 
+class SignInRefused(nats.errors.Error):
+    """A server answered, and would not let this user in."""
+
+
 class Client:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
@@ -96,14 +100,24 @@ class Client:
         """A one-off command fails at once when nothing answers (nats.errors.NoServersError); a long
         running one (reconnect=True) waits for a server that restarts."""
 
+        refused: list[Exception] = []
+
         async def quiet(exc: Exception) -> None:
-            pass  # the caller reports a server it cannot reach, in one line; nats-py would print each try
+            # the caller reports a server it cannot reach, in one line; nats-py would print each try
+            if "authorization violation" in str(exc).lower():
+                refused.append(exc)
 
         # nats-py counts attempts only above zero: with 0, -1 or allow_reconnect=False, a first connection
         # that fails is tried again for ever. So the first one gets a single retry, and a long running
         # client is told to reconnect without end only once it has found a server.
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                                error_cb=quiet, inbox_prefix=inbox_prefix_for(nats_user(url)))
+        try:
+            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                                    error_cb=quiet, inbox_prefix=inbox_prefix_for(nats_user(url)))
+        except nats.errors.NoServersError:
+            if refused:
+                raise SignInRefused(f"the NATS server refused {redacted(url)}: no such user, or the wrong "
+                                    "password") from None
+            raise
         if reconnect:
             nc.options["max_reconnect_attempts"] = -1
             nc.options["reconnect_time_wait"] = 0.5
