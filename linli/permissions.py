@@ -71,6 +71,8 @@ CALLS: dict[str, tuple[str, ...]] = {
     "district": (),
 }
 
+EVERY_SERVICE_CALLS = ("identity.public_key",)
+
 # What nobody but the administrator may do with the JetStream API, whatever else their user allows.
 JS_ADMIN_ONLY = (
     "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.PURGE.>",
@@ -124,7 +126,8 @@ def service_user(service: str) -> User:
     publish = [event_subjects(event_type) for event_type in owned_by(service)]
     if service == "feed":
         publish += ["linli.pub.>", f"$JS.API.STREAM.CREATE.{PUBLIC_STREAM}", f"$JS.API.STREAM.INFO.{PUBLIC_STREAM}"]
-    publish += calls(CALLS.get(service, ()))
+    # Every service may ask for the key that signs people's tokens, to check the token a call carries.
+    publish += calls(dict.fromkeys([*CALLS.get(service, ()), *EVERY_SERVICE_CALLS]))
     publish += [f"linli.api.{service}.>"]  # its own health and calls, as `linli health` inside its container
     publish += [
         "$JS.API.INFO",
