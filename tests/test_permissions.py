@@ -29,9 +29,9 @@ from linli.permissions import (
     ADMIN, CREDENTIALS, READS, SERVICE_USERS, USERS, deploy_config, ensure_credentials, load_credentials,
     password_variable,
 )
-from linli.system import SERVICES
+from linli.system import SERVICES, System
 from services.common.bus import consumer_name, envelope_json
-from services.common.config import BusSettings
+from services.common.config import BusSettings, nats_user
 from services.common.runtime import Service
 from services.ledger.app import build as build_ledger
 from tests.conftest import SecureBus, Signed, eventually
@@ -344,3 +344,36 @@ def test_a_user_added_to_the_table_gets_a_password_and_the_others_keep_theirs(
     monkeypatch.setattr(permissions, "USERS", (*USERS, "archive"))
     second = ensure_credentials(tmp_path)
     assert {k: second[k] for k in first} == first and second["archive"] not in first.values()
+
+
+# --- linli up's path: the whole system, secure by default ---------------------------------------------
+
+@pytest.mark.system
+async def test_a_system_started_as_linli_up_does_admits_only_its_users_each_service_as_itself(tmp_path: Path) -> None:
+    system = System.start(tmp_path / "linli")
+    try:
+        assert "@" not in (tmp_path / "linli" / "urls.env").read_text()  # the address, never a password
+        for key, process in system.processes.items():
+            environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+            url = next(v.decode().removeprefix("NATS_URL=") for v in environ if v.startswith(b"NATS_URL="))
+            assert nats_user(url) == key.rsplit("-", 1)[0]
+
+        said: list[str] = []
+
+        async def keep(exc: Exception) -> None:
+            said.append(str(exc).lower())
+
+        with pytest.raises(nats.errors.NoServersError):  # nobody gets in without a user
+            await nats.connect(system.server_url, max_reconnect_attempts=1, connect_timeout=2, error_cb=keep)
+        assert any("authorization violation" in line for line in said), said
+
+        kiosk = await Signed("kiosk").connect(system.url_for("kiosk"))
+        try:
+            catalog = json.loads((await kiosk.nc.request(API.INTAKE_CATALOG, b"{}", timeout=10)).data)
+            assert catalog["categories"], catalog  # answered by the real intake, signed in as itself
+            await kiosk.nc.publish(API.LEDGER_ADJUST, b"{}")
+            await kiosk.was_refused("publish", API.LEDGER_ADJUST)
+        finally:
+            await kiosk.nc.close()
+    finally:
+        system.stop()
