@@ -312,7 +312,8 @@ def run_system(
         supervise=True,
         announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
     )
-    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {redacted(system.nats_url)}, "
+    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: "
+                  f"NATS {redacted(system.nats_url)}, "
                   f"MongoDB {system.mongo_url}; processes "
                   f"{', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
     if system.passwords:

@@ -21,7 +21,7 @@ import json
 import secrets
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.subjects import OWNERS, PUBLIC_STREAM, STREAM, owned_by
@@ -94,7 +94,6 @@ class User:
     deny_publish: tuple[str, ...] = ()
     deny_subscribe: tuple[str, ...] = ()
     allow_responses: bool = False
-    notes: list[str] = field(default_factory=list, compare=False)
 
     @property
     def inbox(self) -> str:

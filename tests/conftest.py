@@ -217,7 +217,8 @@ class Signed:
         wanted = f'permissions violation for {what} to "{subject}"'.lower()  # as nats-py reports it
         await self.nc.flush()
         try:
-            return str(await eventually(lambda: next((r for r in self.refused if wanted in r.lower()), None), timeout=5))
+            found = await eventually(lambda: next((r for r in self.refused if wanted in r.lower()), None), timeout=5)
+            return str(found)
         except AssertionError:
             raise AssertionError(f"{self.user}: no {wanted}; the server refused {self.refused}") from None
 
