@@ -38,6 +38,54 @@ _TYPE_OF = {model: name for name, model in EVENT_TYPES.items()}
 
 STREAM = "LINLI"
 STREAM_SUBJECTS = ["linli.evt.>"]
+# The public feed's own stream, so a district system can replay what it missed.
+PUBLIC_STREAM = "LINLI_PUBLIC"
+PUBLIC_STREAM_SUBJECTS = ["linli.pub.>"]
+
+# The one service allowed to publish each event type: the server refuses anyone else's publish on its
+# subject, so an event a consumer reads came from its owner. A key ending in ".*" covers every type
+# under that prefix (care.visit.logged, identity.code.requested...).
+OWNERS: dict[str, str] = {
+    "request.created": "intake",
+    "request.cancelled": "intake",
+    "request.rated": "intake",
+    "request.reopened": "intake",
+    "request.closed": "intake",
+    "volunteer.registered": "intake",
+    "volunteer.left": "intake",
+    "pairing.created": "intake",
+    "pairing.ended": "intake",
+    "volunteer.assigned": "matcher",
+    "assignment.accepted": "matcher",
+    "assignment.declined": "matcher",
+    "assignment.expired": "matcher",
+    "assignment.completed": "matcher",
+    "assignment.withdrawn": "matcher",
+    "request.unmatched": "matcher",
+    "request.redispatched": "matcher",
+    "hours.logged": "matcher",
+    "notification.delivered": "notifier",
+    "notification.failed": "notifier",
+    "points.earned": "ledger",
+    "points.redeemed": "ledger",
+    "ledger.checkpoint": "ledger",
+    "care.*": "care",
+    "identity.*": "identity",
+}
+
+
+def owner_of(event_type: str) -> str | None:
+    """The service that owns the event type, or None for a type nobody may publish."""
+    if event_type in OWNERS:
+        return OWNERS[event_type]
+    for key, owner in OWNERS.items():
+        if key.endswith(".*") and event_type.startswith(key[:-1]):
+            return owner
+    return None
+
+
+def owned_by(service: str) -> list[str]:
+    return [event_type for event_type, owner in OWNERS.items() if owner == service]
 
 
 def type_of(model: type[BaseModel]) -> str:

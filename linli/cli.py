@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from contracts import API
 from linli import care_cli, identity_cli, intake_cli, ledger_cli, matcher_cli, report_cli
-from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url, where
+from linli.client import DEFAULT_DATA, CallFailed, Client, SignInRefused, mongo_url, nats_url, where
 from linli.show import console, print_event
 from linli.system import SERVICES
 from services.common.runtime import health_subject
@@ -217,6 +217,10 @@ NO_SYSTEM = (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error, Con
 
 
 def no_system(data_dir: Path, exc: BaseException) -> int:
+    if isinstance(exc, SignInRefused):
+        print(f"{exc}; `linli up` keeps the administrator's in {data_dir}/credentials/nats.env, which "
+              "commands use when NATS_URL does not name a user", file=sys.stderr)
+        return 2
     if isinstance(exc, ConnectionFailure):
         at, variable = f"MongoDB {mongo_url(data_dir)}", "MONGO_URL=mongodb://host:port"
     else:

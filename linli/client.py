@@ -12,7 +12,9 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import STREAM
+from linli.permissions import ADMIN, load_credentials, url_with
 from services.common.bus import consumer_name
+from services.common.config import inbox_prefix_for, nats_user
 
 DEFAULT_DATA = Path(os.environ.get("LINLI_HOME", ".linli-data"))
 
@@ -35,17 +37,33 @@ def server_url(name: str, data_dir: Path, default: str) -> str:
     return default
 
 
+def redacted(url: str) -> str:
+    """The URL as it may be shown: the user it signs in as, never the password."""
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def where(data_dir: Path = DEFAULT_DATA) -> str:
     """Where nats_url() looked, for a message that says how to point elsewhere."""
     if os.environ.get("NATS_URL"):
-        return f"NATS_URL={os.environ['NATS_URL']}"
+        return f"NATS_URL={redacted(os.environ['NATS_URL'])}"
     if (data_dir / "urls.env").exists():
-        return f"{nats_url(data_dir)}, as written in {data_dir / 'urls.env'}"
+        return f"{redacted(nats_url(data_dir))}, as written in {data_dir / 'urls.env'}"
     return f"{nats_url(data_dir)} (no `linli up` has written its address in {data_dir}/)"
 
 
 def nats_url(data_dir: Path = DEFAULT_DATA) -> str:
-    return server_url("NATS_URL", data_dir, "nats://127.0.0.1:4222")
+    """NATS_URL as given; else the address `linli up` wrote down, signed in as the administrator whose
+    password it generated in the same folder."""
+    if url := os.environ.get("NATS_URL"):
+        return url
+    url = server_url("NATS_URL", data_dir, "nats://127.0.0.1:4222")
+    if nats_user(url) is None and (password := load_credentials(data_dir).get(ADMIN)):
+        return url_with(url, ADMIN, password)
+    return url
 
 
 def mongo_url(data_dir: Path = DEFAULT_DATA) -> str:
@@ -67,6 +85,10 @@ async def caught_up(nc: NATS, service: str, event_type: str, timeout: float = 60
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{service} has not handled every {event_type} event after {timeout:.0f} s")
         await asyncio.sleep(0.1)
+
+
+class SignInRefused(nats.errors.Error):
+    """A server answered, and would not let this user in."""
 
 
 def token_file(data_dir: Path | None = None) -> Path:
@@ -93,14 +115,24 @@ class Client:
         """A one-off command fails at once when nothing answers (nats.errors.NoServersError); a long
         running one (reconnect=True) waits for a server that restarts."""
 
+        refused: list[Exception] = []
+
         async def quiet(exc: Exception) -> None:
-            pass  # the caller reports a server it cannot reach, in one line; nats-py would print each try
+            # the caller reports a server it cannot reach, in one line; nats-py would print each try
+            if "authorization violation" in str(exc).lower():
+                refused.append(exc)
 
         # nats-py counts attempts only above zero: with 0, -1 or allow_reconnect=False, a first connection
         # that fails is tried again for ever. So the first one gets a single retry, and a long running
         # client is told to reconnect without end only once it has found a server.
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                                error_cb=quiet)
+        try:
+            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+                                    error_cb=quiet, inbox_prefix=inbox_prefix_for(nats_user(url)))
+        except nats.errors.NoServersError:
+            if refused:
+                raise SignInRefused(f"the NATS server refused {redacted(url)}: no such user, or the wrong "
+                                    "password") from None
+            raise
         if reconnect:
             nc.options["max_reconnect_attempts"] = -1
             nc.options["reconnect_time_wait"] = 0.5

@@ -13,7 +13,8 @@ from typing import Any
 
 from contracts import API
 from linli import identity_cli
-from linli.client import Client, caught_up
+from linli.client import Client, caught_up, redacted
+from linli.permissions import CREDENTIALS
 from linli.show import console, local_time, print_event
 from linli.system import System
 from services.common.runtime import cancel_and_wait
@@ -361,9 +362,12 @@ def run_system(
     )
     console.print(f"credentials in {data_dir / 'credentials'}/ (the administrator's password: admin-password; "
                   "sign in with `linli login --user admin`)")
-    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {system.nats_url}, "
+    console.print(f"[green]running[/] since {local_time(datetime.now().astimezone())}: NATS {redacted(system.nats_url)}, "
                   f"MongoDB {system.mongo_url}; processes "
                   f"{', '.join(f'{k} (pid {p.pid})' for k, p in system.processes.items())}")
+    if system.passwords:
+        console.print(f"every process signs in to NATS as itself; the passwords are in {data_dir / CREDENTIALS} "
+                      "(commands use the administrator's)", soft_wrap=True)
     try:
         asyncio.run(run(system, demo, once))
     except KeyboardInterrupt:

@@ -71,15 +71,22 @@ class Server:
                 self.process.wait()
 
 
-def start_nats(data_dir: Path, port: int | None = None) -> Server:
-    """Starts nats-server with JetStream on the port given, or on one it picks itself when none is."""
+def start_nats(data_dir: Path, port: int | None = None, authorization: str = "") -> Server:
+    """Starts nats-server with JetStream on the port given, or on one it picks itself when none is.
+
+    With `authorization` (an `authorization { users: [...] }` block, see linli/permissions.py) every
+    client must sign in as one of its users and may do only what that user may; without, anyone may do
+    anything, as the tests of a single service want."""
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     # Without sync_interval: always, a message JetStream has acknowledged can still sit in the server's
     # own write buffer for a few milliseconds: a SIGKILLed server loses it, and the publisher, holding
     # the ack, has already dropped it from its outbox. Only a configuration file can set it.
     config = data_dir / "nats-server.conf"
-    config.write_text(f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n")
+    config.touch(mode=0o600, exist_ok=True)
+    config.chmod(0o600)  # it may hold every user's password
+    config.write_text(f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n  sync_interval: always\n}}\n"
+                      + authorization)
     with (data_dir / "nats-server.log").open("ab") as log:
         process = subprocess.Popen(
             [tool("nats-server"), "-c", str(config), "-js", "-a", "127.0.0.1", "-p", str(port or -1),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API, event_subject
-from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url
+from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url, redacted
 from services.common.config import BusSettings
 
 
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2), file=sys.stderr)
         return 1
     except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
-        print(f"cannot reach the system at {nats_url(data_dir)}: {exc!r}. Is `linli up` running?", file=sys.stderr)
+        print(f"cannot reach the system at {redacted(nats_url(data_dir))}: {exc!r}. Is `linli up` running?", file=sys.stderr)
         return 2
     text = json.dumps(result, ensure_ascii=False, indent=2)
     if args.ledger_command == "statement" and args.out:

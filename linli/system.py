@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from linli.embedded import Server, start_mongo, start_nats
+from linli.permissions import ADMIN, authorization, ensure_credentials, url_with
 from linli.show import local_time
 
 SERVICES = ("identity", "intake", "matcher", "notifier", "ledger", "care", "feed")
@@ -98,6 +99,11 @@ class System:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _supervisor: threading.Thread | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    # Secure: every user's password (linli/permissions.py), the server's address without one, and the
+    # authorization block a restarted server is given again.
+    passwords: dict[str, str] = field(default_factory=dict)
+    server_url: str = ""
+    authorization: str = ""
 
     @classmethod
     def start(
@@ -109,24 +115,35 @@ class System:
         env: dict[str, str] | None = None,
         supervise: bool = False,
         announce: Callable[[str], None] = announce_on_stderr,
+        secure: bool = True,
     ) -> "System":
+        """secure: the NATS server it starts admits only the users of linli/permissions.py, with
+        passwords kept in <data_dir>/credentials/; each service connects as itself, and `nats_url` is
+        the administrator's. A server given by URL is used as it is."""
         data_dir.mkdir(parents=True, exist_ok=True)
         stop_orphaned_servers(data_dir, announce)
         servers = []
+        passwords = ensure_credentials(data_dir) if secure and not nats_url else {}
+        rules = authorization(passwords) if passwords else ""
         try:
             if not nats_url:
-                servers.append(start_nats(data_dir))
+                servers.append(start_nats(data_dir, authorization=rules))
                 nats_url = servers[-1].url
             if not mongo_url:
                 servers.append(start_mongo(data_dir))
                 mongo_url = servers[-1].url
-            system = cls(data_dir, nats_url, mongo_url, servers, env={**(env or {})}, announce=announce)
+            server_url = nats_url
+            if passwords:
+                nats_url = url_with(server_url, ADMIN, passwords[ADMIN])
+            system = cls(data_dir, nats_url, mongo_url, servers, env={**(env or {})}, announce=announce,
+                         passwords=passwords, server_url=server_url, authorization=rules)
         except BaseException:
             for server in servers:
                 server.stop()
             raise
         try:
-            (data_dir / "urls.env").write_text(f"NATS_URL={nats_url}\nMONGO_URL={mongo_url}\n")
+            # No password here: a command finds the administrator's in credentials/ (linli/client.py).
+            (data_dir / "urls.env").write_text(f"NATS_URL={server_url}\nMONGO_URL={mongo_url}\n")
             for name in SERVICES:
                 for n in range((replicas or {}).get(name, 1)):
                     system.spawn(name, n)
@@ -145,7 +162,7 @@ class System:
         self.ready_file(key).unlink(missing_ok=True)
         env = {
             **os.environ,
-            "NATS_URL": self.nats_url,
+            "NATS_URL": self.url_for(name),
             "MONGO_URL": self.mongo_url,
             "PYTHONUNBUFFERED": "1",
             "LINLI_INSTANCE": key,
@@ -162,6 +179,13 @@ class System:
             self.processes[key] = process
             self._backoff.setdefault(key, Backoff()).started = time.monotonic()
         return process
+
+    def url_for(self, user: str) -> str:
+        """The NATS URL a process connects with as `user`: the service of that name, or a caller such as
+        "kiosk" or "district". Without security, everyone's is the one URL."""
+        if not self.passwords:
+            return self.nats_url
+        return url_with(self.server_url, user, self.passwords[user])
 
     def ready_file(self, key: str) -> Path:
         return self.data_dir / "logs" / f"{key}.ready"
@@ -242,7 +266,8 @@ class System:
     def _restart_server(self, old: Server) -> None:
         # The same port, so every service's reconnect finds it; the same data dir, so nothing is lost.
         (self.data_dir / f"{old.name}_{old.process.pid}.ports").unlink(missing_ok=True)  # a killed one leaves it
-        new = STARTERS[old.name](self.data_dir, port=old.port)
+        options = {"authorization": self.authorization} if old.name == "nats-server" else {}
+        new = STARTERS[old.name](self.data_dir, port=old.port, **options)
         self.servers[self.servers.index(old)] = new
         self._backoff.setdefault(old.name, Backoff()).started = time.monotonic()
 

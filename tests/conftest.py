@@ -15,8 +15,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from linli.embedded import Server, start_mongo, start_nats
+from linli.permissions import authorization, ensure_credentials, url_with
 from linli.system import System
-from services.common.config import BusSettings
+from services.common.config import BusSettings, inbox_prefix_for
 
 # The places tests name, for services in this process and the processes a System starts alike.
 os.environ["LINLI_PLACES"] = str(Path(__file__).with_name("samples") / "places.yaml")
@@ -194,3 +195,61 @@ async def stored_events(nc: NATS, event_type: str) -> list[dict[str, Any]]:
         if msg.subject.startswith(f"linli.evt.{event_type}."):
             found.append(json.loads(msg.data or b"{}"))
     return found
+
+
+class Signed:
+    """A connection signed in as one user of linli/permissions.py, keeping what the server refused it."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.nc = NATS()
+        self.refused: list[str] = []
+
+    async def connect(self, url: str) -> "Signed":
+        async def record(exc: Exception) -> None:
+            self.refused.append(str(exc))
+
+        await self.nc.connect(url, error_cb=record, inbox_prefix=inbox_prefix_for(self.user),
+                              max_reconnect_attempts=1, connect_timeout=3)
+        return self
+
+    async def was_refused(self, what: str, subject: str) -> str:
+        """Waits for the server's permissions violation for `what` ("publish", "subscription") to `subject`."""
+        wanted = f'permissions violation for {what} to "{subject}"'.lower()  # as nats-py reports it
+        await self.nc.flush()
+        try:
+            found = await eventually(lambda: next((r for r in self.refused if wanted in r.lower()), None), timeout=5)
+            return str(found)
+        except AssertionError:
+            raise AssertionError(f"{self.user}: no {wanted}; the server refused {self.refused}") from None
+
+
+class SecureBus:
+    """A nats-server that admits only the users of linli/permissions.py, as `linli up` starts it."""
+
+    def __init__(self, server: Server, passwords: dict[str, str]) -> None:
+        self.server = server
+        self.passwords = passwords
+        self.connections: list[Signed] = []
+
+    def url(self, user: str) -> str:
+        return url_with(self.server.url, user, self.passwords[user])
+
+    async def sign_in(self, user: str) -> Signed:
+        signed = await Signed(user).connect(self.url(user))
+        self.connections.append(signed)
+        return signed
+
+    async def close(self) -> None:
+        for signed in self.connections:
+            await signed.nc.close()
+
+
+@pytest.fixture
+async def secure_bus(tmp_path: Path) -> AsyncIterator[SecureBus]:
+    passwords = ensure_credentials(tmp_path)
+    server = start_nats(tmp_path, authorization=authorization(passwords))
+    bus = SecureBus(server, passwords)
+    yield bus
+    await bus.close()
+    server.stop()

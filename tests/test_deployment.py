@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from linli.permissions import USERS, password_variable
 from linli.system import SERVICES
 
 pytestmark = pytest.mark.domain
@@ -18,7 +19,9 @@ def test_compose_runs_every_service_on_real_nats_and_mongo() -> None:
     for name in SERVICES:
         assert services[name]["command"] == ["python", "-m", f"services.{name}"]
         env = services[name]["environment"]
-        assert env["NATS_URL"].startswith("nats://nats:") and env["MONGO_URL"].startswith("mongodb://mongo:")
+        # each service signs in as itself (linli/permissions.py), with the password compose is given
+        assert env["NATS_URL"] == f"nats://{name}:${{LINLI_{name.upper()}_PASSWORD}}@nats:4222"
+        assert env["MONGO_URL"].startswith("mongodb://mongo:")
     assert services["matcher"]["deploy"]["replicas"] >= 2
 
 
@@ -29,6 +32,13 @@ def test_containers_are_given_time_to_close_their_connections_before_a_kill() ->
         grace = float(service["stop_grace_period"].removesuffix("s"))
         # a stop waits up to LINLI_STOP_TIMEOUT for the NATS drain, then as long for the database
         assert grace > 2 * float(service["environment"]["LINLI_STOP_TIMEOUT"]), name
+
+
+def test_nats_is_not_published_on_the_host_and_knows_every_users_password() -> None:
+    nats = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["nats"]
+    assert not [port for port in nats.get("ports", []) if "4222" in str(port)]
+    assert all(str(port).startswith("127.0.0.1:") for port in nats.get("ports", []))
+    assert set(nats["environment"]) == {password_variable(name) for name in USERS}
 
 
 def test_production_nats_fsyncs_every_write() -> None:

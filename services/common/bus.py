@@ -19,9 +19,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts import ApiError, Envelope, event_subject
-from contracts.subjects import STREAM, STREAM_SUBJECTS
+from contracts.subjects import STREAM, STREAM_SUBJECTS, owner_of
 from contracts.wire import BodyRefused, read_call, read_event
-from services.common.config import BusSettings
+from services.common.config import BusSettings, nats_user
 
 if TYPE_CHECKING:
     from services.common.gate import Gate
@@ -46,15 +46,21 @@ class Poison(Exception):
     envelope of the consumer's event type."""
 
 
-def event_decoder(event_type: str) -> Callable[[StreamMessage[Any]], Any]:
+def event_decoder(event_type: str, owner: str | None = None) -> Callable[[StreamMessage[Any]], Any]:
     """Reads an event body whatever its headers say, so a body that cannot be an event is poison on its
-    first delivery rather than a decoding error retried like a failure."""
+    first delivery rather than a decoding error retried like a failure.
+
+    With an owner, an event whose source is another service is poison too. On a server with users
+    (linli/permissions.py) only the owner can publish on the type's subject at all; this also refuses
+    an envelope the owner's connection carries for someone else."""
 
     def decode(message: StreamMessage[Any]) -> Any:
         try:
-            read_event(event_type, message.body)
+            event = read_event(event_type, message.body)
         except BodyRefused as exc:
             raise Poison(f"{exc.code}: {exc.message} {exc.details or ''}"[:1000]) from exc
+        if owner and event.source != f"linli/{owner}":
+            raise Poison(f"not_owner: {event_type} events come from linli/{owner}, not from {event.source[:100]!r}")
         return json.loads(message.body)
 
     return decode
@@ -115,6 +121,7 @@ def make_broker(settings: BusSettings, service: str) -> NatsBroker:
         settings.nats_url,
         name=f"linli-{service}",
         middlewares=[retry],
+        inbox_prefix=settings.inbox_prefix,
         max_reconnect_attempts=-1,
         graceful_timeout=10.0,
     )
@@ -134,12 +141,16 @@ def on_event(
         stream=event_stream(settings),
         durable=consumer_name(service, event_type),
         pull_sub=PullSub(batch_size=max(8, workers * 2), timeout=2.0),
+        # Pulled messages arrive in the user's own inbox, the only one its permissions let it read.
+        inbox_prefix=f"{settings.inbox_prefix}.".encode(),
         config=ConsumerConfig(
             ack_wait=settings.ack_wait,
             max_deliver=settings.max_deliver,
             max_ack_pending=settings.max_ack_pending,
         ),
-        decoder=event_decoder(event_type),
+        # Behind an open server (a single service under test) anyone may publish, so only a signed-in
+        # connection holds events to their owner.
+        decoder=event_decoder(event_type, owner_of(event_type) if nats_user(settings.nats_url) else None),
         ack_policy=AckPolicy.ACK,
         max_workers=workers if workers > 1 else None,
         title=f"{service}:{event_type}",

@@ -1,5 +1,6 @@
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 def env_float(name: str, default: float) -> float:
@@ -8,6 +9,17 @@ def env_float(name: str, default: float) -> float:
 
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def inbox_prefix_for(user: str | None) -> str:
+    """Where a user's replies arrive. Each user has its own prefix, and the server lets only that user
+    subscribe under it, so nobody reads the replies (a resident's phone, a balance) meant for another."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
+def nats_user(url: str) -> str | None:
+    """The user a nats://user:password@host URL connects as, if it names one."""
+    return urlsplit(url.split(",")[0]).username
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,10 @@ class BusSettings:
     auth: str = field(default_factory=lambda: os.environ.get("LINLI_AUTH", "required"))
     # The identity service's public key (PEM file); unset, it is asked for over the bus.
     token_key: str = field(default_factory=lambda: os.environ.get("LINLI_TOKEN_KEY", ""))
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix_for(nats_user(self.nats_url))
 
     def database(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"
