@@ -29,8 +29,8 @@ class Call(BaseModel):
 
 
 class Reader(Call):
-    """Who asks. Until the identity service checks a token, the caller states it and care checks it against
-    the plan: operators and directors of the plan's district, and members of its care group."""
+    """Who asks, checked against the plan: operators and directors of the plan's district, and members of
+    its care group. With tokens required it must agree with the caller's token, or the call is forbidden."""
 
     person_id: str = Id
     role: ReaderRole

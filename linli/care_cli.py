@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jwt
+
 from contracts import API
 from linli.client import Client, nats_url
 from linli.show import console
@@ -20,7 +22,8 @@ def add_commands(subparsers: Any) -> None:
     report.add_argument("--district", required=True)
     report.add_argument("--community", required=True)
     report.add_argument("--month", required=True, help="YYYY-MM, the district's time")
-    report.add_argument("--operator", default="operator", help="who reads it (an operator of the district)")
+    report.add_argument("--operator", default="",
+                        help="who reads it (an operator of the district); default: the signed-in user")
     report.add_argument("--csv", type=Path, help="one line per resident, with the last contact (UTF-8 with BOM)")
     report.add_argument("--png", type=Path, help="the wall chart, PNG (or --png x.svg for SVG)")
 
@@ -29,10 +32,19 @@ async def fetch(args: argparse.Namespace) -> dict[str, Any]:
     client = await Client.connect(nats_url(args.data))
     try:
         return await client.call(API.CARE_REPORT, {
-            "reader": {"person_id": args.operator, "role": "operator", "district": args.district},
+            "reader": {"person_id": args.operator or signed_in(client.token), "role": "operator",
+                       "district": args.district},
             "community": args.community, "month": args.month})
     finally:
         await client.close()
+
+
+def signed_in(token: str) -> str:
+    """The user name a saved token names (care checks it against the signature); "operator" without one."""
+    try:
+        return str(jwt.decode(token, options={"verify_signature": False}).get("sub") or "operator")
+    except jwt.PyJWTError:
+        return "operator"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -202,7 +202,7 @@ async def missed_visit(client: Client, watch: Watch) -> None:
     # The visit falls due at the next full minute of the district's clock; the demo's graces are seconds long.
     due = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(minutes=1)).strftime("%H:%M")
     step(f"10. 张桂兰, 86 and living alone, has a care group; today's visit is due by {due} and nobody comes")
-    operator = {"person_id": "op-demo", "role": "operator", "district": DISTRICT}
+    operator = {"person_id": "dispatcher", "role": "operator", "district": DISTRICT}  # as the token says
     plan = await client.call(API.CARE_CREATE_PLAN, {
         "idempotency_key": f"demo-care-{uuid.uuid4()}", "reader": operator, "district": DISTRICT,
         "community": "quanwaiyuan", "grid": "quanwai-01", "resident_name": "张桂兰", "resident_phone": "13800138011",

@@ -36,9 +36,12 @@ from contracts.care import (
 )
 from contracts.envelope import derived_id
 from services.care import handlers
+from services.care.access import may_record_for
 from services.care.config import CareSettings
 from services.care.handlers import LIVE, Doc
 from services.care.store import CareStore
+from services.common import auth
+from services.common.auth import Actor
 from services.common.bus import Outbox
 from services.common.places import Places
 
@@ -238,10 +241,11 @@ class Care:
 
     # --- check-ins ----------------------------------------------------------------------------------------
 
-    async def check_in(self, call: CheckIn) -> CheckInReply:
+    async def check_in(self, call: CheckIn, actor: Actor = auth.OPEN) -> CheckInReply:
         plan = await self.store.plan(call.plan_id)
         if plan is None:
             raise not_found("care plan", plan_id=call.plan_id)
+        may_record_for(actor, call.by, plan["district"])
         duty = next((DutySpec.model_validate(d) for d in plan["duties"] if d["duty_id"] == call.duty_id), None)
         if duty is None:
             raise not_found("duty", plan_id=call.plan_id, duty_id=call.duty_id)
@@ -339,10 +343,11 @@ class Care:
 
     # --- contacts with children ---------------------------------------------------------------------------
 
-    async def log_contact(self, call: LogContact) -> ContactLogged:
+    async def log_contact(self, call: LogContact, actor: Actor = auth.OPEN) -> ContactLogged:
         plan = await self.store.plan(call.plan_id)
         if plan is None:
             raise not_found("care plan", plan_id=call.plan_id)
+        may_record_for(actor, call.by, plan["district"])
         if call.by not in handlers.members(plan):
             raise ApiError("not_in_group", "only someone in the care group may log a contact", {"by": call.by})
         contact_id = "cc-" + derived_id("care-contact", call.idempotency_key)
