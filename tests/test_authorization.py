@@ -160,6 +160,8 @@ async def test_a_dispatcher_cannot_adjust(linli: Linli) -> None:
 
 async def test_a_call_without_a_token_is_unauthenticated_and_writes_nothing(linli: Linli) -> None:
     volunteer = await linli.register("13900000005")
+    for service in (linli.intake, linli.matcher, linli.ledger):  # the registration's events are out, not half-way
+        await eventually(lambda service=service: outbox_is_empty(service))
     before = {s.name: await contents(s) for s in (linli.intake, linli.matcher, linli.ledger)}
     calls = [
         (API.LEDGER_ADJUST, {"volunteer_id": volunteer, "points": "10", "reason": "r", "operator": "x",
@@ -177,6 +179,10 @@ async def test_a_call_without_a_token_is_unauthenticated_and_writes_nothing(linl
         assert code_of(await linli.call(subject, body)) == "unauthenticated", subject
         assert code_of(await linli.call(subject, body, "not.a.token")) == "unauthenticated", subject
     assert {s.name: await contents(s) for s in (linli.intake, linli.matcher, linli.ledger)} == before
+
+
+async def outbox_is_empty(service: Service) -> bool:
+    return await service.db["outbox"].count_documents({}) == 0
 
 
 async def test_an_expired_or_foreign_token_is_unauthenticated(linli: Linli) -> None:

@@ -54,7 +54,7 @@ async def test_a_volunteer_signs_in_with_the_code_the_notifier_sent(services: li
     stored = await identity.db["codes"].find_one({"_id": sent["code_ref"]})
     assert stored is not None
     assert event["data"]["code_ref"] == sent["code_ref"]
-    text = (await eventually(lambda: sent_text(notifier, volunteer)))["text"]
+    text = (await eventually(lambda: sent_text(notifier, volunteer), timeout=30))["text"]
     code = digits(text)
     assert code not in json.dumps(event)  # the event names the code, never carries it
     assert await identity.db["codes"].find_one({"_id": sent["code_ref"], "text": {"$exists": True}}) is None
