@@ -101,20 +101,14 @@ def build(settings: NotifierSettings | None = None) -> Service:
 
     @on_event(broker, settings.bus, "notifier", "identity.code_requested")
     async def sign_in_code(event: Envelope[CodeRequested], message: NatsMessage) -> None:
-        async with inbox.once("notifier-code", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "care.escalated")
     async def care_escalated(event: Envelope[Escalated], message: NatsMessage) -> None:
-        async with inbox.once("notifier-care-escalated", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     @on_event(broker, settings.bus, "notifier", "care.contact.overdue")
     async def care_quiet(event: Envelope[ContactOverdue], message: NatsMessage) -> None:
-        async with inbox.once("notifier-care-quiet", event) as first:
-            if first:
-                await dispatcher.notify(event, message)
+        await dispatcher.notify(event, message)
 
     return service
