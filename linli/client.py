@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ def server_url(name: str, data_dir: Path, default: str) -> str:
             if line.startswith(f"{name}="):
                 return line.split("=", 1)[1]
     return default
+
+
+def print_refusal(exc: "CallFailed") -> None:
+    """What the system refused, on standard error: the code and the message, then the details."""
+    print(f"refused: {exc}", file=sys.stderr)
+    if exc.error.get("details"):
+        print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2), file=sys.stderr)
 
 
 def redacted(url: str) -> str:

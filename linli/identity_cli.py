@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API
-from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url, token_file
+from linli.client import DEFAULT_DATA, CallFailed, print_refusal, Client, nats_url, token_file
 
 DISTRICT = "beibei"
 
@@ -138,11 +138,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         signed = asyncio.run(login(args))
     except CallFailed as exc:
-        print(f"refused: {exc}", file=sys.stderr)
+        print_refusal(exc)
         return 1
-    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
-        print(f"cannot reach the system at {nats_url(data_dir)}: {exc!r}. Is `linli up` running?", file=sys.stderr)
-        return 2
     credentials(data_dir)
     write_private(path, signed["token"] + "\n")
     print(f"signed in as {signed['sub']} ({signed['role']}, {signed['district']}) until {signed['expires_at']}; "

@@ -4,13 +4,12 @@ operators and volunteers, printed for people (names and short codes) or as JSON 
 import argparse
 import asyncio
 import json
-import sys
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from contracts import API
-from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
+from linli.client import DEFAULT_DATA, CallFailed, print_refusal, Client, nats_url
 from services.common.places import DEFAULT_TIMEZONE, format_local, format_window
 
 STATES = ["open", "offered", "assigned", "unmatched", "reopened", "overdue", "submitted", "accepted", "completed",
@@ -213,12 +212,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result, zones = asyncio.run(call(url, subject, payload, args.command in ("requests", "details") and not args.json))
     except CallFailed as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        if exc.error.get("details"):
-            print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2), file=sys.stderr)
+        print_refusal(exc)
         return 1
-    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
-        print(f"cannot reach the system at {url}: {exc!r}. Is `linli up` running?", file=sys.stderr)
-        return 2
     print(render(args, result, zones))
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import API, event_subject
-from linli.client import DEFAULT_DATA, CallFailed, Client, mongo_url, nats_url, redacted
+from linli.client import DEFAULT_DATA, CallFailed, print_refusal, Client, mongo_url, nats_url
 from services.common.config import BusSettings
 
 
@@ -177,13 +177,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(call(nats_url(data_dir), subject, payload))
     except CallFailed as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        if exc.error.get("details"):
-            print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2), file=sys.stderr)
+        print_refusal(exc)
         return 1
-    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
-        print(f"cannot reach the system at {redacted(nats_url(data_dir))}: {exc!r}. Is `linli up` running?", file=sys.stderr)
-        return 2
     text = json.dumps(result, ensure_ascii=False, indent=2)
     if args.ledger_command == "statement" and args.out:
         args.out.write_text(text + "\n", encoding="utf-8")

@@ -4,12 +4,11 @@ and short codes) or as JSON with --json."""
 import argparse
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from contracts import API
-from linli.client import DEFAULT_DATA, CallFailed, Client, nats_url
+from linli.client import DEFAULT_DATA, CallFailed, print_refusal, Client, nats_url
 from services.common.places import Places, format_local
 
 
@@ -138,12 +137,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result, names = asyncio.run(call(url, subject, payload, not args.json))
     except CallFailed as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        if exc.error.get("details"):
-            print(json.dumps(exc.error["details"], ensure_ascii=False, indent=2), file=sys.stderr)
+        print_refusal(exc)
         return 1
-    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
-        print(f"cannot reach the system at {url}: {exc!r}. Is `linli up` running?", file=sys.stderr)
-        return 2
     print(render(args, result, names))
     return 0

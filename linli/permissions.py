@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.subjects import OWNERS, PUBLIC_STREAM, STREAM, owned_by
+from contracts.subjects import PUBLIC_STREAM, STREAM, owned_by
 from services.common.bus import consumer_name
 from services.common.config import inbox_prefix_for
 
