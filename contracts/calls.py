@@ -103,8 +103,16 @@ class RegisterReply(BaseModel):
     volunteer_id: str
 
 
+PhoneLast4 = Field(
+    default="", pattern=r"^([0-9]{4})?$",
+    description="The last four digits of the resident's phone. Given, the call answers not_found unless they match: "
+    "a page that knows only the code and these digits sees this request and nothing else.",
+)
+
+
 class RateRequest(Call):
     request_id: str = Id
+    phone_last4: str = PhoneLast4
     stars: int = Field(ge=1, le=5)
     comment: str = Field(default="", max_length=500)
     done: bool = Field(default=True, description="False when the resident says the service was not done.")
@@ -112,6 +120,7 @@ class RateRequest(Call):
 
 class StatusQuery(Call):
     request_id: str = Id
+    phone_last4: str = PhoneLast4
 
 
 class CancelRequest(Call):

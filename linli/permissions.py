@@ -60,18 +60,27 @@ CALLS: dict[str, tuple[str, ...]] = {
     "feed": (),
     # A neighbourhood kiosk: residents ask for help and follow their request.
     "kiosk": ("intake.submit", "intake.catalog", "intake.places", "intake.status"),
-    # The front door residents and volunteers use through a browser or an app; every privileged call it
-    # relays carries the person's own token, which the answering service checks.
+    # The front door (services/web) residents, volunteers and operators use through a browser, and other
+    # civic systems through Open311; every privileged call it relays carries the person's own token, which
+    # the answering service checks, so the web may ask what its signed-in people may.
     "web": ("intake.submit", "intake.catalog", "intake.places", "intake.status", "intake.rate", "intake.cancel",
             "intake.register_volunteer", "intake.update_volunteer", "intake.leave", "intake.details",
-            "matcher.respond", "matcher.complete", "matcher.assignments",
+            "intake.requests", "intake.close", "intake.pair", "intake.unpair",
+            "matcher.respond", "matcher.complete", "matcher.assignments", "matcher.explain", "matcher.assign",
+            "matcher.reassign", "matcher.volunteers",
             "ledger.balance", "ledger.statement", "ledger.catalog_list", "ledger.redeem", "ledger.public_key",
-            "identity.>"),
+            "ledger.review", "ledger.confirm", "ledger.adjust",
+            "intake.dead_letters", "matcher.dead_letters", "notifier.dead_letters", "ledger.dead_letters",
+            "care.dead_letters", "identity.>"),
     # A district's own system: the public feed and nothing else.
     "district": (),
 }
 
 EVERY_SERVICE_CALLS = ("identity.public_key",)
+
+# The events the web's live pages follow as they happen (core subscriptions, no consumer): requests and
+# assignments, which carry ids, places and codes, never a resident's name, phone or address.
+WEB_FOLLOWS = ("linli.evt.request.>", "linli.evt.volunteer.assigned.>", "linli.evt.assignment.>")
 
 # What nobody but the administrator may do with the JetStream API, whatever else their user allows.
 JS_ADMIN_ONLY = (
@@ -149,6 +158,8 @@ def service_user(service: str) -> User:
 def caller(name: str) -> User:
     publish = calls(CALLS.get(name, ()))
     subscribe = [f"{inbox_prefix_for(name)}.>"]
+    if name == "web":
+        subscribe += list(WEB_FOLLOWS)
     if name == "district":
         subscribe.append("linli.pub.>")
         # Replaying the public stream through a consumer of its own; deleting one is the administrator's.

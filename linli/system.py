@@ -20,6 +20,8 @@ from linli.permissions import ADMIN, authorization, ensure_credentials, url_with
 from linli.show import local_time
 
 SERVICES = ("identity", "intake", "matcher", "notifier", "ledger", "care", "feed")
+# Processes that answer no call on the bus but are part of the system: the web's pages.
+FRONTS = ("web",)
 FIRST_DELAY, LONGEST_DELAY = 0.5, 10.0
 # A process that stayed up this long was healthy: its next failure is a new story, not a crash loop.
 STEADY = 30.0
@@ -144,10 +146,13 @@ class System:
         try:
             # No password here: a command finds the administrator's in credentials/ (linli/client.py).
             (data_dir / "urls.env").write_text(f"NATS_URL={server_url}\nMONGO_URL={mongo_url}\n")
-            for name in SERVICES:
+            for name in (*SERVICES, *FRONTS):
                 for n in range((replicas or {}).get(name, 1)):
                     system.spawn(name, n)
             system.wait_ready()
+            if system.web_url:
+                with open(data_dir / "urls.env", "a") as urls:
+                    urls.write(f"WEB_URL={system.web_url}\n")
             if supervise:
                 system.supervise()
             return system
@@ -167,8 +172,10 @@ class System:
             "PYTHONUNBUFFERED": "1",
             "LINLI_INSTANCE": key,
             "LINLI_PARENT_PID": str(os.getpid()),
+            "LINLI_WEB_PORT": os.environ.get("LINLI_WEB_PORT", "0"),  # any free port, unless one is asked for
             **self.env,
             "LINLI_READY_FILE": str(self.ready_file(key)),
+            "LINLI_WEB_URL_FILE": str(logs / f"{key}.url"),
         }
         with open(logs / f"{key}.log", "ab") as log:
             process = subprocess.Popen(
@@ -186,6 +193,12 @@ class System:
         if not self.passwords:
             return self.nats_url
         return url_with(self.server_url, user, self.passwords[user])
+
+    @property
+    def web_url(self) -> str:
+        """Where the web's pages are served (http://127.0.0.1:<port>), once it is ready; "" without one."""
+        path = self.data_dir / "logs" / "web-0.url"
+        return path.read_text().strip() if "web-0" in self.processes and path.exists() else ""
 
     def ready_file(self, key: str) -> Path:
         return self.data_dir / "logs" / f"{key}.ready"

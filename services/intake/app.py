@@ -77,7 +77,7 @@ def build(settings: IntakeSettings | None = None) -> Service:
     @on_call(broker, API.INTAKE_STATUS, "intake")
     @api_call(StatusQuery)
     async def status(call: StatusQuery) -> RequestStatus:
-        return await desk.status(call.request_id)
+        return await desk.status(call.request_id, call.phone_last4)
 
     @on_call(broker, API.INTAKE_RATE, "intake")
     @api_call(RateRequest)

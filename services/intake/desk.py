@@ -174,8 +174,15 @@ class Desk:
     async def view(self, doc: Doc) -> RequestStatus:
         return handlers.status_view(doc, await self.store.history(doc["_id"]))
 
-    async def status(self, id_or_code: str) -> RequestStatus:
-        return await self.view(await self.request(id_or_code))
+    async def status(self, id_or_code: str, phone_last4: str = "") -> RequestStatus:
+        return await self.view(await self.resident_request(id_or_code, phone_last4))
+
+    async def resident_request(self, id_or_code: str, phone_last4: str) -> Doc:
+        """The request, when the caller who gave the phone's last four digits gave the right ones."""
+        doc = await self.request(id_or_code)
+        if not handlers.phone_matches(doc, phone_last4):
+            raise not_found("request", request_id=id_or_code)
+        return doc
 
     async def move(self, request_id: str, decide: Callable[[Doc], Move | None]) -> Doc | None:
         """Decide on the request as stored and save the decision, again if another change came first;
@@ -195,7 +202,7 @@ class Desk:
         raise RuntimeError(f"request {request_id} kept changing under this step")
 
     async def rate(self, call: RateRequest) -> RequestStatus:
-        doc = await self.request(call.request_id)
+        doc = await self.resident_request(call.request_id, call.phone_last4)
         now = self.clock()
         doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now)) or doc
         await self.outbox.send(handlers.rating_events(doc, now))

@@ -274,6 +274,12 @@ def status_view(doc: dict[str, Any], history: list[dict[str, Any]]) -> RequestSt
     )
 
 
+def phone_matches(doc: dict[str, Any], last4: str) -> bool:
+    """No digits asked for, or the last four digits of the resident's phone."""
+    digits = "".join(c for c in str(doc.get("resident", {}).get("phone", "")) if c.isdigit())
+    return not last4 or (len(digits) >= 4 and digits[-4:] == last4)
+
+
 def is_overdue(doc: dict[str, Any], now: float) -> bool:
     return doc["status"] in OPEN + ASSIGNED and doc.get("due", float("inf")) < now
 
