@@ -14,6 +14,7 @@ from typing import Any
 from contracts import API
 from linli import identity_cli
 from linli.client import Client, caught_up, redacted
+from linli.embedded import listening
 from linli.permissions import CREDENTIALS
 from linli.show import console, local_time, print_event
 from linli.system import System
@@ -253,6 +254,34 @@ async def play_demo(client: Client, watch: "Watch", system: System) -> None:
     await scenario(client, watch, people)
 
 
+def show_pages(system: System) -> None:
+    """Each page's address, with the demo's sign-ins (from credentials/people.txt, made by the demo)."""
+    if not system.web_url:
+        return
+    people = {}
+    if identity_cli.people_file(system.data_dir).exists():
+        for line in identity_cli.people_file(system.data_dir).read_text().splitlines():
+            if not line.startswith("#") and line.count("\t") == 3:
+                name, role, place, secret = line.split("\t")
+                people[role] = (name, secret)
+    url = system.web_url
+    kiosk, dispatcher = people.get("kiosk", ("", "")), people.get("dispatcher", ("", ""))
+    clerk = people.get("bank_clerk", ("", ""))
+    console.rule("[bold]pages (open in a browser)")
+    rows = [
+        ("kiosk", f"{url}/kiosk", f"sign the kiosk in once: device {kiosk[0]}, secret {kiosk[1]}" if kiosk[0] else ""),
+        ("hotline", f"{url}/hotline", f"user {dispatcher[0]}, password {dispatcher[1]}" if dispatcher[0] else ""),
+        ("console", f"{url}/ops", f"user {dispatcher[0]} / {dispatcher[1]}; bank clerk {clerk[0]} / {clerk[1]}"
+         if dispatcher[0] else "sign in as admin with credentials/admin-password"),
+        ("volunteer", f"{url}/v", "a demo volunteer's phone, e.g. 13900230000; the code is in logs/notifier-0.log"),
+        ("resident", f"{url}/r", "the code on the kiosk's receipt and the phone's last four digits"),
+        ("Open311", f"{url}/open311/v2/services.json", "GeoReport v2, for other civic systems"),
+    ]
+    for name, address, how in rows:
+        console.print(f"   {name:<10} {address}" + (f"   ({how})" if how else ""), soft_wrap=True)
+    console.print(f"   every sign-in above is in {identity_cli.people_file(system.data_dir)}", soft_wrap=True)
+
+
 async def run(system: System, demo: bool, once: bool) -> None:
     client = await Client.connect(system.nats_url, reconnect=True, token="")
     watch = Watch()
@@ -273,6 +302,7 @@ async def run(system: System, demo: bool, once: bool) -> None:
             await cancel_and_wait([play, stopped])
             if not play.cancelled():
                 play.result()
+        show_pages(system)
         if not once:
             await stop.wait()
     finally:
@@ -280,6 +310,8 @@ async def run(system: System, demo: bool, once: bool) -> None:
 
 
 LOCK = "linli-up.pid"
+# Where `linli up` serves the pages, unless LINLI_WEB_PORT says otherwise or the port is taken.
+DEFAULT_WEB_PORT = 8080
 
 
 def running_pid(data_dir: Path) -> int | None:
@@ -344,7 +376,7 @@ def run_system(
     console.rule("[bold]邻里 Linli — neighbourhood volunteer services")
     console.print(
         f"starting {'external servers ' + str(external) if external else 'nats-server and nx-27017 on loopback'}, "
-        f"then identity, intake, {matchers} matcher(s), notifier, ledger, care and the public feed; data and logs in {data_dir}/"
+        f"then identity, intake, {matchers} matcher(s), notifier, ledger, care, the public feed and the web's pages; data and logs in {data_dir}/"
     )
     if skipped:
         console.print(f"{data_dir}/ already holds data, so the demo is not played into it "
@@ -359,6 +391,7 @@ def run_system(
              **({"CARE_GRACES": "0,5,5,5", "CARE_WATCH_INTERVAL": "1", "CARE_BUCKET_SECONDS": "10"} if demo else {})},
         supervise=True,
         announce=lambda line: console.print(f"[bold yellow]{line}[/]", soft_wrap=True),
+        web_port=int(os.environ.get("LINLI_WEB_PORT") or (0 if listening(DEFAULT_WEB_PORT) else DEFAULT_WEB_PORT)),
     )
     console.print(f"credentials in {data_dir / 'credentials'}/ (the administrator's password: admin-password; "
                   "sign in with `linli login --user admin`)")

@@ -118,10 +118,12 @@ class System:
         supervise: bool = False,
         announce: Callable[[str], None] = announce_on_stderr,
         secure: bool = True,
+        web_port: int = 0,
     ) -> "System":
         """secure: the NATS server it starts admits only the users of linli/permissions.py, with
         passwords kept in <data_dir>/credentials/; each service connects as itself, and `nats_url` is
-        the administrator's. A server given by URL is used as it is."""
+        the administrator's. A server given by URL is used as it is. web_port: where the pages are served;
+        0 for any free port (`web_url` says which)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         stop_orphaned_servers(data_dir, announce)
         servers = []
@@ -137,7 +139,8 @@ class System:
             server_url = nats_url
             if passwords:
                 nats_url = url_with(server_url, ADMIN, passwords[ADMIN])
-            system = cls(data_dir, nats_url, mongo_url, servers, env={**(env or {})}, announce=announce,
+            system = cls(data_dir, nats_url, mongo_url, servers, env={"LINLI_WEB_PORT": str(web_port), **(env or {})},
+                         announce=announce,
                          passwords=passwords, server_url=server_url, authorization=rules)
         except BaseException:
             for server in servers:
@@ -172,7 +175,6 @@ class System:
             "PYTHONUNBUFFERED": "1",
             "LINLI_INSTANCE": key,
             "LINLI_PARENT_PID": str(os.getpid()),
-            "LINLI_WEB_PORT": os.environ.get("LINLI_WEB_PORT", "0"),  # any free port, unless one is asked for
             **self.env,
             "LINLI_READY_FILE": str(self.ready_file(key)),
             "LINLI_WEB_URL_FILE": str(logs / f"{key}.url"),

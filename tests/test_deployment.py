@@ -63,3 +63,11 @@ def test_every_service_is_healthy_only_when_its_own_process_answers_a_call() -> 
         assert compose["services"][server]["healthcheck"]["test"], server
         assert compose["services"][server]["restart"] == "unless-stopped"
     assert compose["services"]["intake"]["depends_on"]["nats"]["condition"] == "service_healthy"
+
+
+def test_the_web_signs_in_as_itself_and_is_published_on_this_host_only() -> None:
+    web = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["web"]
+    assert web["command"] == ["python", "-m", "services.web"]
+    assert web["environment"]["NATS_URL"] == "nats://web:${LINLI_WEB_PASSWORD}@nats:4222"
+    assert web["ports"] == ["127.0.0.1:8080:8080"] and web["environment"]["LINLI_WEB_PORT"] == "8080"
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])

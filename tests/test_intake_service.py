@@ -162,3 +162,16 @@ async def test_volunteer_registration_publishes_and_unknown_skills_are_refused(i
     assert bad["error"]["code"] == "unknown_skill"
     contact = await bus.call(API.INTAKE_CONTACT, {"kind": "volunteer", "id": first["volunteer_id"]})
     assert contact == {"name": "袁文", "phone": "139 0013 9000", "address": ""}
+
+
+async def test_the_phones_last_four_digits_open_a_request_and_wrong_ones_find_nothing(intake: Service, bus: Bus) -> None:
+    request_id = (await bus.call(API.INTAKE_SUBMIT, submission()))["request_id"]
+    code = (await bus.call(API.INTAKE_STATUS, {"request_id": request_id}))["code"]
+    assert (await bus.call(API.INTAKE_STATUS, {"request_id": code, "phone_last4": "8000"}))["request_id"] == request_id
+    wrong = await bus.call(API.INTAKE_STATUS, {"request_id": code, "phone_last4": "8001"})
+    unknown = await bus.call(API.INTAKE_STATUS, {"request_id": "ZZZZZZ", "phone_last4": "8001"})
+    # A wrong guess reads exactly like a code that does not exist: it tells nothing about the request.
+    assert wrong["error"]["code"] == unknown["error"]["code"] == "not_found"
+    assert (await bus.call(API.INTAKE_STATUS, {"request_id": code, "phone_last4": "80"}))["error"]["code"] == "invalid_request"
+    refused = await bus.call(API.INTAKE_RATE, {"request_id": code, "phone_last4": "1234", "stars": 5})
+    assert refused["error"]["code"] == "not_found"

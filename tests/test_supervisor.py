@@ -8,13 +8,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from nats.aio.client import Client as NATS
 
 from contracts import API
 from linli.client import Client, caught_up
 from linli.embedded import listening
-from linli.system import SERVICES, Backoff, System
+from linli.system import FRONTS, SERVICES, Backoff, System
 from services.common.runtime import health_subject
 from tests.conftest import Bus, eventually
 
@@ -77,10 +78,14 @@ def test_the_delay_before_a_restart_doubles_up_to_a_cap_and_starts_over_after_a_
 
 async def test_every_process_answers_a_health_call_with_its_instance_and_pid(system: System, client: Bus) -> None:
     for key, process in system.processes.items():
+        if key.rsplit("-", 1)[0] in FRONTS:
+            continue  # the web answers over HTTP, below
         answer = await eventually(lambda key=key: answers(client.nc, key.rsplit("-", 1)[0], key))
         assert answer == {"service": key.rsplit("-", 1)[0], "instance": key, "pid": process.pid,
                           "started_at": answer["started_at"]}
     assert {(await answers(client.nc, name) or {}).get("service") for name in SERVICES} == set(SERVICES)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{system.web_url}/healthz")).json() == {"ok": True}
 
 
 async def test_a_killed_service_comes_back_with_a_new_pid_and_the_loop_still_works(
@@ -108,11 +113,18 @@ async def test_a_killed_nats_server_comes_back_on_its_port_with_its_stream_and_s
     assert system.server("nats-server").port == before.port
     assert any(f"nats-server (pid {before.process.pid}) exited with code -9" in line for line in announced)
     for key in system.processes:
-        await eventually(lambda key=key: answers(client.nc, key.rsplit("-", 1)[0], key), timeout=30)
+        if key.rsplit("-", 1)[0] not in FRONTS:
+            await eventually(lambda key=key: answers(client.nc, key.rsplit("-", 1)[0], key), timeout=30)
+    await eventually(lambda: web_connected(system), timeout=30)  # the web's pages reach the bus again
     assert (await client.nc.jetstream().stream_info("LINLI")).state.messages >= stream_before
     assert "categories" in await eventually(lambda: catalog(console), timeout=30)
     await console.close()
     await an_offer_follows_a_request(client)
+
+
+async def web_connected(system: System) -> bool:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"{system.web_url}/healthz")).json() == {"ok": True}
 
 
 async def catalog(console: Client) -> dict[str, object] | None:

@@ -13,7 +13,7 @@ import pytest
 from contracts import API
 from linli.client import caught_up
 from linli.embedded import Server, start_mongo
-from linli.system import SERVICES, System
+from linli.system import FRONTS, SERVICES, System
 from tests.conftest import Bus, eventually
 
 pytestmark = pytest.mark.system
@@ -153,7 +153,7 @@ def assert_every_service_stops_cleanly_on_sigterm(running: System, within: float
     for process in running.processes.values():
         process.terminate()
     codes = {key: process.wait(within) for key, process in running.processes.items()}
-    assert codes == {f"{name}-0": 0 for name in SERVICES}
+    assert codes == {f"{name}-0": 0 for name in (*SERVICES, *FRONTS)}
     assert all(f"{key[:-2]} stopped" in running.log_of(key) for key in codes), {
         key: running.log_of(key)[-800:] for key in codes}
 

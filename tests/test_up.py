@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from linli.system import SERVICES
+from linli.system import FRONTS, SERVICES
 
 from linli.demo import LOCK, running_pid
 from linli.show import local_time
@@ -100,7 +100,7 @@ def test_normal_operation_writes_no_error_or_traceback_to_the_service_logs(
     mornings: tuple[Path, list[str]]
 ) -> None:
     logs = {path.name: path.read_text(errors="replace") for path in (mornings[0] / "logs").glob("*.log")}
-    assert len(logs) == len(SERVICES) + 1  # every service, and a second matcher
+    assert len(logs) == len(SERVICES) + len(FRONTS) + 1  # every service, the web, and a second matcher
     for name, text in logs.items():
         assert "ERROR" not in text and "Traceback" not in text, f"{name}:\n{text[-3000:]}"
 

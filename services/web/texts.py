@@ -24,7 +24,7 @@ def load(folder: Path) -> dict[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class Words:
-    """One language's texts; `words("kiosk.step", n=2)` fills {n}. A missing key shows itself, never breaks a page."""
+    """One language's texts; `words("common.too_long", n=50)` fills {n}. A missing key shows itself, never breaks a page."""
 
     language: str
     texts: Mapping[str, str]
