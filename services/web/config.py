@@ -22,6 +22,9 @@ class WebSettings:
     secure_cookies: bool = field(default_factory=lambda: os.environ.get("LINLI_WEB_SECURE_COOKIES", "") == "1")
     # Open311 clients: a file of `api_key<TAB>client name<TAB>district` lines (GeoReport v2 api_key).
     open311_keys: str = field(default_factory=lambda: os.environ.get("LINLI_OPEN311_KEYS", ""))
+    # The operator accounts the web relays Open311 clients' calls as: a file of `user<TAB>password` lines, one
+    # dispatcher per district (a client acts in its key's district, through that district's account).
+    open311_accounts: str = field(default_factory=lambda: os.environ.get("LINLI_OPEN311_ACCOUNTS", ""))
     templates: Path = HERE / "templates"
     static: Path = HERE / "static"
     texts: Path = HERE / "texts"
