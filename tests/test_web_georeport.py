@@ -48,7 +48,8 @@ def test_the_same_fields_from_the_same_client_make_the_same_idempotency_key_and_
 
 def test_a_client_token_keys_the_submission_whatever_the_fields() -> None:
     one = georeport.submit_call(GOOD, CLIENT, GRIDS, CODES, "ticket-7", EN).idempotency_key
-    assert georeport.submit_call({**GOOD, "description": "x"}, CLIENT, GRIDS, CODES, "ticket-7", EN).idempotency_key == one
+    other_words = {**GOOD, "description": "x"}
+    assert georeport.submit_call(other_words, CLIENT, GRIDS, CODES, "ticket-7", EN).idempotency_key == one
     assert georeport.submit_call(GOOD, CLIENT, GRIDS, CODES, "ticket-8", EN).idempotency_key != one
 
 

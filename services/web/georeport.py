@@ -72,8 +72,8 @@ class GeoRequest(BaseModel):
     service_notice: str | None = None
     requested_datetime: datetime
     updated_datetime: datetime | None = None
-    expected_datetime: datetime | None = Field(default=None, description="The end of the window the resident asked for.")
-    address: str | None = Field(default=None, description="The community and grid by name, never the resident's address.")
+    expected_datetime: datetime | None = Field(default=None, description="The end of the window asked for.")
+    address: str | None = Field(default=None, description="The community and grid by name; never the resident's.")
     address_id: str | None = Field(default=None, description="The grid id.")
     zipcode: str | None = None
     lat: float | None = None

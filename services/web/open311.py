@@ -18,7 +18,8 @@ from contracts import API
 from linli.client import CallFailed
 from services.web import georeport
 from services.web.gateway import Gateway, Unavailable
-from services.web.georeport import ApiClient, GeoCreated, GeoError, GeoRequest, GeoService, GeoServiceDefinition, Refused
+from services.web.georeport import (ApiClient, GeoCreated, GeoError, GeoRequest, GeoService, GeoServiceDefinition,
+                                    Refused)
 from services.web.pages import Pages
 from services.web.texts import Words
 
@@ -277,10 +278,12 @@ def routes(open311: Open311) -> APIRouter:
                  "end_date": end_date, "status": status, "jurisdiction_id": jurisdiction_id}
         return await guarded(words(request), open311.requests(api_key, query, words(request)))
 
-    @router.get("/requests/{service_request_id}.json", response_model=list[GeoRequest], responses=errors(403, 404))
+    @router.get("/requests/{service_request_id}.json", response_model=list[GeoRequest],
+                responses=errors(400, 403, 404))
     async def one_request(request: Request, service_request_id: str, api_key: str = Query(""),
                           jurisdiction_id: str = Query("")) -> Response:
         """One request of the key's district, as a list of one (as GeoReport gives it)."""
-        return await guarded(words(request), open311.request(api_key, jurisdiction_id, service_request_id, words(request)))
+        asked = open311.request(api_key, jurisdiction_id, service_request_id, words(request))
+        return await guarded(words(request), asked)
 
     return router
