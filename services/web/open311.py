@@ -124,12 +124,13 @@ class Open311:
     async def service_names(self, words: Words) -> dict[str, str]:
         return {s.service_code: s.service_name for s in georeport.services(await self.menu(), words)}
 
-    async def relay(self, district: str, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def relay(self, district: str, subject: str, payload: dict[str, Any],
+                    timeout: float | None = None) -> dict[str, Any]:
         """The call made as the district's account; an expired or revoked token is renewed once."""
         for attempt in range(2):
             token = await self.accounts.token(district)
             try:
-                return await self.gateway.call(subject, payload, token)
+                return await self.gateway.call(subject, payload, token, timeout)
             except CallFailed as exc:
                 if exc.error.get("code") != "unauthenticated" or attempt:
                     raise
@@ -148,8 +149,9 @@ class Open311:
         grids = await self.grid_places(client.district, words)
         call = georeport.submit_call(form, client, grids, await self.service_names(words), token, words)
         try:
-            made = await self.relay(client.district, API.INTAKE_SUBMIT, call.model_dump(mode="json"))
-            status = await self.gateway.call(API.INTAKE_STATUS, {"request_id": made["request_id"]})
+            wait = self.pages.settings.submit_timeout
+            made = await self.relay(client.district, API.INTAKE_SUBMIT, call.model_dump(mode="json"), wait)
+            status = await self.gateway.call(API.INTAKE_STATUS, {"request_id": made["request_id"]}, timeout=wait)
         except CallFailed as exc:
             code = str(exc.error.get("code", ""))
             text = words("open311.reused") if code == "idempotency_key_reused" else words(
