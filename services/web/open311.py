@@ -67,7 +67,8 @@ class Accounts:
 
     async def token(self, district: str) -> str:
         async with self.lock:  # a burst of calls signs in once
-            if (held := self.tokens.get(district)) and held[1] - RENEW_BEFORE > time.time():
+            held = self.tokens.get(district) or self.tokens.get("*")  # an administrator's acts in every district
+            if held and held[1] - RENEW_BEFORE > time.time():
                 return held[0]
             for user, password in georeport.parse_accounts(self.file.read()):
                 try:
@@ -82,6 +83,7 @@ class Accounts:
 
     def forget(self, district: str) -> None:
         self.tokens.pop(district, None)
+        self.tokens.pop("*", None)
 
 
 class Open311:
