@@ -3,6 +3,7 @@ shows back, and the list's window."""
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -121,3 +122,14 @@ def test_a_service_definition_is_found_by_its_code_and_an_unknown_one_is_a_404()
     with pytest.raises(Refused) as refused:
         georeport.definition(catalog, "pothole", EN)
     assert refused.value.status == 404
+
+
+def test_xml_holds_each_document_under_its_own_name_with_nulls_empty_and_booleans_spelled() -> None:
+    written = georeport.to_xml("services", "service", [{"service_code": "a", "metadata": False, "group": None}])
+    assert written.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    root = ElementTree.fromstring(written)
+    assert (root.tag, root[0].tag, root.findtext("service/metadata"), root.findtext("service/group")) == (
+        "services", "service", "false", "")
+    definition = ElementTree.fromstring(georeport.to_xml("service_definition", None,
+                                                         {"service_code": "a", "attributes": [{"code": "x"}]}))
+    assert definition.findtext("attributes/attribute/code") == "x"

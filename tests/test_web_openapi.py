@@ -6,6 +6,7 @@ operation for server errors and answers that do not match the document."""
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -152,16 +153,30 @@ def test_an_unknown_id_or_another_districts_request_is_a_404(http: httpx.Client)
     assert http.get(f"{V2}/requests.json", params={"api_key": ELSEWHERE, "service_request_id": request_id}).json() == []
 
 
+def test_the_same_answers_come_as_xml_with_the_errors_in_xml_too(http: httpx.Client) -> None:
+    services = http.get(f"{V2}/services.xml")
+    assert services.headers["content-type"].startswith("text/xml")
+    root = ElementTree.fromstring(services.content)
+    assert root.tag == "services" and "repair.plumbing" in [s.findtext("service_code") for s in root]
+    made = http.post(f"{V2}/requests.xml", data={**FORM, "api_key": KEY, "description": "XML 的请求"})
+    request_id = ElementTree.fromstring(made.content).findtext("request/service_request_id")
+    shown = ElementTree.fromstring(http.get(f"{V2}/requests/{request_id}.xml", params={"api_key": KEY}).content)
+    assert shown.tag == "service_requests" and shown.findtext("request/status") == "open"
+    refused = http.get(f"{V2}/requests.xml")
+    assert refused.status_code == 403
+    assert ElementTree.fromstring(refused.content).findtext("error/code") == "403"
+
+
 def test_the_openapi_document_lists_the_open311_operations_and_no_page(http: httpx.Client) -> None:
     paths = http.get("/openapi.json").json()["paths"]
-    assert set(paths) == {f"{V2}/services.json", f"{V2}/services/{{service_code}}.json", f"{V2}/requests.json",
-                          f"{V2}/requests/{{service_request_id}}.json"}
+    assert set(paths) == {f"{V2}/{path}.{ext}" for ext in ("json", "xml") for path in (
+        "services", "services/{service_code}", "requests", "requests/{service_request_id}")}
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(web: WebSystem) -> None:
     schema = schemathesis.openapi.from_url(f"{web.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 5
+    assert len(operations) == 10
     for operation in operations:
         # Half the cases carry the real key, so the checks reach past the 403 to the answers behind it.
         @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,

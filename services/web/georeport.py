@@ -7,6 +7,7 @@ the grid id, and a request without a known one is refused. A resident's name, ph
 never come back out: a request is shown by its service, state, times and place (community and grid by name)."""
 
 import hashlib
+from xml.etree import ElementTree
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -277,3 +278,29 @@ def list_question(query: Mapping[str, str], now: datetime, words: Words) -> List
     if until < since or until - since > DEFAULT_SPAN:
         raise Refused(400, words("open311.span_too_long", days=DEFAULT_SPAN.days))
     return ListQuestion(ids, split("service_code"), statuses, since, until)
+
+
+# XML, GeoReport's first format: the same documents, each list under its root, each item under its own name.
+ROOTS = {"service": "services", "request": "service_requests", "error": "errors"}
+ITEM_OF_LIST = {"attributes": "attribute", "values": "value"}
+
+
+def to_xml(root: str, item: str | None, documents: list[dict[str, Any]] | dict[str, Any]) -> bytes:
+    """`<root><item>...</item>...</root>` for a list (item given), `<root>...</root>` for one document; a
+    null is an empty element, a boolean true or false."""
+    top = ElementTree.Element(root)
+    for document in (documents if isinstance(documents, list) else [documents]):
+        fill(ElementTree.SubElement(top, item) if item else top, document)
+    return bytes(ElementTree.tostring(top, encoding="UTF-8", xml_declaration=True))
+
+
+def fill(parent: ElementTree.Element, document: Mapping[str, Any]) -> None:
+    for name, value in document.items():
+        child = ElementTree.SubElement(parent, name)
+        if isinstance(value, list):
+            for entry in value:
+                fill(ElementTree.SubElement(child, ITEM_OF_LIST.get(name, "item")), entry)
+        elif isinstance(value, bool):
+            child.text = "true" if value else "false"
+        elif value is not None:
+            child.text = str(value)

@@ -7,13 +7,15 @@ anyone at the console; the intake service checks that account's token on every c
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Form, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from contracts import API
 from linli.client import CallFailed
 from services.web import georeport
@@ -200,94 +202,124 @@ class Open311:
         return listed[:georeport.MOST_REQUESTS]
 
 
-def answer(items: list[Any], status_code: int = 200) -> JSONResponse:
-    return JSONResponse([item.model_dump(mode="json") for item in items], status_code=status_code)
+class XMLResponse(Response):
+    media_type = "text/xml"
 
 
-def refused(exc: Refused) -> JSONResponse:
-    return answer(exc.errors, exc.status)
+@dataclass(frozen=True)
+class Format:
+    """GeoReport's two formats, chosen by the resource's extension: the same documents as JSON or as XML."""
+
+    name: str
+
+    def render(self, documents: Any, root: str, item: str | None, status_code: int = 200) -> Response:
+        if self.name == "json":
+            return JSONResponse(documents, status_code=status_code)
+        return XMLResponse(georeport.to_xml(root, item, documents), status_code=status_code)
+
+    def answer(self, found: list[Any] | BaseModel, root: str, item: str | None) -> Response:
+        documents = found.model_dump(mode="json") if isinstance(found, BaseModel) else [
+            one.model_dump(mode="json") for one in found]
+        return self.render(documents, root, item)
+
+    def refused(self, status_code: int, errors: list[GeoError]) -> Response:
+        return self.render([e.model_dump(mode="json") for e in errors], "errors", "error", status_code)
+
+    def documented(self, model: Any, *codes: int) -> dict[str, Any]:
+        """The route's answers as the OpenAPI document gives them: the model (JSON) or a string (XML), and
+        the errors array for each status it may refuse with."""
+        if self.name == "json":
+            return {"response_model": model, "responses": {
+                code: {"model": list[GeoError], "description": "GeoReport errors"} for code in (*codes, 503)}}
+        xml = {"content": {"text/xml": {"schema": {"type": "string"}}}}
+        return {"response_model": None, "response_class": XMLResponse, "responses": {
+            code: {"description": "GeoReport errors: <errors><error><code/><description/></error></errors>", **xml}
+            for code in (*codes, 503)}}
 
 
-async def guarded(words: Words, work: Any) -> Response:
+FORMATS = (Format("json"), Format("xml"))
+
+
+async def guarded(words: Words, fmt: Format, work: Awaitable[list[Any] | BaseModel], root: str,
+                  item: str | None) -> Response:
     """The answer, or GeoReport's errors: 400 bad input, 403 no key, 404 unknown, 503 nobody answered."""
     try:
-        return answer(await work)
+        return fmt.answer(await work, root, item)
     except Refused as exc:
-        return refused(exc)
+        return fmt.refused(exc.status, exc.errors)
     except NotConfigured:
-        return answer([GeoError(code=503, description=words("open311.not_configured"))], 503)
+        return fmt.refused(503, [GeoError(code=503, description=words("open311.not_configured"))])
     except Unavailable:
-        return answer([GeoError(code=503, description=words("open311.busy"))], 503)
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": list[GeoError], "description": "GeoReport errors"} for code in (*codes, 503)}
+        return fmt.refused(503, [GeoError(code=503, description=words("open311.busy"))])
 
 
 def routes(open311: Open311) -> APIRouter:
     router = APIRouter(prefix=BASE, tags=["Open311 GeoReport v2"])
     words = open311.pages.words
 
-    @router.get("/services.json", response_model=list[GeoService], responses=errors())
-    async def services(request: Request, jurisdiction_id: str = Query("", description="The district id.")) -> Response:
-        """Every service a request can be made for: the service menu's items."""
-        return await guarded(words(request), open311.services(words(request)))
+    def bind(fmt: Format) -> None:
+        @router.get(f"/services.{fmt.name}", **fmt.documented(list[GeoService]))
+        async def services(request: Request, jurisdiction_id: str = Query("", description="The district id.")
+                           ) -> Response:
+            """Every service a request can be made for: the service menu's items."""
+            return await guarded(words(request), fmt, open311.services(words(request)), "services", "service")
 
-    @router.get("/services/{service_code}.json", response_model=GeoServiceDefinition, responses=errors(404))
-    async def service_definition(request: Request, service_code: str,
-                                 jurisdiction_id: str = Query("", description="The district id.")) -> Response:
-        """A service's definition; no service asks for attributes, so the list is empty."""
-        try:
-            found = await open311.definition(service_code, words(request))
-        except Refused as exc:
-            return refused(exc)
-        except Unavailable:
-            return answer([GeoError(code=503, description=words(request)("open311.busy"))], 503)
-        return JSONResponse(found.model_dump(mode="json"))
+        @router.get("/services/{service_code}." + fmt.name, **fmt.documented(GeoServiceDefinition, 404))
+        async def service_definition(request: Request, service_code: str,
+                                     jurisdiction_id: str = Query("", description="The district id.")) -> Response:
+            """A service's definition; no service asks for attributes, so the list is empty."""
+            asked = open311.definition(service_code, words(request))
+            return await guarded(words(request), fmt, asked, "service_definition", None)
 
-    @router.post("/requests.json", response_model=list[GeoCreated], responses=errors(400, 403))
-    async def create(
-        request: Request,
-        api_key: str = Form("", description="The client's key (also accepted in the query)."),
-        service_code: str = Form("", description="A service menu item's id (GET services.json)."),
-        address_id: str = Form("", description="The grid id: required, since GeoReport has no grid."),
-        phone: str = Form("", description="The resident's phone: required, the volunteer calls it."),
-        jurisdiction_id: str = Form("", description="The district id; the key's district when left out."),
-        lat: str = Form(""), long: str = Form(""),
-        address_string: str = Form("", description="Where the service is done (given only to the volunteer)."),
-        first_name: str = Form(""), last_name: str = Form(""), email: str = Form(""), device_id: str = Form(""),
-        account_id: str = Form(""), description: str = Form(""), media_url: str = Form(""),
-        idempotency_key: str = Header("", alias="Idempotency-Key",
-                                      description="The client's token for this submission: a repeat makes no second "
-                                      "request. Without it, the same fields from the same client are the repeat."),
-    ) -> Response:
-        """A new request, made through intake.submit with the channel `app`."""
-        form = {"api_key": api_key or request.query_params.get("api_key", ""), "service_code": service_code,
-                "address_id": address_id, "phone": phone, "jurisdiction_id": jurisdiction_id, "lat": lat,
-                "long": long, "address_string": address_string, "first_name": first_name, "last_name": last_name,
-                "email": email, "device_id": device_id, "account_id": account_id, "description": description,
-                "media_url": media_url}
-        return await guarded(words(request), open311.submit(form, idempotency_key, words(request)))
+        @router.post(f"/requests.{fmt.name}", **fmt.documented(list[GeoCreated], 400, 403))
+        async def create(
+            request: Request,
+            api_key: str = Form("", description="The client's key (also accepted in the query)."),
+            service_code: str = Form("", description="A service menu item's id (GET services.json)."),
+            address_id: str = Form("", description="The grid id: required, since GeoReport has no grid."),
+            phone: str = Form("", description="The resident's phone: required, the volunteer calls it."),
+            jurisdiction_id: str = Form("", description="The district id; the key's district when left out."),
+            lat: str = Form(""), long: str = Form(""),
+            address_string: str = Form("", description="Where the service is done (given only to the volunteer)."),
+            first_name: str = Form(""), last_name: str = Form(""), email: str = Form(""), device_id: str = Form(""),
+            account_id: str = Form(""), description: str = Form(""), media_url: str = Form(""),
+            idempotency_key: str = Header("", alias="Idempotency-Key",
+                                          description="The client's token for this submission: a repeat makes no "
+                                          "second request. Without it, the same fields from the same client are "
+                                          "the repeat."),
+        ) -> Response:
+            """A new request, made through intake.submit with the channel `app`."""
+            form = {"api_key": api_key or request.query_params.get("api_key", ""), "service_code": service_code,
+                    "address_id": address_id, "phone": phone, "jurisdiction_id": jurisdiction_id, "lat": lat,
+                    "long": long, "address_string": address_string, "first_name": first_name,
+                    "last_name": last_name, "email": email, "device_id": device_id, "account_id": account_id,
+                    "description": description, "media_url": media_url}
+            asked = open311.submit(form, idempotency_key, words(request))
+            return await guarded(words(request), fmt, asked, "service_requests", "request")
 
-    @router.get("/requests.json", response_model=list[GeoRequest], responses=errors(400, 403))
-    async def requests(
-        request: Request, api_key: str = Query(""), jurisdiction_id: str = Query(""),
-        service_request_id: str = Query("", description="Comma-separated ids; overrides every other filter."),
-        service_code: str = Query("", description="Comma-separated service codes."),
-        start_date: str = Query("", description="ISO 8601 with a time zone; at most 90 days before end_date."),
-        end_date: str = Query(""), status: str = Query("", description="open, closed, or both comma-separated."),
-    ) -> Response:
-        """The district's requests made in the window (the last 90 days by default), at most 1,000."""
-        query = {"service_request_id": service_request_id, "service_code": service_code, "start_date": start_date,
-                 "end_date": end_date, "status": status, "jurisdiction_id": jurisdiction_id}
-        return await guarded(words(request), open311.requests(api_key, query, words(request)))
+        @router.get(f"/requests.{fmt.name}", **fmt.documented(list[GeoRequest], 400, 403))
+        async def requests(
+            request: Request, api_key: str = Query(""), jurisdiction_id: str = Query(""),
+            service_request_id: str = Query("", description="Comma-separated ids; overrides every other filter."),
+            service_code: str = Query("", description="Comma-separated service codes."),
+            start_date: str = Query("", description="ISO 8601 with a time zone; at most 90 days before end_date."),
+            end_date: str = Query(""), status: str = Query("", description="open, closed, or both comma-separated."),
+        ) -> Response:
+            """The district's requests made in the window (the last 90 days by default), at most 1,000."""
+            query = {"service_request_id": service_request_id, "service_code": service_code,
+                     "start_date": start_date, "end_date": end_date, "status": status,
+                     "jurisdiction_id": jurisdiction_id}
+            asked = open311.requests(api_key, query, words(request))
+            return await guarded(words(request), fmt, asked, "service_requests", "request")
 
-    @router.get("/requests/{service_request_id}.json", response_model=list[GeoRequest],
-                responses=errors(400, 403, 404))
-    async def one_request(request: Request, service_request_id: str, api_key: str = Query(""),
-                          jurisdiction_id: str = Query("")) -> Response:
-        """One request of the key's district, as a list of one (as GeoReport gives it)."""
-        asked = open311.request(api_key, jurisdiction_id, service_request_id, words(request))
-        return await guarded(words(request), asked)
+        @router.get("/requests/{service_request_id}." + fmt.name,
+                    **fmt.documented(list[GeoRequest], 400, 403, 404))
+        async def one_request(request: Request, service_request_id: str, api_key: str = Query(""),
+                              jurisdiction_id: str = Query("")) -> Response:
+            """One request of the key's district, as a list of one (as GeoReport gives it)."""
+            asked = open311.request(api_key, jurisdiction_id, service_request_id, words(request))
+            return await guarded(words(request), fmt, asked, "service_requests", "request")
 
+    for fmt in FORMATS:
+        bind(fmt)
     return router
