@@ -142,6 +142,8 @@ def test_a_bad_service_code_or_an_unknown_grid_is_a_400_naming_each_fault(web: W
     faults = errors_of(http.post(f"{V2}/requests.json", params={"lang": "en"}, data=bad), 400)
     assert [f.split(":")[0] for f in faults] == ["service_code", "address_id"]
     assert errors_of(http.get(f"{V2}/requests.json", params={"api_key": KEY, "start_date": "yesterday"}), 400)
+    elsewhere = errors_of(http.post(f"{V2}/requests.json", data={**FORM, "api_key": ELSEWHERE}), 400)
+    assert elsewhere[0].startswith("address_id")  # quanwai-03 is a grid of beibei, not of the key's nanan
     assert len(district_requests(web)) == before
 
 

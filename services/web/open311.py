@@ -1,5 +1,5 @@
 """Open311 GeoReport v2 for other civic systems (a district's 12345 hotline, a city's complaint platform):
-the service menu, a request made through intake.submit, and the requests' states, as JSON.
+the service menu, a request made through intake.submit, and the requests' states, as JSON or XML.
 
 Each client holds an api_key (LINLI_OPEN311_KEYS: `api_key<TAB>client name<TAB>district`). The web relays its
 calls as an operator account of that district (LINLI_OPEN311_ACCOUNTS: `user<TAB>password`), signed in like
@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+
 from contracts import API
 from linli.client import CallFailed
 from services.web import georeport
@@ -117,7 +118,10 @@ class Open311:
     async def grid_places(self, district: str, words: Words) -> dict[str, str]:
         """Each grid of the district, by id, named as "community grid" in the client's language."""
         if district not in self.places:
-            reply = await self.gateway.call(API.INTAKE_PLACES, {"district": district})
+            try:
+                reply = await self.gateway.call(API.INTAKE_PLACES, {"district": district})
+            except CallFailed:
+                return {}  # a district intake does not know (a key's typo) has no grids to choose from
             self.places[district] = next((d for d in reply["districts"] if d["id"] == district), {})
         place = self.places[district]
         communities = {c["id"]: words.name(c) for c in place.get("communities", [])}
@@ -247,6 +251,11 @@ async def guarded(words: Words, fmt: Format, work: Awaitable[list[Any] | BaseMod
         return fmt.answer(await work, root, item)
     except Refused as exc:
         return fmt.refused(exc.status, exc.errors)
+    except CallFailed as exc:  # a relayed call refused: the account's district or rights do not fit the key's
+        code = str(exc.error.get("code", ""))
+        status = REFUSALS.get(code, 400)
+        return fmt.refused(status, [GeoError(code=status, description=words(
+            "open311.refused", message=exc.error.get("message", code)))])
     except NotConfigured:
         return fmt.refused(503, [GeoError(code=503, description=words("open311.not_configured"))])
     except Unavailable:
