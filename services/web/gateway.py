@@ -51,10 +51,11 @@ class Gateway:
     def connected(self) -> bool:
         return self._client is not None and self._client.nc.is_connected
 
-    async def call(self, subject: str, payload: dict[str, Any], token: str = "") -> dict[str, Any]:
+    async def call(self, subject: str, payload: dict[str, Any], token: str = "",
+                   timeout: float | None = None) -> dict[str, Any]:
         """The reply, or CallFailed with the service's error, or Unavailable when nobody answered."""
         try:
-            return await self.client.call(subject, payload, timeout=self.timeout, token=token)
+            return await self.client.call(subject, payload, timeout=timeout or self.timeout, token=token)
         except CallFailed:
             raise
         except (Unavailable, nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,

@@ -187,8 +187,9 @@ class Kiosk:
         if isinstance(checked, Refusal):
             return await self.ask(request, mode, fields, checked, status_code=422)
         try:
-            made = await self.pages.gateway.call(API.INTAKE_SUBMIT, checked.model_dump(mode="json"), session.token)
-            status = await self.pages.gateway.call(API.INTAKE_STATUS, {"request_id": made["request_id"]})
+            gateway, wait = self.pages.gateway, self.pages.settings.submit_timeout
+            made = await gateway.call(API.INTAKE_SUBMIT, checked.model_dump(mode="json"), session.token, wait)
+            status = await gateway.call(API.INTAKE_STATUS, {"request_id": made["request_id"]}, timeout=wait)
         except CallFailed as exc:
             return await self.ask(request, mode, fields, explain_refusal(exc, words, FIELD_NAMES), status_code=422)
         except Unavailable:
