@@ -275,7 +275,8 @@ def show_pages(system: System) -> None:
          if dispatcher[0] else "sign in as admin with credentials/admin-password"),
         ("volunteer", f"{url}/v", "a demo volunteer's phone, e.g. 13900230000; the code is in logs/notifier-0.log"),
         ("resident", f"{url}/r", "the code on the kiosk's receipt and the phone's last four digits"),
-        ("Open311", f"{url}/open311/v2/services.json", "GeoReport v2, for other civic systems"),
+        ("Open311", f"{url}/open311/v2/services.json",
+         f"GeoReport v2; the demo client's api_key: {people['open311'][0]}" if "open311" in people else "GeoReport v2"),
     ]
     for name, address, how in rows:
         console.print(f"   {name:<10} {address}" + (f"   ({how})" if how else ""), soft_wrap=True)

@@ -42,10 +42,19 @@ def admin_password_file(data_dir: Path) -> Path:
     return path
 
 
+def open311_files(data_dir: Path) -> tuple[Path, Path]:
+    """The Open311 clients' keys and the account the web relays their calls as (made by the demo)."""
+    folder = credentials(data_dir)
+    return folder / "open311-keys.tsv", folder / "open311-accounts.tsv"
+
+
 def service_env(data_dir: Path) -> dict[str, str]:
-    """What the services of `linli up` need: tokens required, and where the administrator's password is."""
+    """What the services of `linli up` need: tokens required, where the administrator's password is, and
+    where the web finds its Open311 clients."""
+    keys, accounts = open311_files(data_dir)
     return {"LINLI_AUTH": os.environ.get("LINLI_AUTH") or "required",
-            "IDENTITY_ADMIN_PASSWORD_FILE": str(admin_password_file(data_dir).resolve())}
+            "IDENTITY_ADMIN_PASSWORD_FILE": str(admin_password_file(data_dir).resolve()),
+            "LINLI_OPEN311_KEYS": str(keys.resolve()), "LINLI_OPEN311_ACCOUNTS": str(accounts.resolve())}
 
 
 @dataclass
@@ -78,6 +87,14 @@ async def create_people(client: Client, data_dir: Path, district: str, kiosk_gri
                              token=admin)
     kiosk = await client.call(API.IDENTITY_DEVICE_LOGIN, {"device_id": device, "secret": made["secret"]}, token="")
     lines.append(f"{device}\tkiosk\t{district}/{kiosk_grid}\t{made['secret']}")
+    # Open311: one demo client's key, and the dispatcher account the web relays its calls as.
+    relay, relay_password, api_key = f"open311-{district}", secrets.token_urlsafe(12), f"k-{secrets.token_hex(12)}"
+    await client.call(API.IDENTITY_OPERATOR_PUT,
+                      {"user": relay, "role": "dispatcher", "district": district, "password": relay_password}, token=admin)
+    keys, accounts = open311_files(data_dir)
+    write_private(accounts, f"# Made by `linli up`: the account the web relays Open311 calls as\n{relay}\t{relay_password}\n")
+    write_private(keys, f"# api_key\tclient\tdistrict (made by `linli up`)\n{api_key}\tdemo client\t{district}\n")
+    lines.append(f"{api_key}\topen311\t{district}\t(the Open311 demo client's api_key)")
     write_private(people_file(data_dir), "\n".join(lines) + "\n")
     return People(admin=admin, dispatcher=tokens["dispatcher"], clerk=tokens["clerk"], kiosk=str(kiosk["token"]))
 

@@ -138,7 +138,7 @@ def start_web_system(folder: Path, env: dict[str, str] | None = None) -> Iterato
             name, role, _, secret = line.split("\t")
             if role == "kiosk":
                 kiosk = (name, secret)
-            else:
+            elif role != "open311":
                 passwords[name] = secret
         yield WebSystem(system, system.web_url, passwords, kiosk)
     finally:
