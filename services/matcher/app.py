@@ -30,6 +30,7 @@ from services.common.runtime import Service
 from services.matcher import scoring
 from services.matcher.config import MatcherSettings
 from services.matcher.dispatch import Dispatch
+from services.matcher.roster import SharedRoster
 from services.matcher.store import MatcherStore
 
 
@@ -40,8 +41,9 @@ def build(settings: MatcherSettings | None = None) -> Service:
     settings = settings or MatcherSettings()
     service = Service.create("matcher", settings.bus)
     broker, inbox, gate = service.broker, service.inbox, service.gate
-    dispatch = Dispatch(MatcherStore(service.db), service.outbox, settings,
-                        scoring.Rules.load(settings.rules_path), Places.load(settings.places_path))
+    store = MatcherStore(service.db)
+    dispatch = Dispatch(store, service.outbox, settings, scoring.Rules.load(settings.rules_path),
+                        Places.load(settings.places_path), roster=SharedRoster(store))
     service.on_start.append(dispatch.start)
     service.loops.append(dispatch.sweep_forever)
 

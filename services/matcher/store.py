@@ -37,6 +37,9 @@ class MatcherStore:
         self.codes = db["assignment_codes"]
         # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
         self.weeks = db["weeks"]
+        # Which volunteers' profiles changed, numbered, so every replica's in-memory roster reads only those:
+        # {"_id": 17, "volunteer_id": "v-1"}, and the last number under {"_id": "head", "seq": 17}.
+        self.roster_log = db["roster_log"]
 
     async def ensure_indexes(self) -> None:
         # Ranking reads the grids near the request, so its cost follows the volunteers per grid,
@@ -112,23 +115,60 @@ class MatcherStore:
             ids |= {m["volunteer_id"] async for m in self.members.find({"key": key})}
         return await self.volunteers_by_id(sorted(ids))
 
+    # Fields ranking reads; the bulk read at start leaves the rest of each profile on the server.
+    RANKED = ("district", "grids", "skills", "capacity", "attributes", "availability", "away", "left",
+              "recent_work", "recent_at", "stars_sum", "stars_n")
+
+    async def roster_documents(self) -> list[dict[str, Any]]:
+        return await self.volunteers.find({}, {field: 1 for field in self.RANKED}).to_list()
+
+    async def held_slots(self) -> list[tuple[str, int]]:
+        """Every taken slot, as (volunteer, index): one read, whatever the size of the roster."""
+        return [(slot["volunteer_id"], slot["i"])
+                async for slot in self.slots.find({"holder": {"$ne": FREE}}, {"volunteer_id": 1, "i": 1})]
+
+    async def held_of(self, volunteers: list[dict[str, Any]]) -> dict[str, list[int]]:
+        slot_ids = [f"{v['_id']}:{i}" for v in volunteers for i in range(v["capacity"])]
+        held: dict[str, list[int]] = {}
+        if slot_ids:
+            async for slot in self.slots.find({"_id": {"$in": slot_ids}}):
+                if slot["holder"] != FREE:
+                    held.setdefault(slot["volunteer_id"], []).append(slot["i"])
+        return held
+
+    async def roster_head(self) -> int:
+        head = await self.roster_log.find_one({"_id": "head"})
+        return int(head["seq"]) if head else 0
+
+    async def log_roster_change(self, volunteer_id: str) -> int:
+        head = await self.roster_log.find_one_and_update(
+            {"_id": "head"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        seq = int((head or {})["seq"])  # upserted and returned after: never None
+        await self.roster_log.insert_one({"_id": seq, "volunteer_id": volunteer_id, "at": time.time()})
+        return seq
+
+    async def roster_changes(self, seqs: list[int]) -> dict[int, str]:
+        return {row["_id"]: row["volunteer_id"] async for row in self.roster_log.find({"_id": {"$in": seqs}})}
+
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[dict[str, Any]]:
         return await self.volunteers.find({"_id": {"$in": volunteer_ids}}).to_list() if volunteer_ids else []
 
-    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> None:
+    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> tuple[float, float] | None:
         """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly."""
         from services.matcher.scoring import decayed
 
         now = time.time()
         volunteer = await self.volunteers.find_one({"_id": volunteer_id}, {"recent_work": 1, "recent_at": 1})
         if volunteer is None:
-            return
+            return None
         recent = decayed(volunteer.get("recent_work", 0.0), volunteer.get("recent_at", now), now, half_life_days)
         await self.volunteers.update_one(
             {"_id": volunteer_id}, {"$set": {"recent_work": recent + amount, "recent_at": now}}
         )
+        return recent + amount, now
 
-    async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> None:
+    async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> bool:
         try:
             # Per request and volunteer: a re-dispatched request is rated again for its second volunteer.
             await self.served.insert_one(
@@ -136,8 +176,9 @@ class MatcherStore:
                  "stars": stars, "at": time.time()}
             )
         except DuplicateKeyError:
-            return  # this rating was counted already
+            return False  # this rating was counted already
         await self.volunteers.update_one({"_id": volunteer_id}, {"$inc": {"stars_sum": stars, "stars_n": 1}})
+        return True
 
     async def histories(self, resident_ref: str, volunteer_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The latest rating this resident gave each of these volunteers."""
@@ -245,10 +286,12 @@ class MatcherStore:
         result = await self.slots.update_one({"_id": slot_id, "holder": holder}, {"$set": {"holder": new_holder}})
         return result.modified_count == 1
 
-    async def release(self, assignment_id: str) -> None:
-        # An assignment holds at most one slot.
+    async def release(self, assignment_id: str) -> str | None:
+        """Frees the slot the assignment holds (at most one), and says which it was."""
         if slot := await self.slots.find_one({"holder": assignment_id}, {"_id": 1}):
-            await self.take_slot(slot["_id"], assignment_id, FREE)
+            if await self.take_slot(slot["_id"], assignment_id, FREE):
+                return str(slot["_id"])
+        return None
 
     async def held(self) -> dict[str, list[str]]:
         holders: dict[str, list[str]] = {}
