@@ -152,20 +152,11 @@ class Dispatch:
         self, request: Doc, stage: scoring.Stage, paired: list[str] | None, grids: list[str] | None,
         need_skill: bool, left_out: dict[str, str],
     ) -> list[tuple[str, Doc]]:
-        """Rank the stage's pool from the roster in memory and reserve the best; the slots' compare-and-set
-        decides. Volunteers the memory holds full are read again before the stage gives up on them."""
-        memory = self.roster.memory
+        """Reserve the stage's best candidates; the slots' compare-and-set decides. Volunteers the memory
+        holds full are read again before the stage gives up on them."""
         chosen: list[tuple[str, Doc]] = []
         for look in ("memory", "database"):
-            if paired is not None:
-                pool = memory.by_id(paired)
-            else:
-                pool = memory.near(request["district"], request["service"], request["category"], grids)
-            ids = [v["_id"] for v in pool]
-            histories = await self.store.histories(request.get("resident_ref", ""), ids)
-            weeks = await self.store.weeks_of(ids, self.week(request["district"]))
-            ranked, out = scoring.rank(request, pool, memory.free(ids), histories, self.places, self.rules,
-                                       self.clock(), self.zone(request["district"]), need_skill, weeks)
+            ranked, out = await self.ranked(request, paired, grids, need_skill)
             left_out.update(out)
             for rank_, candidate in enumerate(ranked, start=1):
                 if len(chosen) == stage.offer_to:
@@ -180,6 +171,20 @@ class Dispatch:
             # Another replica may have freed them: a refusal for capacity is decided on the slots themselves.
             await self.roster.refresh(full)
         return chosen
+
+    async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
+                     need_skill: bool) -> tuple[list[scoring.Scored], dict[str, str]]:
+        """The pool from the roster in memory; from the database only what is the resident's or this week's."""
+        memory = self.roster.memory
+        if paired is not None:
+            pool = memory.by_id(paired)
+        else:
+            pool = memory.near(request["district"], request["service"], request["category"], grids)
+        ids = [v["_id"] for v in pool]
+        histories = await self.store.histories(request.get("resident_ref", ""), ids)
+        weeks = await self.store.weeks_of(ids, self.week(request["district"]))
+        return scoring.rank(request, pool, memory.free(ids), histories, self.places, self.rules, self.clock(),
+                            self.zone(request["district"]), need_skill, weeks)
 
     async def announce_unmatched(self, request_id: str) -> None:
         # Sent from the stored request, so the sweep can send it again after a crash.
