@@ -113,11 +113,14 @@ class Dispatch:
                     "pairing_pending": request.get("pairing_pending", True)}
         # Each volunteer counts once, under the rule that last left them out, however many stages looked.
         left_out: dict[str, str] = {}
-        await self.roster.catch_up()
+        # One round trip: other replicas' roster changes, and the resident's standing volunteers.
+        resident = request.get("resident_ref", "") if progress["pairing_pending"] else ""
+        pairs, _ = await asyncio.gather(store.paired_volunteers(resident), self.roster.catch_up())
         while True:
+            paired: list[str] | None
             if progress["pairing_pending"]:
                 progress["pairing_pending"] = False
-                paired = await store.paired_volunteers(request.get("resident_ref", ""))
+                paired = pairs
                 stage = scoring.Stage("pairing", scoring.TIERS, len(paired), self.rules.pairing_ttl_factor)
                 grids, need_skill = None, False
             else:
@@ -181,8 +184,8 @@ class Dispatch:
         else:
             pool = memory.near(request["district"], request["service"], request["category"], grids)
         ids = [v["_id"] for v in pool]
-        histories = await self.store.histories(request.get("resident_ref", ""), ids)
-        weeks = await self.store.weeks_of(ids, self.week(request["district"]))
+        histories, weeks = await asyncio.gather(self.store.histories(request.get("resident_ref", ""), ids),
+                                                self.store.weeks_of(ids, self.week(request["district"])))
         return scoring.rank(request, pool, memory.free(ids), histories, self.places, self.rules, self.clock(),
                             self.zone(request["district"]), need_skill, weeks)
 
