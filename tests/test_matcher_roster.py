@@ -134,3 +134,25 @@ async def test_a_restarted_matcher_ranks_the_volunteers_it_heard_of_before(
 
 async def _logged(store: MatcherStore, seq: int) -> bool:
     return seq in await store.roster_changes([seq])
+
+
+async def test_a_replica_starts_from_the_snapshot_and_then_reads_the_profiles_themselves(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()  # it found no snapshot, read the (empty) profiles and packed them
+    volunteer = await register(bus, "13900000951", ["g1"], ["repair"])
+    store = MatcherStore(matcher.db)
+    await eventually(lambda: _logged(store, 1))
+    first = await other_replica(matcher, settings)
+    assert [v["_id"] for v in first.roster.memory.by_id([volunteer])] == [volunteer]  # through the log
+    await first.roster.settle()  # packs a snapshot that holds them
+    assert (await store.roster_snapshot() or (0, b""))[0] == 1
+    await store.volunteers.update_one({"_id": volunteer}, {"$set": {"stars_sum": 5, "stars_n": 1}})  # not logged
+
+    second = await other_replica(matcher, settings)
+    assert not second.roster.exact
+    assert second.roster.memory.by_id([volunteer])[0]["stars_n"] == 0
+    await second.roster.settle()
+
+    assert second.roster.exact
+    assert second.roster.memory.by_id([volunteer])[0]["stars_n"] == 1

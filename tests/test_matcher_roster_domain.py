@@ -141,3 +141,25 @@ def test_a_change_whose_row_never_came_is_passed_over_after_the_patience() -> No
 
 def test_nothing_applies_when_the_log_has_not_moved() -> None:
     assert applicable(4, 4, set(), {}, now=0.0) == 4
+
+
+def test_a_packed_roster_unpacks_to_the_same_volunteers_in_the_same_places() -> None:
+    roster = Roster()
+    roster.put(profile("v1", ["g1", "g2"], ["repair"], capacity=2, recent_work=1.5, recent_at=10.0, stars_sum=9,
+                       stars_n=2, availability=[{"days": [0, 1], "start": "08:00", "end": "12:00"}]))
+    roster.put(profile("v2", ["g3"], ["meals"], left=True, away=[{"start": "2026-12-01", "end": "2026-12-07"}]))
+
+    unpacked = Roster.unpack(roster.pack())
+
+    assert unpacked.by_id(["v1", "v2"]) == roster.by_id(["v1", "v2"])
+    assert unpacked.index == roster.index
+
+
+def test_the_taken_slots_read_at_start_replace_what_the_memory_held() -> None:
+    roster = Roster()
+    roster.put(profile("v1", ["g1"], ["repair"], capacity=2), held=[0])
+    roster.put(profile("v2", ["g1"], ["repair"], capacity=1))
+
+    roster.set_held({"v2": [0]})
+
+    assert roster.free(["v1", "v2"]) == {"v1": 2, "v2": 0}

@@ -42,9 +42,11 @@ def build(settings: MatcherSettings | None = None) -> Service:
     service = Service.create("matcher", settings.bus)
     broker, inbox, gate = service.broker, service.inbox, service.gate
     store = MatcherStore(service.db)
+    roster = SharedRoster(store)
     dispatch = Dispatch(store, service.outbox, settings, scoring.Rules.load(settings.rules_path),
-                        Places.load(settings.places_path), roster=SharedRoster(store))
+                        Places.load(settings.places_path), roster=roster)
     service.on_start.append(dispatch.start)
+    service.loops.append(roster.settle)
     service.loops.append(dispatch.sweep_forever)
 
     @on_event(broker, settings.bus, "matcher", "volunteer.registered")

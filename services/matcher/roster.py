@@ -1,9 +1,14 @@
 """The roster each matcher replica ranks from, held in memory.
 
 `Roster` is the memory itself, plain data and no I/O. `SharedRoster` keeps it coherent with the
-database every replica shares: it is loaded with one bulk read at start, learns of registrations and
-departures other replicas handled through a short change log, and re-reads a volunteer whenever the
-memory proved wrong about them.
+database every replica shares: it learns of registrations and departures other replicas handled
+through a short numbered change log, and re-reads a volunteer whenever the memory proved wrong about them.
+
+At start it reads the roster packed into a few documents (a snapshot, with the log number it holds),
+the taken slots, and the log since: on nx-27017, reading a hundred thousand profiles one document each
+takes longer than a restart should. The profiles themselves are then read in the background, and replace
+the memory (and the snapshot) once read: what the log does not carry (recent work, ratings) is exact
+again within seconds. Without a snapshot, the profiles are read before the replica is ready.
 
 Ranking trusts the memory; claiming does not. A capacity slot is taken only by the compare-and-set on
 its holder in the database, so a replica whose memory is stale loses that compare-and-set, re-reads
@@ -12,16 +17,21 @@ Free slots another replica gave back are re-read before a request is declared ou
 """
 
 import asyncio
+import json
+import logging
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.matcher.store import FREE
 
+log = logging.getLogger("linli.matcher")
 Doc = dict[str, Any]
 Key = tuple[str, str, str]  # ("grid" | "skill", district, value)
+SNAPSHOT_PART = 4 * 2**20  # bytes of packed roster per stored document, well under BSON's 16 MB
 RELOAD_AFTER = 5000  # changes behind: a full reload costs less than reading them one by one
 GAP_PATIENCE = 5.0  # seconds a change whose number was taken but whose row never came is waited for
 EMPTY: tuple[Any, ...] = ()
@@ -128,6 +138,30 @@ class Roster:
     def by_id(self, volunteer_ids: Iterable[str]) -> list[Doc]:
         return [entry.doc() for v in volunteer_ids if (entry := self.entries.get(v)) is not None]
 
+    def set_held(self, held: dict[str, list[int]]) -> None:
+        """Which slots are taken, as the database says, for every volunteer."""
+        for volunteer_id, entry in self.entries.items():
+            entry.held = 0
+            for slot in held.get(volunteer_id, ()):
+                entry.held |= 1 << slot
+
+    def pack(self) -> bytes:
+        rows = [[e.id, e.district, e.grids, e.skills, e.capacity, e.attributes, e.availability, e.away, e.left,
+                 e.recent_work, e.recent_at, e.stars_sum, e.stars_n] for e in self.entries.values()]
+        return zlib.compress(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode(), 1)
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> "Roster":
+        roster = cls()
+        for row in json.loads(zlib.decompress(packed)):
+            (vid, district, grids, skills, capacity, attributes, availability, away, left, recent_work, recent_at,
+             stars_sum, stars_n) = row
+            roster.put({"_id": vid, "district": district, "grids": grids, "skills": skills, "capacity": capacity,
+                        "attributes": attributes, "availability": availability, "away": away, "left": left,
+                        "recent_work": recent_work, "recent_at": recent_at, "stars_sum": stars_sum,
+                        "stars_n": stars_n})
+        return roster
+
     def free(self, volunteer_ids: Iterable[str]) -> dict[str, int]:
         return {v: len(entry.free_slots()) if (entry := self.entries.get(v)) else 0 for v in volunteer_ids}
 
@@ -184,6 +218,8 @@ class RosterStore(Protocol):
     async def log_roster_change(self, volunteer_id: str) -> int: ...
     async def roster_documents(self) -> list[Doc]: ...
     async def held_slots(self) -> list[tuple[str, int]]: ...
+    async def roster_snapshot(self) -> tuple[int, bytes] | None: ...
+    async def save_roster_snapshot(self, seq: int, parts: list[bytes]) -> None: ...
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[Doc]: ...
     async def held_of(self, volunteers: list[Doc]) -> dict[str, list[int]]: ...
     async def take_slot(self, slot_id: str, holder: str, new_holder: str) -> bool: ...
@@ -202,18 +238,48 @@ class SharedRoster:
         self.seq = 0  # the last change of the log this memory holds
         self.waiting_since: dict[int, float] = {}
         self.lock = asyncio.Lock()
+        self.exact = False  # read from the profiles themselves, rather than a snapshot
 
     async def load(self) -> None:
-        """One read of every profile and one of the taken slots; changes logged meanwhile are read after."""
+        """Ready to rank: from the last snapshot when there is one, else from the profiles themselves."""
+        snapshot = await self.store.roster_snapshot()
+        if snapshot is None:
+            await self.load_profiles()
+            return
+        seq, packed = snapshot
+        memory = Roster.unpack(packed)
+        memory.set_held(await self.held())
+        async with self.lock:
+            self.memory, self.seq, self.waiting_since, self.exact = memory, seq, {}, False
+        await self.catch_up()
+
+    async def load_profiles(self) -> None:
+        """One read of every profile and one of the taken slots; changes logged meanwhile are read after.
+        The memory read is packed for the next replica to start from."""
         head = await self.store.roster_head()
-        docs = await self.store.roster_documents()
+        memory = Roster()
+        for doc in await self.store.roster_documents():
+            memory.put(doc)
+        memory.set_held(await self.held())
+        async with self.lock:
+            self.memory, self.seq, self.waiting_since, self.exact = memory, head, {}, True
+        packed = memory.pack()
+        await self.store.save_roster_snapshot(
+            head, [packed[i:i + SNAPSHOT_PART] for i in range(0, len(packed), SNAPSHOT_PART)])
+
+    async def held(self) -> dict[str, list[int]]:
         held: dict[str, list[int]] = {}
         for volunteer_id, slot in await self.store.held_slots():
             held.setdefault(volunteer_id, []).append(slot)
-        memory = Roster()
-        for doc in docs:
-            memory.put(doc, held.get(doc["_id"], ()))
-        self.memory, self.seq, self.waiting_since = memory, head, {}
+        return held
+
+    async def settle(self) -> None:
+        """After a start from the snapshot: read the profiles themselves, in the background."""
+        if not self.exact:
+            started = time.monotonic()
+            await self.load_profiles()
+            log.info("roster of %d volunteers read from their profiles in %.1f s", len(self.memory),
+                     time.monotonic() - started)
 
     async def catch_up(self) -> None:
         """Read the profiles other replicas changed since the last look: one read when nothing did."""
@@ -221,14 +287,13 @@ class SharedRoster:
             head = await self.store.roster_head()
             if head <= self.seq:
                 return
-            if head - self.seq > RELOAD_AFTER:
-                await self.load()
+            if head - self.seq <= RELOAD_AFTER:
+                rows = await self.store.roster_changes(list(range(self.seq + 1, head + 1)))
+                upto = applicable(self.seq, head, set(rows), self.waiting_since, self.clock(), self.patience)
+                await self.refresh(sorted({rows[s] for s in range(self.seq + 1, upto + 1) if s in rows}))
+                self.seq = max(self.seq, upto)
                 return
-            rows = await self.store.roster_changes(list(range(self.seq + 1, head + 1)))
-            upto = applicable(self.seq, head, set(rows), self.waiting_since, self.clock(), self.patience)
-            changed = sorted({rows[s] for s in range(self.seq + 1, upto + 1) if s in rows})
-            await self.refresh(changed)
-            self.seq = max(self.seq, upto)
+        await self.load_profiles()
 
     async def changed(self, volunteer_id: str) -> None:
         """After this replica saved a profile: log it for the others, and hold the saved one."""
