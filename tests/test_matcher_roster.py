@@ -118,6 +118,23 @@ async def test_a_volunteer_who_left_through_one_replica_is_not_offered_by_the_ot
     assert await other.store.held() == {}
 
 
+async def test_a_volunteer_at_the_weekly_limit_through_other_replicas_offers_is_not_offered(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    volunteer = await register(bus, "13900000961", ["g1"], ["repair"], capacity=3)
+    await roster_ready(matcher, 1)
+    other = await other_replica(matcher, settings)
+    limit = other.rules.max_offers_per_week
+    assert limit is not None
+    await other.store.note_week(volunteer, other.week("beibei"), offers=limit)  # as the first replica would
+
+    placed = await place_by(other, "r-tired")
+
+    assert placed["state"] == "unmatched" and placed["reason_code"] == "fatigue"
+    assert await other.store.held() == {}
+
+
 async def test_a_restarted_matcher_ranks_the_volunteers_it_heard_of_before(
     intake: Service, start_matcher: StartMatcher, bus: Bus  # noqa: F811
 ) -> None:

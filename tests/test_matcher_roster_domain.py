@@ -163,3 +163,14 @@ def test_the_taken_slots_read_at_start_replace_what_the_memory_held() -> None:
     roster.set_held({"v2": [0]})
 
     assert roster.free(["v1", "v2"]) == {"v1": 2, "v2": 0}
+
+
+def test_a_week_held_in_memory_counts_only_for_that_week() -> None:
+    roster = Roster()
+    roster.put(profile("v1", ["g1"], ["repair"]))
+    roster.set_week("v1", "2026-W49", {"offers": 3, "hours": 2.5})
+
+    assert roster.week_of(["v1", "v2"], "2026-W49") == {"v1": {"offers": 3, "hours": 2.5}}
+    assert roster.week_of(["v1"], "2026-W50") == {}
+    roster.put(profile("v1", ["g2"], ["repair"]))  # a new registration keeps the week's counts
+    assert roster.week_of(["v1"], "2026-W49") == {"v1": {"offers": 3, "hours": 2.5}}

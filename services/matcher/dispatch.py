@@ -164,6 +164,9 @@ class Dispatch:
             for rank_, candidate in enumerate(ranked, start=1):
                 if len(chosen) == stage.offer_to:
                     break
+                if await self.fatigued(candidate.volunteer_id, request["district"]):
+                    left_out[candidate.volunteer_id] = "fatigue"
+                    continue
                 assignment_id = handlers.assignment_id_for(request["_id"], request["round"], len(chosen))
                 if await self.roster.reserve(candidate.volunteer_id, assignment_id):
                     chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked),
@@ -175,17 +178,27 @@ class Dispatch:
             await self.roster.refresh(full)
         return chosen
 
+    async def fatigued(self, volunteer_id: str, district: str) -> bool:
+        """The weekly limits are kept exactly: the memory's week, which other replicas' offers do not reach,
+        ranks; the stored one decides."""
+        if self.rules.max_offers_per_week is None and self.rules.max_hours_per_week is None:
+            return False
+        week = self.week(district)
+        counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
+        self.roster.memory.set_week(volunteer_id, week, counts)
+        return scoring.fatigued(counts, self.rules)
+
     async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
                      need_skill: bool) -> tuple[list[scoring.Scored], dict[str, str]]:
-        """The pool from the roster in memory; from the database only what is the resident's or this week's."""
+        """The pool, its free slots and weeks from the roster in memory; the resident's ratings from the database."""
         memory = self.roster.memory
         if paired is not None:
             pool = memory.by_id(paired)
         else:
             pool = memory.near(request["district"], request["service"], request["category"], grids)
         ids = [v["_id"] for v in pool]
-        histories, weeks = await asyncio.gather(self.store.histories(request.get("resident_ref", ""), ids),
-                                                self.store.weeks_of(ids, self.week(request["district"])))
+        histories = await self.store.histories(request.get("resident_ref", ""), ids)
+        weeks = memory.week_of(ids, self.week(request["district"]))
         return scoring.rank(request, pool, memory.free(ids), histories, self.places, self.rules, self.clock(),
                             self.zone(request["district"]), need_skill, weeks)
 
@@ -229,7 +242,7 @@ class Dispatch:
             await self.outbox.send(events)
             await store.mark_announced(assignment["_id"])
             await self.note_work(assignment["volunteer_id"], 0.5)
-            await store.note_week(assignment["volunteer_id"], self.week(request["district"]), offers=1)
+            await self.note_week(assignment["volunteer_id"], request["district"], offers=1)
 
     async def withdraw(self, assignment: Doc, reason: str, by: str) -> None:
         if await self.store.move_assignment(assignment["_id"], assignment["state"], "withdrawn", reason=reason,
@@ -255,6 +268,10 @@ class Dispatch:
             state="open", tried=tried, opened=self.clock(),
         ):
             await self.place(request["_id"])
+
+    async def note_week(self, volunteer_id: str, district: str, offers: int = 0, hours: float = 0.0) -> None:
+        week = self.week(district)
+        self.roster.memory.set_week(volunteer_id, week, await self.store.note_week(volunteer_id, week, offers, hours))
 
     async def note_work(self, volunteer_id: str, amount: float) -> None:
         if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days):
@@ -419,7 +436,7 @@ class Dispatch:
         await self.outbox.send(handlers.completed(request, assignment))
         if first:
             await self.note_work(assignment["volunteer_id"], float(call.hours))
-            await store.note_week(assignment["volunteer_id"], self.week(assignment["district"]), hours=float(call.hours))
+            await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours))
         return reply(assignment, "completed")
 
     # --- what people ask -----------------------------------------------------------------------------

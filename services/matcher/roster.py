@@ -103,6 +103,8 @@ class Roster:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.index: dict[Key, set[str]] = {}
+        # This week's offers and hours, as last read or written here: a hint for ranking, checked on claiming.
+        self.weeks: dict[str, tuple[str, int, float]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -176,6 +178,14 @@ class Roster:
     def let_go(self, volunteer_id: str, slot: int) -> None:
         if entry := self.entries.get(volunteer_id):
             entry.held &= ~(1 << slot)
+
+    def week_of(self, volunteer_ids: Iterable[str], week: str) -> dict[str, Doc]:
+        known = {v: self.weeks.get(v) for v in volunteer_ids}
+        return {v: {"offers": w[1], "hours": w[2]} for v, w in known.items() if w and w[0] == week}
+
+    def set_week(self, volunteer_id: str, week: str, counts: Doc | None) -> None:
+        counts = counts or {}
+        self.weeks[volunteer_id] = (week, int(counts.get("offers", 0)), float(counts.get("hours", 0.0)))
 
     def note_work(self, volunteer_id: str, recent_work: float, at: float) -> None:
         if entry := self.entries.get(volunteer_id):

@@ -253,9 +253,12 @@ class MatcherStore:
                 page.append(volunteer)
         return page, False
 
-    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0) -> None:
-        await self.weeks.update_one({"_id": f"{volunteer_id}:{week}"},
-                                    {"$inc": {"offers": offers, "hours": hours}}, upsert=True)
+    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0) -> dict[str, Any]:
+        """Adds to the volunteer's week, and returns the week as it now stands."""
+        return await self.weeks.find_one_and_update(
+            {"_id": f"{volunteer_id}:{week}"}, {"$inc": {"offers": offers, "hours": hours}}, upsert=True,
+            return_document=ReturnDocument.AFTER,
+        ) or {}
 
     async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
         if not volunteer_ids:
