@@ -6,15 +6,17 @@ In a temp directory: starts nx-27017 and nats-server, seeds --volunteers volunte
 their slots taken), then, in this process and on the same server:
 
 - ranks --samples requests in random grids both ways, alternating: `memory` is the matcher's own step
-  (SharedRoster.catch_up, then Dispatch.ranked: the pool from memory, the resident's ratings and this week's
-  counts from the database); `database` is the read path the matcher used before the roster (grid_members by
-  key, volunteers and slots by _id, the same ratings and weeks), scored by the same scoring.rank. Prints
+  (SharedRoster.catch_up, then Dispatch.ranked: the pool, free slots and this week's counts from memory,
+  the resident's ratings from the database); `database` is the read path the matcher used before the roster (grid_members by
+  key, volunteers and slots by _id, the same ratings and weeks), scored by the same scoring.rank; and
+  `memory, no reads` is the memory path's own share (pool and scoring, without its two reads). Prints
   p50/p95 and the MongoDB commands and documents returned per ranking, from a command listener;
-- loads the roster three times (SharedRoster.load) and prints the time, and the memory it keeps (tracemalloc)
-  and the process's RSS growth;
-- starts `python -m services.matcher` as a process on that database, and on an empty one, and prints the
-  seconds from spawning it to ready (LINLI_READY_FILE: its roster is loaded and its consumers are
-  subscribed), and the RSS difference between the two.
+- loads the roster three times each way (SharedRoster.load from the snapshot, load_profiles from the
+  profiles themselves) and prints the medians, and the memory the roster keeps (tracemalloc);
+- starts `python -m services.matcher` as a process on that database: once with no snapshot (a first start),
+  once with one; and once on an empty database. Prints the seconds from spawning it to ready
+  (LINLI_READY_FILE: its roster is loaded and its consumers are subscribed), until it has read the
+  profiles in the background, and its RSS at each point.
 """
 
 import argparse
@@ -123,6 +125,16 @@ async def rank_from_memory(dispatch: Dispatch, request: dict[str, Any], grids: l
     return len(ranked)
 
 
+async def rank_in_memory_only(dispatch: Dispatch, request: dict[str, Any], grids: list[str] | None) -> int:
+    """The memory path's own share: its pool, free slots, weeks and scoring, without its two reads."""
+    memory = dispatch.roster.memory
+    pool = memory.near(request["district"], request["service"], request["category"], grids)
+    ids = [v["_id"] for v in pool]
+    ranked, _ = scoring.rank(request, pool, memory.free(ids), {}, dispatch.places, dispatch.rules, time.time(),
+                             dispatch.zone(request["district"]), True, memory.week_of(ids, dispatch.week(DISTRICT)))
+    return len(ranked)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
@@ -131,18 +143,18 @@ def percentile(values: list[float], p: float) -> float:
 async def rankings(dispatch: Dispatch, listener: Commands, grids: int, samples: int,
                    rng: random.Random) -> dict[str, dict[str, float]]:
     stage = dispatch.rules.stages["routine"][0]
-    timed: dict[str, list[float]] = {"memory": [], "database": []}
-    sent: dict[str, list[int]] = {"memory": [], "database": []}
-    returned: dict[str, list[int]] = {"memory": [], "database": []}
-    ranked: dict[str, list[int]] = {"memory": [], "database": []}
-    ways = {"memory": rank_from_memory, "database": rank_from_database}
+    ways = {"memory": rank_from_memory, "database": rank_from_database, "memory, no reads": rank_in_memory_only}
+    timed: dict[str, list[float]] = {way: [] for way in ways}
+    sent: dict[str, list[int]] = {way: [] for way in ways}
+    returned: dict[str, list[int]] = {way: [] for way in ways}
+    ranked: dict[str, list[int]] = {way: [] for way in ways}
     for n in range(samples):
         grid = f"g{rng.randrange(grids):04d}"
         request = {"_id": f"r{n}", "district": DISTRICT, "grid": grid, "service": "repair.plumbing",
                    "category": "repair", "urgency": "routine", "tried": [], "needs": [], "resident_ref": "p-1",
                    "round": 1}
         within = dispatch.places.grids_within(DISTRICT, grid, stage.tiers)
-        for way in (("memory", "database") if n % 2 else ("database", "memory")):
+        for way in (("memory", "database", "memory, no reads") if n % 2 else ("database", "memory", "memory, no reads")):
             listener.take()
             started = time.perf_counter()
             ranked[way].append(await ways[way](dispatch, request, within))
@@ -150,51 +162,64 @@ async def rankings(dispatch: Dispatch, listener: Commands, grids: int, samples: 
             commands, documents = listener.take()
             sent[way].append(commands)
             returned[way].append(documents)
-    assert ranked["memory"] == ranked["database"], "the two paths ranked different candidates"
+    assert ranked["memory"] == ranked["database"] == ranked["memory, no reads"], "the paths ranked different candidates"
     return {way: {"p50": statistics.median(timed[way]), "p95": percentile(timed[way], 0.95),
                   "commands": statistics.mean(sent[way]), "documents": statistics.mean(returned[way]),
                   "candidates": statistics.mean(ranked[way])} for way in timed}
 
 
 async def loads(store: MatcherStore, times: int) -> dict[str, float]:
-    seconds = []
+    """Seconds to load the roster from the profiles and from the snapshot (medians), and what it keeps."""
+    seconds: dict[str, list[float]] = {"profiles": [], "snapshot": []}
+    volunteers = 0
     for _ in range(times):
-        roster = SharedRoster(store)
-        started = time.perf_counter()
-        await roster.load()
-        seconds.append(time.perf_counter() - started)
-        volunteers = len(roster.memory)
-        del roster
+        for way in seconds:
+            roster = SharedRoster(store)
+            started = time.perf_counter()
+            await (roster.load_profiles() if way == "profiles" else roster.load())
+            seconds[way].append(time.perf_counter() - started)
+            volunteers = len(roster.memory)
+            del roster
     gc.collect()
-    before = rss_kib()
     tracemalloc.start()
     roster = SharedRoster(store)
     await roster.load()
     gc.collect()
     kept, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    grown = rss_kib() - before
-    return {"load_s": statistics.median(seconds), "volunteers": volunteers, "kept_mb": kept / 2**20,
-            "peak_mb": peak / 2**20, "rss_mb": grown / 1024}
+    return {"profiles_s": statistics.median(seconds["profiles"]), "snapshot_s": statistics.median(seconds["snapshot"]),
+            "volunteers": volunteers, "kept_mb": kept / 2**20, "peak_mb": peak / 2**20}
 
 
-def ready_after(nats: Server, mongo: Server, prefix: str, work: Path) -> tuple[float, int]:
-    """Seconds from spawning a matcher process to its ready file, and its RSS then (KiB)."""
+def matcher_process(nats: Server, mongo: Server, prefix: str, work: Path, settles: bool = False) -> dict[str, float]:
+    """Seconds from spawning a matcher process to its ready file and its RSS then (MB); then, if it started
+    from a snapshot, seconds until it has read the profiles themselves in the background, and its RSS then."""
     ready = work / f"ready-{prefix}"
+    ready.unlink(missing_ok=True)
+    output = work / f"matcher-{prefix}-{time.monotonic_ns()}.log"
     env = {**os.environ, "NATS_URL": nats.url, "MONGO_URL": mongo.url, "LINLI_DB_PREFIX": prefix,
-           "LINLI_AUTH": "off", "LINLI_READY_FILE": str(ready), "LINLI_LOG_LEVEL": "WARNING"}
+           "LINLI_AUTH": "off", "LINLI_READY_FILE": str(ready), "LINLI_LOG_LEVEL": "INFO"}
     started = time.perf_counter()
-    with (work / f"matcher-{prefix}.log").open("ab") as log:
+    with output.open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "services.matcher"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+    figures: dict[str, float] = {}
     try:
         while not ready.exists():
             if process.poll() is not None or time.perf_counter() - started > 300:
-                raise RuntimeError(f"the matcher on {prefix} never became ready")
+                raise RuntimeError(f"the matcher on {prefix} never became ready; see {output}")
             time.sleep(0.02)
-        elapsed = time.perf_counter() - started
-        time.sleep(0.5)  # its first sweep has run: the RSS is a working process's
-        return elapsed, rss_kib(process.pid)
+        figures["ready_s"] = time.perf_counter() - started
+        figures["ready_rss_mb"] = rss_kib(process.pid) / 1024
+        while settles and "read from their profiles" not in output.read_text(errors="replace"):
+            if process.poll() is not None or time.perf_counter() - started > 300:
+                break
+            time.sleep(0.05)
+        if settles and process.poll() is None:
+            figures["exact_s"] = time.perf_counter() - started
+            time.sleep(0.5)
+            figures["exact_rss_mb"] = rss_kib(process.pid) / 1024
+        return figures
     finally:
         process.terminate()
         process.wait(30)
@@ -218,8 +243,10 @@ async def main(args: argparse.Namespace) -> None:
         await dispatch.start()
         ranks = await rankings(dispatch, listener, args.grids, args.samples, rng)
         memory = await loads(store, 3)
-        ready, rss = ready_after(nats, mongo, "bench", work)
-        _, empty_rss = ready_after(nats, mongo, "empty", work)
+        await store.snapshots.delete_many({})  # a matcher's first start: nothing packed yet
+        first = matcher_process(nats, mongo, "bench", work)
+        again = matcher_process(nats, mongo, "bench", work, settles=True)
+        empty = matcher_process(nats, mongo, "empty", work)
     finally:
         await client.close()
         nats.stop()
@@ -237,15 +264,18 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{way:<22} {row['p50']:>7.2f} {row['p95']:>7.2f} {row['commands']:>9.1f} {row['documents']:>10.1f} "
               f"{row['candidates']:>11.1f}")
     print(f"  target p50 <= {TARGET_P50_MS} ms: {'met' if ranks['memory']['p50'] <= TARGET_P50_MS else 'NOT met'}")
-    print(f"\nroster load (one read of profiles, one of taken slots): {memory['load_s']:.2f} s for "
-          f"{memory['volunteers']:,.0f} volunteers")
+    print(f"\nroster load in this process, {memory['volunteers']:,.0f} volunteers: "
+          f"{memory['snapshot_s']:.2f} s from the snapshot (with the taken slots and the log since), "
+          f"{memory['profiles_s']:.2f} s from the profiles themselves")
     print(f"roster memory per 100,000 volunteers: {memory['kept_mb'] * per:.0f} MB kept (tracemalloc), "
-          f"{memory['peak_mb'] * per:.0f} MB at the peak of loading, RSS grew {memory['rss_mb'] * per:.0f} MB")
-    print(f"matcher process ready {ready:.1f} s after spawning (target <= {TARGET_READY_S} s: "
-          f"{'met' if ready <= TARGET_READY_S else 'NOT met'}); its RSS {rss / 1024:.0f} MB, "
-          f"{(rss - empty_rss) / 1024 * per:.0f} MB more than a matcher with an empty roster "
-          f"({empty_rss / 1024:.0f} MB)")
-
+          f"{memory['peak_mb'] * per:.0f} MB at the peak of loading")
+    print(f"matcher process, spawned to ready: {again['ready_s']:.1f} s from the snapshot (target <= {TARGET_READY_S} s: "
+          f"{'met' if again['ready_s'] <= TARGET_READY_S else 'NOT met'}), {first['ready_s']:.1f} s on its first "
+          f"start, with no snapshot yet; from the snapshot, the profiles themselves were read "
+          f"{again.get('exact_s', float('nan')):.1f} s after spawning")
+    print(f"matcher process RSS: {again['ready_rss_mb']:.0f} MB when ready from the snapshot, "
+          f"{again.get('exact_rss_mb', float('nan')):.0f} MB once the profiles are read, {first['ready_rss_mb']:.0f} MB "
+          f"on a first start; {empty['ready_rss_mb']:.0f} MB with an empty roster")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

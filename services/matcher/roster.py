@@ -17,12 +17,14 @@ Free slots another replica gave back are re-read before a request is declared ou
 """
 
 import asyncio
+import gc
 import json
 import logging
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -111,7 +113,9 @@ class Roster:
 
     def put(self, doc: Doc, held: Iterable[int] = ()) -> None:
         self.forget(doc["_id"])
-        entry = Entry.of(doc, held)
+        self.add(Entry.of(doc, held))
+
+    def add(self, entry: Entry) -> None:
         self.entries[entry.id] = entry
         for key in entry.keys():
             self.index.setdefault(key, set()).add(entry.id)
@@ -155,13 +159,10 @@ class Roster:
     @classmethod
     def unpack(cls, packed: bytes) -> "Roster":
         roster = cls()
-        for row in json.loads(zlib.decompress(packed)):
-            (vid, district, grids, skills, capacity, attributes, availability, away, left, recent_work, recent_at,
-             stars_sum, stars_n) = row
-            roster.put({"_id": vid, "district": district, "grids": grids, "skills": skills, "capacity": capacity,
-                        "attributes": attributes, "availability": availability, "away": away, "left": left,
-                        "recent_work": recent_work, "recent_at": recent_at, "stars_sum": stars_sum,
-                        "stars_n": stars_n})
+        for (vid, district, grids, skills, capacity, attributes, availability, away, left, recent_work, recent_at,
+             stars_sum, stars_n) in json.loads(zlib.decompress(packed)):
+            roster.add(Entry(vid, sys.intern(district), _tuple(grids), _tuple(skills), capacity, _tuple(attributes),
+                             _tuple(availability), _tuple(away), left, recent_work, recent_at, stars_sum, stars_n, 0))
         return roster
 
     def free(self, volunteer_ids: Iterable[str]) -> dict[str, int]:
@@ -195,6 +196,21 @@ class Roster:
         if entry := self.entries.get(volunteer_id):
             entry.stars_sum += stars
             entry.stars_n += 1
+
+
+@contextmanager
+def building() -> Iterator[None]:
+    """A roster is a hundred thousand small objects made at once, and kept for the life of the process:
+    the collector, which would walk the growing heap again and again while they are made, waits, and
+    then leaves them out of every later collection (they hold no cycles: counting references frees them)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 def slot_of(slot_id: str) -> tuple[str, int]:
@@ -257,7 +273,8 @@ class SharedRoster:
             await self.load_profiles()
             return
         seq, packed = snapshot
-        memory = Roster.unpack(packed)
+        with building():
+            memory = Roster.unpack(packed)
         memory.set_held(await self.held())
         async with self.lock:
             self.memory, self.seq, self.waiting_since, self.exact = memory, seq, {}, False
@@ -268,8 +285,9 @@ class SharedRoster:
         The memory read is packed for the next replica to start from."""
         head = await self.store.roster_head()
         memory = Roster()
-        for doc in await self.store.roster_documents():
-            memory.put(doc)
+        with building():
+            for doc in await self.store.roster_documents():
+                memory.put(doc)
         memory.set_held(await self.held())
         async with self.lock:
             self.memory, self.seq, self.waiting_since, self.exact = memory, head, {}, True
