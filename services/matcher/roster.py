@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -242,7 +242,7 @@ class RosterStore(Protocol):
     async def roster_head(self) -> int: ...
     async def roster_changes(self, seqs: list[int]) -> dict[int, str]: ...
     async def log_roster_change(self, volunteer_id: str) -> int: ...
-    async def roster_documents(self) -> list[Doc]: ...
+    def roster_documents(self) -> AsyncIterator[Doc]: ...
     async def held_slots(self) -> list[tuple[str, int]]: ...
     async def roster_snapshot(self) -> tuple[int, bytes] | None: ...
     async def save_roster_snapshot(self, seq: int, parts: list[bytes]) -> None: ...
@@ -286,7 +286,7 @@ class SharedRoster:
         head = await self.store.roster_head()
         memory = Roster()
         with building():
-            for doc in await self.store.roster_documents():
+            async for doc in self.store.roster_documents():
                 memory.put(doc)
         memory.set_held(await self.held())
         async with self.lock:
