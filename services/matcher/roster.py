@@ -34,6 +34,7 @@ log = logging.getLogger("linli.matcher")
 Doc = dict[str, Any]
 Key = tuple[str, str, str]  # ("grid" | "skill", district, value)
 SNAPSHOT_PART = 4 * 2**20  # bytes of packed roster per stored document, well under BSON's 16 MB
+FREEZE_FROM = 10_000  # volunteers: a roster this large is left out of the collector's passes
 RELOAD_AFTER = 5000  # changes behind: a full reload costs less than reading them one by one
 GAP_PATIENCE = 5.0  # seconds a change whose number was taken but whose row never came is waited for
 EMPTY: tuple[Any, ...] = ()
@@ -199,16 +200,18 @@ class Roster:
 
 
 @contextmanager
-def building() -> Iterator[None]:
-    """A roster is a hundred thousand small objects made at once, and kept for the life of the process:
-    the collector, which would walk the growing heap again and again while they are made, waits, and
-    then leaves them out of every later collection (they hold no cycles: counting references frees them)."""
+def building(memory: Callable[[], Roster]) -> Iterator[None]:
+    """A large roster is a hundred thousand small objects made at once and kept for the life of the process:
+    the collector, which would walk the growing heap again and again while they are made, waits; then it
+    leaves them out of every later collection (they hold no cycles: counting references frees them). A
+    small roster, as in tests, changes nothing about collection."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if len(memory()) >= FREEZE_FROM:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 
@@ -273,7 +276,8 @@ class SharedRoster:
             await self.load_profiles()
             return
         seq, packed = snapshot
-        with building():
+        memory = Roster()
+        with building(lambda: memory):
             memory = Roster.unpack(packed)
         memory.set_held(await self.held())
         async with self.lock:
@@ -285,7 +289,7 @@ class SharedRoster:
         The memory read is packed for the next replica to start from."""
         head = await self.store.roster_head()
         memory = Roster()
-        with building():
+        with building(lambda: memory):
             async for doc in self.store.roster_documents():
                 memory.put(doc)
         memory.set_held(await self.held())
