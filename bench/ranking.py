@@ -7,9 +7,10 @@ their slots taken), then, in this process and on the same server:
 
 - ranks --samples requests in random grids both ways, alternating: `memory` is the matcher's own step
   (SharedRoster.catch_up, then Dispatch.ranked: the pool, free slots and this week's counts from memory,
-  the resident's ratings from the database); `database` is the read path the matcher used before the roster (grid_members by
-  key, volunteers and slots by _id, the same ratings and weeks), scored by the same scoring.rank; and
-  `memory, no reads` is the memory path's own share (pool and scoring, without its two reads). Prints
+  the resident's ratings from the database); `database` is the read path the matcher used before the roster
+  (grid_members by key, volunteers and slots by _id, the same ratings and weeks), scored by the same
+  scoring.rank; and `memory, no reads` is the memory path's own share (pool and scoring, without its two
+  reads). Prints
   p50/p95 and the MongoDB commands and documents returned per ranking, from a command listener;
 - loads the roster three times each way (SharedRoster.load from the snapshot, load_profiles from the
   profiles themselves) and prints the medians, and the memory the roster keeps (tracemalloc);
@@ -154,7 +155,8 @@ async def rankings(dispatch: Dispatch, listener: Commands, grids: int, samples: 
                    "category": "repair", "urgency": "routine", "tried": [], "needs": [], "resident_ref": "p-1",
                    "round": 1}
         within = dispatch.places.grids_within(DISTRICT, grid, stage.tiers)
-        for way in (("memory", "database", "memory, no reads") if n % 2 else ("database", "memory", "memory, no reads")):
+        order = ("memory", "database") if n % 2 else ("database", "memory")
+        for way in (*order, "memory, no reads"):
             listener.take()
             started = time.perf_counter()
             ranked[way].append(await ways[way](dispatch, request, within))
@@ -269,12 +271,14 @@ async def main(args: argparse.Namespace) -> None:
           f"{memory['profiles_s']:.2f} s from the profiles themselves")
     print(f"roster memory per 100,000 volunteers: {memory['kept_mb'] * per:.0f} MB kept (tracemalloc), "
           f"{memory['peak_mb'] * per:.0f} MB at the peak of loading")
-    print(f"matcher process, spawned to ready: {again['ready_s']:.1f} s from the snapshot (target <= {TARGET_READY_S} s: "
+    print(f"matcher process, spawned to ready: {again['ready_s']:.1f} s from the snapshot "
+          f"(target <= {TARGET_READY_S} s: "
           f"{'met' if again['ready_s'] <= TARGET_READY_S else 'NOT met'}), {first['ready_s']:.1f} s on its first "
           f"start, with no snapshot yet; from the snapshot, the profiles themselves were read "
           f"{again.get('exact_s', float('nan')):.1f} s after spawning")
     print(f"matcher process RSS: {again['ready_rss_mb']:.0f} MB when ready from the snapshot, "
-          f"{again.get('exact_rss_mb', float('nan')):.0f} MB once the profiles are read, {first['ready_rss_mb']:.0f} MB "
+          f"{again.get('exact_rss_mb', float('nan')):.0f} MB once the profiles are read, "
+          f"{first['ready_rss_mb']:.0f} MB "
           f"on a first start; {empty['ready_rss_mb']:.0f} MB with an empty roster")
 
 if __name__ == "__main__":

@@ -73,9 +73,9 @@ class Entry:
             id=doc["_id"], district=sys.intern(doc["district"]), grids=_tuple(doc.get("grids")),
             skills=_tuple(doc.get("skills")), capacity=int(doc.get("capacity", 0)),
             attributes=_tuple(doc.get("attributes")), availability=_tuple(doc.get("availability")),
-            away=_tuple(doc.get("away")), left=bool(doc.get("left")), recent_work=float(doc.get("recent_work", 0.0)),
-            recent_at=doc.get("recent_at"), stars_sum=float(doc.get("stars_sum", 0)), stars_n=int(doc.get("stars_n", 0)),
-            held=bits,
+            away=_tuple(doc.get("away")), left=bool(doc.get("left")),
+            recent_work=float(doc.get("recent_work", 0.0)), recent_at=doc.get("recent_at"),
+            stars_sum=float(doc.get("stars_sum", 0)), stars_n=int(doc.get("stars_n", 0)), held=bits,
         )
 
     def keys(self) -> list[Key]:
