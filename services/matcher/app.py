@@ -30,6 +30,7 @@ from services.common.runtime import Service
 from services.matcher import scoring
 from services.matcher.config import MatcherSettings
 from services.matcher.dispatch import Dispatch
+from services.matcher.roster import SharedRoster
 from services.matcher.store import MatcherStore
 
 
@@ -40,9 +41,12 @@ def build(settings: MatcherSettings | None = None) -> Service:
     settings = settings or MatcherSettings()
     service = Service.create("matcher", settings.bus)
     broker, inbox, gate = service.broker, service.inbox, service.gate
-    dispatch = Dispatch(MatcherStore(service.db), service.outbox, settings,
-                        scoring.Rules.load(settings.rules_path), Places.load(settings.places_path))
+    store = MatcherStore(service.db)
+    roster = SharedRoster(store)
+    dispatch = Dispatch(store, service.outbox, settings, scoring.Rules.load(settings.rules_path),
+                        Places.load(settings.places_path), roster=roster)
     service.on_start.append(dispatch.start)
+    service.loops.append(roster.settle)
     service.loops.append(dispatch.sweep_forever)
 
     @on_event(broker, settings.bus, "matcher", "volunteer.registered")

@@ -39,6 +39,7 @@ from services.common.bus import Outbox
 from services.common.places import Places
 from services.matcher import handlers, scoring
 from services.matcher.config import MatcherSettings
+from services.matcher.roster import SharedRoster
 from services.matcher.store import MatcherStore
 
 log = logging.getLogger("linli.matcher")
@@ -56,8 +57,10 @@ class Dispatch:
         rules: scoring.Rules,
         places: Places,
         clock: Callable[[], float] = time.time,
+        roster: SharedRoster | None = None,
     ) -> None:
         self.store = store
+        self.roster = roster or SharedRoster(store)
         self.outbox = outbox
         self.settings = settings
         self.rules = rules
@@ -66,6 +69,7 @@ class Dispatch:
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
+        await self.roster.load()  # before the first event is taken: ready means ready to rank
 
     def zone(self, district: str) -> ZoneInfo:
         # Availability windows are read on the district's clock; an unlisted district uses the matcher's.
@@ -103,43 +107,34 @@ class Dispatch:
                 await heartbeat
 
     async def choose_and_offer(self, request: Doc) -> None:
-        store, rules = self.store, self.rules
+        store = self.store
         placing = {"state": "placing", "round": request["round"]}
         progress = {"stage": request.get("stage", 0), "stage_rounds": request.get("stage_rounds", 0),
                     "pairing_pending": request.get("pairing_pending", True)}
         # Each volunteer counts once, under the rule that last left them out, however many stages looked.
         left_out: dict[str, str] = {}
+        # One round trip: other replicas' roster changes, and the resident's standing volunteers.
+        resident = request.get("resident_ref", "") if progress["pairing_pending"] else ""
+        pairs, _ = await asyncio.gather(store.paired_volunteers(resident), self.roster.catch_up())
         while True:
+            paired: list[str] | None
             if progress["pairing_pending"]:
                 progress["pairing_pending"] = False
-                pool = await store.volunteers_by_id(await store.paired_volunteers(request.get("resident_ref", "")))
-                stage = scoring.Stage("pairing", scoring.TIERS, len(pool), rules.pairing_ttl_factor)
-                need_skill = False
+                paired = pairs
+                stage = scoring.Stage("pairing", scoring.TIERS, len(paired), self.rules.pairing_ttl_factor)
+                grids, need_skill = None, False
             else:
-                next_stage = scoring.stage_for(rules, request["urgency"], progress["stage"])
+                next_stage = scoring.stage_for(self.rules, request["urgency"], progress["stage"])
                 if next_stage is None:
                     break
                 stage = next_stage
                 if progress["stage_rounds"] >= stage.rounds:
                     progress.update(stage=progress["stage"] + 1, stage_rounds=0)
                     continue
+                paired = None
                 grids = self.places.grids_within(request["district"], request["grid"], stage.tiers)
-                pool = await store.volunteers_near(request["district"], request["service"], request["category"], grids)
                 need_skill = True
-            ids = [v["_id"] for v in pool]
-            free = await store.free_slots(pool)
-            histories = await store.histories(request.get("resident_ref", ""), ids)
-            weeks = await store.weeks_of(ids, self.week(request["district"]))
-            ranked, out = scoring.rank(request, pool, free, histories, self.places, rules, self.clock(),
-                                       self.zone(request["district"]), need_skill, weeks)
-            left_out.update(out)
-            chosen: list[tuple[str, Doc]] = []
-            for rank_, candidate in enumerate(ranked, start=1):
-                if len(chosen) == stage.offer_to:
-                    break
-                assignment_id = handlers.assignment_id_for(request["_id"], request["round"], len(chosen))
-                if await store.reserve(candidate.volunteer_id, assignment_id):
-                    chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked), rules.version)))
+            chosen = await self.choose(request, stage, paired, grids, need_skill, left_out)
             if chosen:
                 if stage.name != "pairing":
                     progress["stage_rounds"] += 1
@@ -155,6 +150,57 @@ class Dispatch:
                                     **progress):
             log.info("request %s unmatched: %s", request["_id"], reason)
             await self.announce_unmatched(request["_id"])
+
+    async def choose(
+        self, request: Doc, stage: scoring.Stage, paired: list[str] | None, grids: list[str] | None,
+        need_skill: bool, left_out: dict[str, str],
+    ) -> list[tuple[str, Doc]]:
+        """Reserve the stage's best candidates; the slots' compare-and-set decides. Volunteers the memory
+        holds full are read again before the stage gives up on them."""
+        chosen: list[tuple[str, Doc]] = []
+        for look in ("memory", "database"):
+            ranked, out = await self.ranked(request, paired, grids, need_skill)
+            left_out.update(out)
+            for rank_, candidate in enumerate(ranked, start=1):
+                if len(chosen) == stage.offer_to:
+                    break
+                if await self.fatigued(candidate.volunteer_id, request["district"]):
+                    left_out[candidate.volunteer_id] = "fatigue"
+                    continue
+                assignment_id = handlers.assignment_id_for(request["_id"], request["round"], len(chosen))
+                if await self.roster.reserve(candidate.volunteer_id, assignment_id):
+                    chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked),
+                                                                       self.rules.version)))
+            full = [v for v, why in out.items() if why == "at full capacity"]
+            if chosen or not full or look == "database":
+                return chosen
+            # Another replica may have freed them: a refusal for capacity is decided on the slots themselves.
+            await self.roster.refresh(full)
+        return chosen
+
+    async def fatigued(self, volunteer_id: str, district: str) -> bool:
+        """The weekly limits are kept exactly: the memory's week, which other replicas' offers do not reach,
+        ranks; the stored one decides."""
+        if self.rules.max_offers_per_week is None and self.rules.max_hours_per_week is None:
+            return False
+        week = self.week(district)
+        counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
+        self.roster.memory.set_week(volunteer_id, week, counts)
+        return scoring.fatigued(counts, self.rules)
+
+    async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
+                     need_skill: bool) -> tuple[list[scoring.Scored], dict[str, str]]:
+        """The pool, its free slots and weeks from the roster in memory; the resident's ratings from the database."""
+        memory = self.roster.memory
+        if paired is not None:
+            pool = memory.by_id(paired)
+        else:
+            pool = memory.near(request["district"], request["service"], request["category"], grids)
+        ids = [v["_id"] for v in pool]
+        histories = await self.store.histories(request.get("resident_ref", ""), ids)
+        weeks = memory.week_of(ids, self.week(request["district"]))
+        return scoring.rank(request, pool, memory.free(ids), histories, self.places, self.rules, self.clock(),
+                            self.zone(request["district"]), need_skill, weeks)
 
     async def announce_unmatched(self, request_id: str) -> None:
         # Sent from the stored request, so the sweep can send it again after a crash.
@@ -187,7 +233,7 @@ class Dispatch:
             # Our lease lapsed and another replica reopened the request: these offers never happened.
             for assignment in assignments:
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn")
-            await store.release_all([a["_id"] for a in assignments])
+            await self.roster.release_all([a["_id"] for a in assignments])
             return
         for assignment in assignments:
             events = [handlers.offered(request, assignment)]
@@ -195,20 +241,20 @@ class Dispatch:
                 events.append(handlers.accepted(request, assignment))
             await self.outbox.send(events)
             await store.mark_announced(assignment["_id"])
-            await store.note_work(assignment["volunteer_id"], 0.5, self.rules.half_life_days)
-            await store.note_week(assignment["volunteer_id"], self.week(request["district"]), offers=1)
+            await self.note_work(assignment["volunteer_id"], 0.5)
+            await self.note_week(assignment["volunteer_id"], request["district"], offers=1)
 
     async def withdraw(self, assignment: Doc, reason: str, by: str) -> None:
         if await self.store.move_assignment(assignment["_id"], assignment["state"], "withdrawn", reason=reason,
                                             withdrawn_by=by):
-            await self.store.release(assignment["_id"])
+            await self.roster.release(assignment["_id"])
             request = await self.store.request(assignment["request_id"]) or {}
             await self.outbox.send([handlers.withdrawn(request, assignment, reason, by)])
 
     async def offer_ended(self, assignment: Doc, why: str) -> None:
         """After a decline or a lapsed offer: free the slot; when the round has no live offer left, go on."""
         store = self.store
-        await store.release(assignment["_id"])
+        await self.roster.release(assignment["_id"])
         await store.note_why(assignment["request_id"], assignment["volunteer_id"], why)
         offers = await store.round_offers(assignment["request_id"], assignment["round"])
         if any(a["state"] in ("offered", "accepted") for a in offers):
@@ -223,6 +269,14 @@ class Dispatch:
         ):
             await self.place(request["_id"])
 
+    async def note_week(self, volunteer_id: str, district: str, offers: int = 0, hours: float = 0.0) -> None:
+        week = self.week(district)
+        self.roster.memory.set_week(volunteer_id, week, await self.store.note_week(volunteer_id, week, offers, hours))
+
+    async def note_work(self, volunteer_id: str, amount: float) -> None:
+        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days):
+            self.roster.memory.note_work(volunteer_id, *noted)
+
     # --- what other services tell us -----------------------------------------------------------------
 
     async def volunteer_registered(self, data: VolunteerRegistered, at: float) -> None:
@@ -236,6 +290,7 @@ class Dispatch:
              "attributes": data.attributes, "availability": [w.model_dump() for w in data.availability],
              "away": [p.model_dump(mode="json") for p in data.away], "updated": self.clock(), **kept}
         )
+        await self.roster.changed(data.volunteer_id)
 
     async def request_created(self, event: Envelope[RequestCreated]) -> None:
         data = event.data
@@ -270,7 +325,9 @@ class Dispatch:
 
     async def request_rated(self, data: RequestRated) -> None:
         request = await self.store.request(data.request_id) or {}
-        await self.store.note_rating(data.request_id, request.get("resident_ref", ""), data.volunteer_id, data.stars)
+        if await self.store.note_rating(data.request_id, request.get("resident_ref", ""), data.volunteer_id,
+                                        data.stars):
+            self.roster.memory.note_rating(data.volunteer_id, data.stars)
         if request.get("state") == "completed" and handlers.reopens(data.stars, data.done):
             # Setting the same marks again is a no-op, so a redelivered rating changes nothing.
             against = sorted({*request.get("reopened_against", []), data.volunteer_id})
@@ -286,6 +343,7 @@ class Dispatch:
     async def volunteer_left(self, volunteer_id: str, at: float) -> None:
         """No new offers from now on, and the offers still waiting for an answer go to someone else."""
         await self.store.leave(volunteer_id, at)
+        await self.roster.changed(volunteer_id)
         for assignment in await self.store.open_assignments(volunteer_id):
             if assignment["state"] == "offered":
                 await self.withdraw(assignment, "the volunteer has left", "volunteer")
@@ -373,12 +431,12 @@ class Dispatch:
             handlers.refuse_completion(assignment, call.hours)
         assignment = await store.assignment(assignment["_id"]) or assignment
         request = await store.request(assignment["request_id"]) or {}
-        await store.release(assignment["_id"])
+        await self.roster.release(assignment["_id"])
         await store.move_request(request["_id"], {"state": "assigned"}, state="completed")
         await self.outbox.send(handlers.completed(request, assignment))
         if first:
-            await store.note_work(assignment["volunteer_id"], float(call.hours), self.rules.half_life_days)
-            await store.note_week(assignment["volunteer_id"], self.week(assignment["district"]), hours=float(call.hours))
+            await self.note_work(assignment["volunteer_id"], float(call.hours))
+            await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours))
         return reply(assignment, "completed")
 
     # --- what people ask -----------------------------------------------------------------------------
@@ -466,7 +524,7 @@ class Dispatch:
                       confirmed: bool) -> AssignmentReply:
         store = self.store
         assignment_id = handlers.assignment_id_for(request["_id"], request["round"])
-        if not await store.reserve(volunteer_id, assignment_id):
+        if not await self.roster.reserve(volunteer_id, assignment_id):
             # Only a placement racing ours since check_volunteer gets here: match the request again.
             await store.move_request(request["_id"], {"state": "placing", "round": request["round"]},
                                      state="open", opened=self.clock())
@@ -569,7 +627,7 @@ class Dispatch:
             for assignment in await store.round_offers(request["_id"], request["round"]):
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn",
                                             reason="placing replica died")
-            await store.release_all(
+            await self.roster.release_all(
                 [handlers.assignment_id_for(request["_id"], request["round"], i) for i in range(MAX_OFFERS_PER_ROUND)]
             )
             await self.place(request["_id"])

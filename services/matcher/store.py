@@ -1,4 +1,6 @@
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -37,6 +39,12 @@ class MatcherStore:
         self.codes = db["assignment_codes"]
         # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
         self.weeks = db["weeks"]
+        # Which volunteers' profiles changed, numbered, so every replica's in-memory roster reads only those:
+        # {"_id": 17, "volunteer_id": "v-1"}, and the last number under {"_id": "head", "seq": 17}.
+        self.roster_log = db["roster_log"]
+        # The roster packed into a few documents, for a replica to start from: {"_id": "meta", "snapshot": token,
+        # "parts": n, "seq": the log number it holds} and the parts {"_id": "<token>:<i>", "data": bytes}.
+        self.snapshots = db["roster_snapshots"]
 
     async def ensure_indexes(self) -> None:
         # Ranking reads the grids near the request, so its cost follows the volunteers per grid,
@@ -112,23 +120,83 @@ class MatcherStore:
             ids |= {m["volunteer_id"] async for m in self.members.find({"key": key})}
         return await self.volunteers_by_id(sorted(ids))
 
+    def roster_documents(self) -> AsyncIterator[dict[str, Any]]:
+        # Whole documents: nx-27017 takes longer to project each profile than to send it (11.7 s against 6.7 s
+        # for 100,000 volunteers, bench/ranking.py's roster). One read, taken a batch at a time.
+        return aiter(self.volunteers.find({}).batch_size(10_000))
+
+    async def roster_snapshot(self) -> tuple[int, bytes] | None:
+        """The last packed roster and the log number it holds; None if there is none, or it was replaced
+        while being read."""
+        meta = await self.snapshots.find_one({"_id": "meta"})
+        if meta is None:
+            return None
+        ids = [f"{meta['snapshot']}:{i}" for i in range(meta["parts"])]
+        parts = {part["_id"]: bytes(part["data"]) async for part in self.snapshots.find({"_id": {"$in": ids}})}
+        if len(parts) != len(ids):
+            return None
+        return int(meta["seq"]), b"".join(parts[i] for i in ids)
+
+    async def save_roster_snapshot(self, seq: int, parts: list[bytes]) -> None:
+        # The parts first, under a new token, then the meta that names them: a reader sees one whole snapshot.
+        token = uuid.uuid4().hex
+        for i, part in enumerate(parts):
+            await self.snapshots.insert_one({"_id": f"{token}:{i}", "data": part})
+        # The _id is in the replacement too: nx-27017's upsert does not take it from the filter.
+        old = await self.snapshots.find_one_and_replace(
+            {"_id": "meta"}, {"_id": "meta", "snapshot": token, "parts": len(parts), "seq": seq, "taken": time.time()},
+            upsert=True,
+        )
+        if old:
+            await self.snapshots.delete_many({"_id": {"$in": [f"{old['snapshot']}:{i}" for i in range(old["parts"])]}})
+
+    async def held_slots(self) -> list[tuple[str, int]]:
+        """Every taken slot, as (volunteer, index): one read, whatever the size of the roster."""
+        return [(slot["volunteer_id"], slot["i"])
+                async for slot in self.slots.find({"holder": {"$ne": FREE}}, {"volunteer_id": 1, "i": 1})]
+
+    async def held_of(self, volunteers: list[dict[str, Any]]) -> dict[str, list[int]]:
+        slot_ids = [f"{v['_id']}:{i}" for v in volunteers for i in range(v["capacity"])]
+        held: dict[str, list[int]] = {}
+        if slot_ids:
+            async for slot in self.slots.find({"_id": {"$in": slot_ids}}):
+                if slot["holder"] != FREE:
+                    held.setdefault(slot["volunteer_id"], []).append(slot["i"])
+        return held
+
+    async def roster_head(self) -> int:
+        head = await self.roster_log.find_one({"_id": "head"})
+        return int(head["seq"]) if head else 0
+
+    async def log_roster_change(self, volunteer_id: str) -> int:
+        head = await self.roster_log.find_one_and_update(
+            {"_id": "head"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        seq = int((head or {})["seq"])  # upserted and returned after: never None
+        await self.roster_log.insert_one({"_id": seq, "volunteer_id": volunteer_id, "at": time.time()})
+        return seq
+
+    async def roster_changes(self, seqs: list[int]) -> dict[int, str]:
+        return {row["_id"]: row["volunteer_id"] async for row in self.roster_log.find({"_id": {"$in": seqs}})}
+
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[dict[str, Any]]:
         return await self.volunteers.find({"_id": {"$in": volunteer_ids}}).to_list() if volunteer_ids else []
 
-    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> None:
+    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> tuple[float, float] | None:
         """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly."""
         from services.matcher.scoring import decayed
 
         now = time.time()
         volunteer = await self.volunteers.find_one({"_id": volunteer_id}, {"recent_work": 1, "recent_at": 1})
         if volunteer is None:
-            return
+            return None
         recent = decayed(volunteer.get("recent_work", 0.0), volunteer.get("recent_at", now), now, half_life_days)
         await self.volunteers.update_one(
             {"_id": volunteer_id}, {"$set": {"recent_work": recent + amount, "recent_at": now}}
         )
+        return recent + amount, now
 
-    async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> None:
+    async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> bool:
         try:
             # Per request and volunteer: a re-dispatched request is rated again for its second volunteer.
             await self.served.insert_one(
@@ -136,8 +204,9 @@ class MatcherStore:
                  "stars": stars, "at": time.time()}
             )
         except DuplicateKeyError:
-            return  # this rating was counted already
+            return False  # this rating was counted already
         await self.volunteers.update_one({"_id": volunteer_id}, {"$inc": {"stars_sum": stars, "stars_n": 1}})
+        return True
 
     async def histories(self, resident_ref: str, volunteer_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The latest rating this resident gave each of these volunteers."""
@@ -185,9 +254,12 @@ class MatcherStore:
                 page.append(volunteer)
         return page, False
 
-    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0) -> None:
-        await self.weeks.update_one({"_id": f"{volunteer_id}:{week}"},
-                                    {"$inc": {"offers": offers, "hours": hours}}, upsert=True)
+    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0) -> dict[str, Any]:
+        """Adds to the volunteer's week, and returns the week as it now stands."""
+        return await self.weeks.find_one_and_update(
+            {"_id": f"{volunteer_id}:{week}"}, {"$inc": {"offers": offers, "hours": hours}}, upsert=True,
+            return_document=ReturnDocument.AFTER,
+        ) or {}
 
     async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
         if not volunteer_ids:
@@ -245,10 +317,12 @@ class MatcherStore:
         result = await self.slots.update_one({"_id": slot_id, "holder": holder}, {"$set": {"holder": new_holder}})
         return result.modified_count == 1
 
-    async def release(self, assignment_id: str) -> None:
-        # An assignment holds at most one slot.
+    async def release(self, assignment_id: str) -> str | None:
+        """Frees the slot the assignment holds (at most one), and says which it was."""
         if slot := await self.slots.find_one({"holder": assignment_id}, {"_id": 1}):
-            await self.take_slot(slot["_id"], assignment_id, FREE)
+            if await self.take_slot(slot["_id"], assignment_id, FREE):
+                return str(slot["_id"])
+        return None
 
     async def held(self) -> dict[str, list[str]]:
         holders: dict[str, list[str]] = {}

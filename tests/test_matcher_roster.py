@@ -1,0 +1,175 @@
+"""Two matcher replicas, each ranking from its own roster in memory, over the database they share.
+
+One replica runs as the service does; the other is held by the test, so that it is the one that ranks
+and it hears of volunteers only through the database, never through the events the first consumed.
+"""
+
+import time
+from typing import Any
+
+import pytest
+
+from contracts import API
+from services.common.config import BusSettings
+from services.common.places import Places
+from services.common.runtime import Service
+from services.matcher import handlers, scoring
+from services.matcher.config import MatcherSettings
+from services.matcher.dispatch import Dispatch
+from services.matcher.roster import SharedRoster
+from services.matcher.store import MatcherStore
+from tests.conftest import Bus, eventually
+from tests.test_matcher_service import StartMatcher, intake, register, roster_ready, start_matcher, submit  # noqa: F401
+
+pytestmark = pytest.mark.service
+
+
+async def other_replica(matcher: Service, settings: BusSettings) -> Dispatch:
+    store = MatcherStore(matcher.db)
+    replica = Dispatch(store, matcher.outbox, MatcherSettings(bus=settings),
+                       scoring.Rules.load(MatcherSettings().rules_path), Places.load(), roster=SharedRoster(store))
+    await replica.start()
+    return replica
+
+
+async def place_by(replica: Dispatch, request_id: str, grid: str = "g1") -> dict[str, Any]:
+    now = time.time()
+    await replica.store.add_request(
+        {"_id": request_id, "district": "beibei", "grid": grid, "service": "repair.plumbing", "category": "repair",
+         "urgency": "routine", "resident_ref": "", "needs": [], "window_start": None, "window_end": None,
+         "code": "", "description": "", "state": "open", "round": 0, "tried": [], "why": {}, "stage": 0,
+         "stage_rounds": 0, "pairing_pending": True, "opened": now, "created": now}
+    )
+    await replica.place(request_id)
+    return await replica.store.request(request_id) or {}
+
+
+async def test_a_volunteer_claimed_by_one_replica_is_not_double_booked_by_the_other(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    volunteer = await register(bus, "13900000901", ["g1"], ["repair"])
+    await roster_ready(matcher, 1)
+    other = await other_replica(matcher, settings)
+    offer = (await bus.wait_for("volunteer.assigned", request_id=await submit(bus)))[0]["data"]
+    assert offer["volunteer_id"] == volunteer
+    assert other.roster.memory.free([volunteer]) == {volunteer: 1}  # it has not looked since
+
+    placed = await place_by(other, "r-second")
+
+    assert placed["state"] == "unmatched" and placed["not_considered"] == {"at full capacity": 1}
+    assert await other.store.held() == {volunteer: [offer["assignment_id"]]}
+    assert other.roster.memory.free([volunteer]) == {volunteer: 0}  # the lost compare-and-set taught it
+
+
+async def test_a_slot_freed_by_one_replica_is_read_again_by_the_other_before_it_refuses_for_capacity(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    volunteer = await register(bus, "13900000911", ["g1"], ["repair"])
+    await roster_ready(matcher, 1)
+    first = await submit(bus)
+    offer = (await bus.wait_for("volunteer.assigned", request_id=first))[0]["data"]
+    other = await other_replica(matcher, settings)
+    assert other.roster.memory.free([volunteer]) == {volunteer: 0}
+
+    declined = await bus.call(API.MATCHER_RESPOND, {
+        "assignment_id": offer["assignment_id"], "volunteer_id": volunteer, "accept": False,
+    })
+    assert declined["status"] == "declined"
+    await bus.wait_for("request.unmatched", request_id=first)  # the slot is free again: nobody else fits
+    placed = await place_by(other, "r-after-decline")
+
+    assert placed["state"] == "offered"
+    assert await other.store.held() == {volunteer: [handlers.assignment_id_for("r-after-decline", 1)]}
+
+
+async def test_a_volunteer_registered_after_start_is_ranked_by_a_replica_that_did_not_hear_the_event(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    other = await other_replica(matcher, settings)
+    volunteer = await register(bus, "13900000921", ["g1"], ["repair"])
+    await roster_ready(matcher, 1)
+    assert other.roster.memory.by_id([volunteer]) == []
+
+    placed = await place_by(other, "r-newcomer")
+
+    assert placed["state"] == "offered"
+    offer = (await bus.wait_for("volunteer.assigned", request_id="r-newcomer"))[0]["data"]
+    assert offer["volunteer_id"] == volunteer
+
+
+async def test_a_volunteer_who_left_through_one_replica_is_not_offered_by_the_other(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    volunteer = await register(bus, "13900000931", ["g1"], ["repair"])
+    await roster_ready(matcher, 1)
+    other = await other_replica(matcher, settings)
+    assert [v["_id"] for v in other.roster.memory.near("beibei", "repair.plumbing", "repair", ["g1"])] == [volunteer]
+
+    left = await bus.call(API.INTAKE_LEAVE, {"volunteer_id": volunteer, "reason": "搬家了"})
+    assert left["active"] is False
+    await eventually(lambda: _logged(other.store, 2))  # the registration, then the departure
+    placed = await place_by(other, "r-after-leaving")
+
+    assert placed["state"] == "unmatched" and placed["not_considered"] == {}
+    assert await other.store.held() == {}
+
+
+async def test_a_volunteer_at_the_weekly_limit_through_other_replicas_offers_is_not_offered(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    volunteer = await register(bus, "13900000961", ["g1"], ["repair"], capacity=3)
+    await roster_ready(matcher, 1)
+    other = await other_replica(matcher, settings)
+    limit = other.rules.max_offers_per_week
+    assert limit is not None
+    await other.store.note_week(volunteer, other.week("beibei"), offers=limit)  # as the first replica would
+
+    placed = await place_by(other, "r-tired")
+
+    assert placed["state"] == "unmatched" and placed["reason_code"] == "fatigue"
+    assert await other.store.held() == {}
+
+
+async def test_a_restarted_matcher_ranks_the_volunteers_it_heard_of_before(
+    intake: Service, start_matcher: StartMatcher, bus: Bus  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    volunteer = await register(bus, "13900000941", ["g1"], ["repair"], capacity=2)
+    await roster_ready(matcher, 1)
+    await matcher.stop()
+
+    await start_matcher()
+    offer = (await bus.wait_for("volunteer.assigned", request_id=await submit(bus)))[0]["data"]
+
+    assert offer["volunteer_id"] == volunteer
+
+
+async def _logged(store: MatcherStore, seq: int) -> bool:
+    return seq in await store.roster_changes([seq])
+
+
+async def test_a_replica_starts_from_the_snapshot_and_then_reads_the_profiles_themselves(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()  # it found no snapshot, read the (empty) profiles and packed them
+    volunteer = await register(bus, "13900000951", ["g1"], ["repair"])
+    store = MatcherStore(matcher.db)
+    await eventually(lambda: _logged(store, 1))
+    first = await other_replica(matcher, settings)
+    assert [v["_id"] for v in first.roster.memory.by_id([volunteer])] == [volunteer]  # through the log
+    await first.roster.settle()  # packs a snapshot that holds them
+    assert (await store.roster_snapshot() or (0, b""))[0] == 1
+    await store.volunteers.update_one({"_id": volunteer}, {"$set": {"stars_sum": 5, "stars_n": 1}})  # not logged
+
+    second = await other_replica(matcher, settings)
+    assert not second.roster.exact
+    assert second.roster.memory.by_id([volunteer])[0]["stars_n"] == 0
+    await second.roster.settle()
+
+    assert second.roster.exact
+    assert second.roster.memory.by_id([volunteer])[0]["stars_n"] == 1
