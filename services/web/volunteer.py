@@ -123,6 +123,11 @@ def check_away(start: str, end: str, today: date, words: Words) -> AwayPeriod | 
     return AwayPeriod(start=first, end=last)
 
 
+def plain_number(value: Any) -> str:
+    """15.00 → 15, 1.50 → 1.5: figures read aloud, not accounts."""
+    return f"{Decimal(str(value)).normalize():f}"
+
+
 def fingerprint(assignments: list[dict[str, Any]]) -> str:
     """What the offers list shows, in 12 hex digits: a poll that finds the same gets no new page."""
     seen = [(a["assignment_id"], a["status"]) for a in assignments]
@@ -434,9 +439,13 @@ class Volunteer:
         except (CallFailed, Unavailable):
             return self.render(request, "volunteer_bank.html", status_code=503, error=words("common.busy"),
                                balance=None, items=[], keys={})
+        if balance:
+            balance = {**balance, **{k: plain_number(balance[k]) for k in ("hours", "points")},
+                       "average_stars": plain_number(balance["average_stars"]) if balance.get("average_stars") else None}
         extra = {"notice": notice} if notice else {}
         return self.render(request, "volunteer_bank.html", status_code=status_code, balance=balance,
-                           items=catalog["items"], keys={item["item_id"]: f"web-{uuid.uuid4()}" for item in catalog["items"]},
+                           items=[{**item, "points": plain_number(item["points"])} for item in catalog["items"]],
+                           keys={item["item_id"]: f"web-{uuid.uuid4()}" for item in catalog["items"]},
                            errors=refusal.fields if refusal else {}, error=refusal.message if refusal else "", **extra)
 
     async def redeem(self, request: Request) -> Response:
@@ -458,7 +467,8 @@ class Volunteer:
         except Unavailable:
             return await self.bank(request, Refusal({}, words("common.busy")), 503)
         return await self.bank(request, notice=words("volunteer.redeemed", quantity=done["quantity"],
-                                                     points=done["points"], left=done["balance_points"]))
+                                                     points=plain_number(done["points"]),
+                                                     left=plain_number(done["balance_points"])))
 
     async def certificate(self, request: Request) -> Response:
         session = await self.session(request)
