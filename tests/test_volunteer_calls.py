@@ -88,3 +88,11 @@ async def test_a_certificate_of_a_volunteer_nobody_knows_is_not_found(linli: Lin
     assert code_of(await linli.call(API.LEDGER_CERTIFICATE, {"volunteer_id": "v-nobody"}, clerk)) == "not_found"
     volunteer = await linli.register("13900000038")  # known, but no hours yet
     assert code_of(await linli.call(API.LEDGER_CERTIFICATE, {"volunteer_id": volunteer}, clerk)) == "nothing_to_certify"
+
+
+async def test_an_issuer_the_certificate_cannot_print_is_refused_before_anything_is_drawn(linli: Linli) -> None:
+    volunteer = await linli.register("13900000039")
+    await credited(linli, volunteer, "2")
+    token = await linli.volunteer(volunteer)
+    reply = await linli.call(API.LEDGER_CERTIFICATE, {"volunteer_id": volunteer, "issuer": "站\u001b\U0001f600"}, token)
+    assert code_of(reply) == "invalid_request" and reply["error"]["details"]["errors"][0]["loc"] == ["issuer"]

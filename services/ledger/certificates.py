@@ -44,12 +44,22 @@ class Certificates:
             raise ApiError("not_found", "no volunteer with this id", {"volunteer_id": volunteer_id})
         if not any(reports.text(e, "kind") in reports.EARNING_KINDS for e in entries):
             raise ApiError("nothing_to_certify", "the ledger has no service hours for this volunteer yet")
+        issuer = issuer or self.settings.certificate_issuer
+        try:
+            reports.require_glyphs(reports.cjk_font("sans"), [issuer])
+        except reports.NoChineseFont:
+            raise ApiError("invalid_request", "the issuer has characters the certificate cannot print", {
+                "errors": [{"loc": ["issuer"], "type": "unprintable", "msg": "characters the font lacks"}]}) from None
         name = await self.name_of(volunteer_id)
         if not name:
             raise ApiError("not_found", "intake has no name for this volunteer", {"volunteer_id": volunteer_id})
         certificate = reports.certificate(volunteer_id, name, entries, await self.store.ratings_for(entries),
-                                          self.clock(), issuer or self.settings.certificate_issuer)
-        pdf = await asyncio.to_thread(render, certificate)  # a second of drawing must not stall other calls
+                                          self.clock(), issuer)
+        try:
+            pdf = await asyncio.to_thread(render, certificate)  # a second of drawing must not stall other calls
+        except reports.NoChineseFont:
+            raise ApiError("unprintable", "the volunteer's name has characters the certificate cannot print; "
+                           "an operator can correct the name") from None
         if len(pdf) > self.settings.certificate_max_bytes:
             raise ApiError("too_large", "the certificate is larger than a reply may carry",
                            {"bytes": len(pdf), "limit": self.settings.certificate_max_bytes})
