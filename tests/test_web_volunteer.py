@@ -64,18 +64,19 @@ def until(check_: Callable[[], Any], timeout: float = 20.0) -> Any:
     raise AssertionError(f"not true within {timeout:.0f} s")
 
 
-def kiosk_request(web: WebSystem, service: str, phone: str) -> str:
+def kiosk_request(web: WebSystem, service: str, phone: str, **window: str) -> str:
     device, secret = web.kiosk
     token = web.call(API.IDENTITY_DEVICE_LOGIN, {"device_id": device, "secret": secret})["token"]
     made = web.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"test-{uuid.uuid4()}", "district": "beibei", "grid": "quanwai-03", "service": service,
         "description": "厨房水管漏水", "channel": "kiosk", "resident": {"name": "王秀英", "phone": phone,
-                                                                      "address": "泉外园小区3栋2单元401"}}, token)
+                                                                      "address": "泉外园小区3栋2单元401"},
+        **window}, token)
     assert "request_id" in made, made
     return str(made["request_id"])
 
 
-def signed_in_page(web: WebSystem, browser: Any, volunteer_id: str) -> Any:
+def signed_in_page(web: WebSystem, browser: Any, volunteer_id: str, look: bool = False) -> Any:
     context = browser.new_context(viewport={"width": 360, "height": 800})
     page = context.new_page()
     page.goto(f"{web.url}/v")
@@ -86,6 +87,8 @@ def signed_in_page(web: WebSystem, browser: Any, volunteer_id: str) -> Any:
         page.select_option("#f-district", "beibei")
     page.get_by_role("button", name="发送验证码").click()
     page.wait_for_selector("#f-code")
+    if look:
+        check(page, "volunteer-1-code")
     code = until(lambda: codes_sent(web, volunteer_id)[before:])[-1]  # the code this page asked for
     page.fill("#f-code", code)
     page.get_by_role("button", name="登录").click()
@@ -100,7 +103,7 @@ def test_the_volunteer_signs_in_by_code_accepts_an_offer_serves_and_gets_the_cer
 
     page = browser.new_page(viewport={"width": 360, "height": 800})
     page.goto(f"{web.url}/v/signin")
-    check(page, "volunteer-1-signin")
+    check(page, "volunteer-0-signin")
     page.fill("#f-phone", "13000000000")  # nobody's phone: refused next to the field
     if page.locator("#f-district").count():
         page.select_option("#f-district", "beibei")
@@ -109,12 +112,15 @@ def test_the_volunteer_signs_in_by_code_accepts_an_offer_serves_and_gets_the_cer
     assert "没有登记" in page.inner_text("#e-phone")
     page.close()
 
-    page = signed_in_page(web, browser, volunteer_id)
+    page = signed_in_page(web, browser, volunteer_id, look=True)
     expect(page.locator(".offer")).to_have_count(0)
     check(page, "volunteer-2-no-offers")
 
-    request_id = kiosk_request(web, "repair.plumbing", "13800001111")
+    # 06:00–09:00 UTC is 14:00–17:00 on the district's clock (Asia/Shanghai).
+    request_id = kiosk_request(web, "repair.plumbing", "13800001111", window_start="2030-12-10T06:00:00Z",
+                               window_end="2030-12-10T09:00:00Z")
     expect(page.locator(".offer")).to_have_count(1, timeout=30_000)  # arrives while the page is open
+    assert "12月10日 14:00–17:00" in page.inner_text(".offer")
     check(page, "volunteer-3-offer")
     assert min_target_px(page, "main a.button, main button") >= 48
     page.get_by_role("button", name="接受").click()
@@ -123,6 +129,7 @@ def test_the_volunteer_signs_in_by_code_accepts_an_offer_serves_and_gets_the_cer
     assert "王秀英" in page.inner_text("dl.details")
     assert "泉外园小区3栋2单元401" in page.inner_text("dl.details")
     assert page.get_attribute("a[href^='tel:']", "href") == "tel:13800001111"
+    assert "12月10日 14:00–17:00" in page.inner_text("dl.details")
     check(page, "volunteer-4-details")
 
     page.fill("#f-hours", "0")
