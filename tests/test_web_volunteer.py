@@ -137,7 +137,9 @@ def test_the_volunteer_signs_in_by_code_accepts_an_offer_serves_and_gets_the_cer
     assert page.get_attribute("#f-hours", "aria-invalid") == "true"
     assert "大于 0" in page.inner_text("#e-hours")
     check(page, "volunteer-5-bad-hours")
-    page.goto(page.url.replace("/done", "") + "?lang=en")
+    details_url = page.url.removesuffix("/done")
+    page.get_by_role("link", name="English").click()  # from the refused form's address back to its page
+    page.wait_for_url(details_url)
     page.fill("#f-hours", "two")
     page.get_by_role("button", name="Mark as done").click()
     assert "Please enter a number" in page.inner_text("#e-hours")
@@ -145,7 +147,8 @@ def test_the_volunteer_signs_in_by_code_accepts_an_offer_serves_and_gets_the_cer
     page.get_by_role("button", name="Mark as done").click()
     assert "At most 24" in page.inner_text("#e-hours")
     assert web.call(API.INTAKE_STATUS, {"request_id": request_id})["status"] == "accepted"  # nothing changed
-    page.goto(page.url.replace("/done", "") + "?lang=zh")
+    page.get_by_role("link", name="中文").click()
+    page.wait_for_url(details_url)
 
     page.fill("#f-hours", "1.5")
     page.fill("#f-note", "换了水龙头")

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -244,7 +244,9 @@ class Volunteer:
             return await self.signin_page(request, fields, Refusal({}, refusal_words(exc, words)), 422)
         except Unavailable:
             return await self.signin_page(request, fields, Refusal({}, words("common.busy")), 503)
-        return self.render(request, "volunteer_code.html", code_ref=sent["code_ref"], phone=fields["phone"])
+        minutes = max(1, round((datetime.fromisoformat(sent["expires_at"]).timestamp() - time.time()) / 60))
+        return self.render(request, "volunteer_code.html", code_ref=sent["code_ref"], phone=fields["phone"],
+                           minutes=minutes)
 
     async def check_code(self, request: Request) -> Response:
         form = await request.form()
@@ -254,7 +256,7 @@ class Volunteer:
 
         def again(message: str, status_code: int = 422) -> Response:
             return self.render(request, "volunteer_code.html", status_code=status_code, code_ref=code_ref,
-                               phone=phone, errors={"code": message})
+                               phone=phone, minutes=0, errors={"code": message})
 
         if not code:
             return again(words("common.required"))
@@ -619,5 +621,20 @@ def routes(volunteer: Volunteer) -> APIRouter:
     @router.post("/v/availability", response_class=HTMLResponse)
     async def change_availability(request: Request) -> Response:
         return await volunteer.change_availability(request)
+
+    # The language switch links to the page's own address: where that was a form's POST, it leads back to
+    # the page the form is on (the switch is remembered by the redirect).
+    for sent, page in (("/v/signin/code", "/v/signin"), ("/v/bank/redeem", "/v/bank"),
+                       ("/v/offers/{assignment_id}/accept", "/v")):
+        def back(target: str) -> None:
+            @router.get(sent, include_in_schema=False)
+            async def to_page() -> Response:
+                return volunteer.pages.redirect(target)
+
+        back(page)
+
+    @router.get("/v/a/{assignment_id}/done")
+    async def to_details(assignment_id: str) -> Response:
+        return volunteer.pages.redirect(f"/v/a/{quote(assignment_id)}")
 
     return router
