@@ -96,3 +96,21 @@ async def test_an_issuer_the_certificate_cannot_print_is_refused_before_anything
     token = await linli.volunteer(volunteer)
     reply = await linli.call(API.LEDGER_CERTIFICATE, {"volunteer_id": volunteer, "issuer": "站\u001b\U0001f600"}, token)
     assert code_of(reply) == "invalid_request" and reply["error"]["details"]["errors"][0]["loc"] == ["issuer"]
+
+
+async def test_a_declined_offer_leaves_the_open_list_for_the_past_one(linli: Linli) -> None:
+    volunteer = await linli.register("13900000040")
+    dispatcher = await linli.operator("disp-past", "dispatcher", "beibei")
+    request = await linli.call(API.INTAKE_SUBMIT, {
+        "idempotency_key": f"k-{uuid.uuid4()}", "district": "beibei", "grid": "g1", "service": "repair.plumbing",
+        "channel": "hotline", "resident": {"name": "李淑君", "phone": "13800000002"}}, dispatcher)
+    offer = (await linli.bus.wait_for("volunteer.assigned", request_id=request["request_id"]))[0]["data"]
+    assert offer["volunteer_id"] == volunteer
+    token = await linli.volunteer(volunteer)
+    declined = await linli.call(API.MATCHER_RESPOND, {"assignment_id": offer["assignment_id"], "volunteer_id": volunteer,
+                                                      "accept": False, "reason": "不在家"}, token)
+    assert declined["status"] == "declined", declined
+    open_now = await linli.call(API.MATCHER_ASSIGNMENTS, {"volunteer_id": volunteer})
+    past = await linli.call(API.MATCHER_ASSIGNMENTS, {"volunteer_id": volunteer, "past": True})
+    assert open_now["assignments"] == []
+    assert [(a["assignment_id"], a["status"]) for a in past["assignments"]] == [(offer["assignment_id"], "declined")]

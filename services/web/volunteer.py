@@ -22,10 +22,10 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from contracts import API
-from contracts.calls import CodeRequest, CodeSignIn
+from contracts.calls import CodeRequest, CodeSignIn, Complete
 from contracts.events import AwayPeriod, WeeklyWindow
 from linli.client import CallFailed
-from services.web.gateway import Unavailable
+from services.web.gateway import Gateway, Unavailable
 from services.web.pages import SESSION_COOKIE, Pages, Refusal, explain_invalid
 from services.web.resident import when_words
 from services.web.sessions import Session, Sessions, seconds_left
@@ -152,7 +152,7 @@ class Volunteer:
         self.menu_at = 0.0
 
     @property
-    def gateway(self) -> Any:
+    def gateway(self) -> Gateway:
         return self.pages.gateway
 
     # --- what every page needs -----------------------------------------------------------------------
@@ -404,8 +404,11 @@ class Volunteer:
             return await self.details(request, assignment_id, fields, checked, 422)
         hours, note = checked
         try:
-            await self.gateway.call(API.MATCHER_COMPLETE, {"assignment_id": assignment_id, "volunteer_id": session.actor.sub,
-                                                           "hours": str(hours), "note": note}, session.token)
+            call = Complete(assignment_id=assignment_id, volunteer_id=session.actor.sub, hours=hours, note=note)
+        except ValidationError as exc:
+            return await self.details(request, assignment_id, fields, explain_invalid(exc, words), 422)
+        try:
+            await self.gateway.call(API.MATCHER_COMPLETE, call.model_dump(mode="json"), session.token)
         except CallFailed as exc:
             return await self.details(request, assignment_id, fields, Refusal({}, refusal_words(exc, words)), 409)
         except Unavailable:
