@@ -222,7 +222,10 @@ class Volunteer:
     async def send_code(self, request: Request) -> Response:
         form = await request.form()
         words = self.pages.words(request)
-        districts = await self.districts()
+        try:
+            districts = await self.districts()
+        except Unavailable:
+            return self.pages.busy(request, "volunteer_signin.html", fields={}, errors={}, districts=[])
         fields = {"phone": str(form.get("phone", "")).strip(),
                   "district": str(form.get("district", "")).strip() or (districts[0]["id"] if len(districts) == 1 else "")}
         problems = {}
