@@ -327,6 +327,9 @@ class AssignmentReply(BaseModel):
 
 class AssignmentsQuery(Call):
     volunteer_id: str = Id
+    past: bool = Field(default=False, description="The finished ones instead (completed, declined, expired, "
+                       "withdrawn), newest first.")
+    limit: int = Field(default=50, ge=1, le=200, description="At most this many finished ones.")
 
 
 class AssignmentView(BaseModel):
@@ -344,6 +347,7 @@ class AssignmentView(BaseModel):
     description: str = ""
     window_start: datetime | None = None
     window_end: datetime | None = None
+    hours: Decimal | None = Field(default=None, description="The hours given when it was marked done.")
 
 
 class VolunteersQuery(Call):
@@ -666,7 +670,20 @@ class DeviceSignIn(Call):
 
 
 class CodeRequest(Call):
-    volunteer_id: str = Id
+    volunteer_id: str = Field(default="", max_length=80, description="The volunteer's id; or give phone and district.")
+    phone: str = Field(
+        default="", pattern=r"^(\+?[0-9][0-9 -]{4,19})?$",
+        description="The phone the volunteer registered with, instead of their id; needs district.",
+    )
+    district: str = Field(default="", max_length=64, description="The district the phone is registered in.")
+
+    @model_validator(mode="after")
+    def one_way_to_name_the_volunteer(self) -> "CodeRequest":
+        if bool(self.volunteer_id) == bool(self.phone):
+            raise ValueError("give volunteer_id, or phone and district")
+        if self.phone and not self.district:
+            raise ValueError("a phone needs its district")
+        return self
 
 
 class CodeSent(BaseModel):
@@ -675,7 +692,10 @@ class CodeSent(BaseModel):
 
 
 class CodeSignIn(Call):
-    volunteer_id: str = Id
+    volunteer_id: str = Field(
+        default="", max_length=80,
+        description="The volunteer the code was sent to; may be left out when the code was asked for by phone.",
+    )
     code_ref: str = Id
     code: str = Field(pattern=r"^[0-9]{6}$", description="The six digits sent to the volunteer's phone.")
 
@@ -738,6 +758,33 @@ class DeviceCredential(BaseModel):
     secret: str = Field(description="Shown once; the kiosk signs in with it (linli.api.identity.device_login).")
 
 
+class FindVolunteer(Call):
+    district: str = Field(min_length=1, max_length=64)
+    phone: str = Field(pattern=r"^\+?[0-9][0-9 -]{4,19}$", description="The phone the volunteer registered with.")
+
+
+class VolunteerFound(BaseModel):
+    volunteer_id: str
+    district: str
+
+
+class CertificateQuery(Call):
+    volunteer_id: str = Id
+    issuer: str = Field(default="", max_length=80, description="Who issues it, printed above the seal; "
+                        "LEDGER_CERTIFICATE_ISSUER when left out.")
+
+
+class CertificateFile(BaseModel):
+    file_name: str = Field(examples=["certificate-v-8c1d.pdf"])
+    content_type: Literal["application/pdf"] = "application/pdf"
+    pdf_base64: str = Field(description="The PDF, base64; kept under LEDGER_CERTIFICATE_MAX_BYTES so the reply "
+                            "fits NATS's 1 MB max payload.")
+    bytes: int = Field(description="The PDF's size before base64.")
+    name: str = Field(description="The volunteer's name on it, as intake has it.")
+    hours: Decimal
+    services: int
+
+
 CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "intake.catalog": (CatalogQuery, Catalog),
     "intake.submit": (SubmitRequest, SubmitReply),
@@ -791,4 +838,6 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "care.assign_cover": (care.AssignCover, care.CarePlan),
     "care.safeguard_queue": (care.SafeguardQuery, care.SafeguardQueue),
     "care.report": (care.ReportQuery, care.CareReport),
+    "intake.find_volunteer": (FindVolunteer, VolunteerFound),
+    "ledger.certificate": (CertificateQuery, CertificateFile),
 }

@@ -153,3 +153,5 @@ class API:
     CARE_ASSIGN_COVER = "linli.api.care.assign_cover"
     CARE_SAFEGUARD_QUEUE = "linli.api.care.safeguard_queue"
     CARE_REPORT = "linli.api.care.report"
+    INTAKE_FIND_VOLUNTEER = "linli.api.intake.find_volunteer"
+    LEDGER_CERTIFICATE = "linli.api.ledger.certificate"

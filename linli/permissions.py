@@ -54,9 +54,11 @@ CALLS: dict[str, tuple[str, ...]] = {
     "intake": (),
     "matcher": (),
     "notifier": ("intake.contact", "intake.catalog", "identity.code"),
-    "ledger": (),
+    # The certificate carries the volunteer's name as intake has it, never one the caller typed.
+    "ledger": ("intake.contact",),
     "care": ("intake.submit", "intake.status", "intake.cancel", "intake.catalog", "intake.places"),
-    "identity": (),
+    # A volunteer signs in by phone: intake alone holds phones, and says whose it is to identity alone.
+    "identity": ("intake.find_volunteer",),
     "feed": (),
     # A neighbourhood kiosk: residents ask for help and follow their request.
     "kiosk": ("intake.submit", "intake.catalog", "intake.places", "intake.status"),
@@ -71,7 +73,7 @@ CALLS: dict[str, tuple[str, ...]] = {
             "ledger.balance", "ledger.statement", "ledger.catalog_list", "ledger.redeem", "ledger.public_key",
             "ledger.review", "ledger.confirm", "ledger.adjust",
             "intake.dead_letters", "matcher.dead_letters", "notifier.dead_letters", "ledger.dead_letters",
-            "care.dead_letters", "identity.>"),
+            "care.dead_letters", "identity.>", "ledger.certificate"),
     # A district's own system: the public feed and nothing else.
     "district": (),
 }

@@ -1,7 +1,8 @@
+import json
 import time
 from collections.abc import Callable
 
-from contracts import API, Envelope
+from contracts import API, ApiError, Envelope
 from contracts.calls import (
     CodeQuery,
     CodeRequest,
@@ -31,7 +32,21 @@ def build(settings: IdentitySettings | None = None, clock: Callable[[], float] |
     settings = settings or IdentitySettings()
     service = Service.create("identity", settings.bus)
     broker, inbox, gate = service.broker, service.inbox, service.gate
-    identity = Identity(IdentityStore(service.db), service.outbox, settings, clock or time.time)
+
+    async def find_by_phone(phone: str, district: str) -> str | None:
+        try:
+            reply = await broker.request(json.dumps({"phone": phone, "district": district}).encode(),
+                                         API.INTAKE_FIND_VOLUNTEER, timeout=settings.intake_timeout)
+            answer = json.loads(reply.body)
+        except Exception as exc:  # no intake running, or too slow: the volunteer asks again in a moment
+            raise ApiError("unavailable", "volunteers cannot be found by phone right now; try again") from exc
+        if "error" in answer:
+            if answer["error"].get("code") in ("not_found", "invalid_request"):
+                return None
+            raise ApiError("unavailable", "volunteers cannot be found by phone right now; try again")
+        return str(answer["volunteer_id"])
+
+    identity = Identity(IdentityStore(service.db), service.outbox, settings, clock or time.time, find_by_phone)
 
     async def start() -> None:
         await identity.start()

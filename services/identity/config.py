@@ -19,3 +19,5 @@ class IdentitySettings:
     # A file holding the first administrator's password: user `admin`, every district. Read at each
     # start; an `admin` that exists already is left as it is.
     admin_password_file: str = field(default_factory=lambda: os.environ.get("IDENTITY_ADMIN_PASSWORD_FILE", ""))
+    # How long identity waits for intake to find a volunteer by phone at sign-in.
+    intake_timeout: float = field(default_factory=lambda: env_float("IDENTITY_INTAKE_TIMEOUT", 5))

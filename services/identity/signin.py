@@ -3,7 +3,7 @@ volunteers by a one-time code that the notifier sends to their phone."""
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,19 @@ from services.identity.store import IdentityStore
 
 log = logging.getLogger("linli.identity")
 
+# The volunteer id registered with (phone, district), or None; asked of intake, which alone holds phones.
+FindByPhone = Callable[[str, str], Awaitable[str | None]]
+
+
+async def nobody_by_phone(phone: str, district: str) -> str | None:
+    return None
+
 
 class Identity:
     def __init__(self, store: IdentityStore, outbox: Outbox, settings: IdentitySettings,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], find_by_phone: FindByPhone = nobody_by_phone) -> None:
         self.store = store
+        self.find_by_phone = find_by_phone
         self.outbox = outbox
         self.settings = settings
         self.clock = clock
@@ -110,6 +118,13 @@ class Identity:
         return DeviceCredential(device_id=call.device_id, district=call.district, grid=call.grid, secret=secret)
 
     async def request_code(self, call: CodeRequest) -> CodeSent:
+        if call.phone:
+            # Whatever the reason (no such phone, another district, left), the same answer as an unknown id.
+            found = await self.find_by_phone(call.phone, call.district)
+            volunteer = await self.store.volunteer(found) if found else None
+            if not found or not volunteer or not volunteer["active"]:
+                raise ApiError("not_found", "no active volunteer with this phone in this district")
+            call = call.model_copy(update={"volunteer_id": found})
         volunteer = await self.store.volunteer(call.volunteer_id)
         if not volunteer or not volunteer["active"]:
             raise ApiError("not_found", "no active volunteer with this id", {"volunteer_id": call.volunteer_id})
@@ -146,7 +161,7 @@ class Identity:
             raise ApiError("unauthenticated", "the code is wrong", {"tries_left": self.settings.code_tries - doc["tries"]})
         if not await self.store.use_code(call.code_ref):
             raise ApiError("unauthenticated", "this code was used already; ask for a new one")
-        return self.signed_in(call.volunteer_id, "volunteer", doc["district"], self.settings.volunteer_ttl)
+        return self.signed_in(doc["volunteer_id"], "volunteer", doc["district"], self.settings.volunteer_ttl)
 
     async def registered(self, event: Envelope[VolunteerRegistered]) -> None:
         await self.store.put_volunteer(event.data.volunteer_id, event.data.district, True)

@@ -9,6 +9,7 @@ from contracts.calls import (
     ContactQuery,
     DetailsQuery,
     EndPairing,
+    FindVolunteer,
     LeaveVolunteer,
     PairResident,
     Pairing,
@@ -24,6 +25,7 @@ from contracts.calls import (
     SubmitReply,
     SubmitRequest,
     UpdateVolunteer,
+    VolunteerFound,
     VolunteerProfile,
 )
 from contracts.events import (
@@ -136,6 +138,13 @@ def build(settings: IntakeSettings | None = None) -> Service:
     @api_call(ContactQuery)
     async def contact(call: ContactQuery) -> Contact:
         return await desk.contact(call)
+
+    # Only identity's NATS user may call this (linli/permissions.py): a phone number is a volunteer's
+    # name at sign-in, never a way for anyone else to find them.
+    @on_call(broker, API.INTAKE_FIND_VOLUNTEER, "intake")
+    @api_call(FindVolunteer)
+    async def find_volunteer(call: FindVolunteer) -> VolunteerFound:
+        return await desk.find_volunteer(call)
 
     @on_call(broker, API.INTAKE_DETAILS, "intake")
     @api_call(DetailsQuery, gate)

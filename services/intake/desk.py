@@ -21,6 +21,7 @@ from contracts.calls import (
     ContactQuery,
     DetailsQuery,
     EndPairing,
+    FindVolunteer,
     LeaveVolunteer,
     PairResident,
     Pairing,
@@ -34,6 +35,7 @@ from contracts.calls import (
     SubmitReply,
     SubmitRequest,
     UpdateVolunteer,
+    VolunteerFound,
     VolunteerProfile,
 )
 from contracts.envelope import derived_id
@@ -301,6 +303,18 @@ class Desk:
         if doc is None:
             raise ApiError("not_found", "no volunteer with this id", {"volunteer_id": volunteer_id})
         return doc
+
+    async def find_volunteer(self, call: FindVolunteer) -> VolunteerFound:
+        # The same answer for a district that does not exist, a phone nobody registered and a volunteer
+        # who left: it tells a guesser nothing more than an unknown id would.
+        refused = ApiError("not_found", "no active volunteer with this phone in this district")
+        if call.district not in self.places.districts:
+            raise refused
+        phone_key = handlers.phone_key_for(await self.key(call.district), call.district, call.phone)
+        doc = await self.store.volunteer_by_phone_key(phone_key)
+        if doc is None or not doc.get("active", True) or doc["district"] != call.district:
+            raise refused
+        return VolunteerFound(volunteer_id=doc["_id"], district=doc["district"])
 
     async def volunteer_name(self, volunteer_id: str) -> str:
         doc = await self.store.volunteer(volunteer_id)

@@ -139,6 +139,9 @@ class IntakeStore:
         except DuplicateKeyError:
             return await self.volunteers.find_one({"phone_key": doc["phone_key"]}) or await self.volunteer(doc["_id"])
 
+    async def volunteer_by_phone_key(self, phone_key: str) -> Doc | None:
+        return await self.volunteers.find_one({"phone_key": phone_key})
+
     async def volunteers_without_phone_key(self) -> list[Doc]:
         # Filtered here rather than in the query: a missing field is matched differently by some servers.
         return [doc async for doc in self.volunteers.find({}) if not doc.get("phone_key")]

@@ -1,8 +1,12 @@
-from contracts import API, Envelope
+import json
+
+from contracts import API, ApiError, Envelope
 from contracts.calls import (
     AdjustBalance,
     Balance,
     BalanceQuery,
+    CertificateFile,
+    CertificateQuery,
     ConfirmService,
     DistrustDistrict,
     ImportStatement,
@@ -31,11 +35,14 @@ from services.common.bus import api_call, on_call, on_event
 from services.common.runtime import Service
 from services.ledger import handlers
 from services.ledger.bank import Bank
+from services.ledger.certificates import Certificates
 from services.ledger.config import LedgerSettings
+from services.ledger.report_store import ReportStore
 from services.ledger.store import LedgerStore
 
 
 CLERKS = ["bank_clerk"]  # and administrators, who hold every operator role
+CERTIFIERS = ["bank_clerk", "committee"]
 
 
 def build(settings: LedgerSettings | None = None) -> Service:
@@ -46,6 +53,17 @@ def build(settings: LedgerSettings | None = None) -> Service:
     service.on_start.append(bank.start)
     service.loops.append(bank.sweep_forever)
     service.loops.append(bank.checkpoint_forever)
+
+    async def name_of(volunteer_id: str) -> str:
+        try:
+            reply = await broker.request(json.dumps({"kind": "volunteer", "id": volunteer_id}).encode(),
+                                         API.INTAKE_CONTACT, timeout=5.0)
+            answer = json.loads(reply.body)
+        except Exception as exc:  # intake is not answering: the volunteer asks again in a moment
+            raise ApiError("unavailable", "the volunteer's name cannot be read right now; try again") from exc
+        return "" if "error" in answer else str(answer.get("name", ""))
+
+    certificates = Certificates(ReportStore(service.db), name_of, settings)
 
     @on_event(broker, settings.bus, "ledger", "hours.logged")
     async def hours_logged(event: Envelope[HoursLogged]) -> None:
@@ -122,6 +140,12 @@ def build(settings: LedgerSettings | None = None) -> Service:
     async def import_statement(call: ImportStatement, actor: Actor) -> LedgerEntry:
         auth.allow(actor, CLERKS, await bank.district_of(call.volunteer_id))
         return handlers.entry_view(await bank.import_statement(call))  # once per statement id
+
+    @on_call(broker, API.LEDGER_CERTIFICATE, "ledger")
+    @api_call(CertificateQuery, gate)
+    async def certificate(call: CertificateQuery, actor: Actor) -> CertificateFile:
+        auth.allow_self_or(actor, call.volunteer_id, CERTIFIERS, await bank.district_of(call.volunteer_id))
+        return await certificates.issue(call.volunteer_id, call.issuer)  # reads only; asking again draws it again
 
     @on_call(broker, API.LEDGER_PUBLIC_KEY, "ledger")
     @api_call(PublicKeyQuery)

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from services.common.config import BusSettings, env_float
+from services.common.config import BusSettings, env_float, env_int
 from services.ledger.rules import DEFAULT_RULES, Rules, load_rules, with_overrides
 
 
@@ -72,3 +72,10 @@ class LedgerSettings:
     trusted_keys: Mapping[str, str] = field(
         default_factory=lambda: parse_trusted_keys(os.environ.get("LEDGER_TRUSTED_KEYS", ""))
     )
+    # Printed above the seal on a certificate asked for without an issuer.
+    certificate_issuer: str = field(
+        default_factory=lambda: os.environ.get("LEDGER_CERTIFICATE_ISSUER", "").strip() or "社区志愿服务站"
+    )
+    # The largest certificate PDF sent in a reply: base64 makes it 4/3 as long, and the reply must stay
+    # under NATS's default max_payload of 1 MB. One page with its fonts subset is about 100 kB.
+    certificate_max_bytes: int = field(default_factory=lambda: env_int("LEDGER_CERTIFICATE_MAX_BYTES", 700_000))

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -444,7 +445,8 @@ class Dispatch:
     async def assignments(self, call: AssignmentsQuery) -> Assignments:
         if not await self.store.volunteers_by_id([call.volunteer_id]):
             raise ApiError("not_found", "the matcher has no volunteer with this id", {"volunteer_id": call.volunteer_id})
-        rows = await self.store.open_assignments(call.volunteer_id)
+        rows = await (self.store.past_assignments(call.volunteer_id, call.limit) if call.past
+                      else self.store.open_assignments(call.volunteer_id))
         return Assignments(
             volunteer_id=call.volunteer_id,
             assignments=[
@@ -453,6 +455,7 @@ class Dispatch:
                     grid=a["grid"], urgency=a["urgency"], expires_at=datetime.fromtimestamp(a["expires"], UTC),
                     code=a.get("code", ""), request_code=a.get("request_code", ""), district=a["district"],
                     place=a.get("place", ""), description=a.get("description", ""), **handlers.window(a),
+                    hours=Decimal(a["hours"]) if a.get("hours") is not None else None,
                 )
                 for a in rows
             ],

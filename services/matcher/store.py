@@ -464,5 +464,9 @@ class MatcherStore:
         mine = await self.assignments.find({"volunteer_id": volunteer_id}).sort("created", 1).to_list()
         return [doc for doc in mine if doc["state"] in ("offered", "accepted")]
 
+    async def past_assignments(self, volunteer_id: str, limit: int) -> list[dict[str, Any]]:
+        mine = await self.assignments.find({"volunteer_id": volunteer_id}).sort("created", -1).to_list()
+        return [doc for doc in mine if doc["state"] not in ("offered", "accepted")][:limit]
+
     async def live_assignments(self) -> list[dict[str, Any]]:
         return [doc for state in ("offered", "accepted") for doc in await self.assignments.find({"state": state}).to_list()]
