@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 from contracts import API, Envelope
 from contracts.calls import (
     AdjustBalance,
@@ -7,6 +9,8 @@ from contracts.calls import (
     DistrustDistrict,
     ImportStatement,
     LedgerEntry,
+    MonthReport,
+    MonthReportQuery,
     PublicKey,
     PublicKeyQuery,
     PutRewardItem,
@@ -29,13 +33,16 @@ from services.common import auth
 from services.common.auth import Actor, signed_by
 from services.common.bus import api_call, on_call, on_event
 from services.common.runtime import Service
-from services.ledger import handlers
+from services.ledger import handlers, monthly
 from services.ledger.bank import Bank
 from services.ledger.config import LedgerSettings
+from services.ledger.report_store import ReportStore
 from services.ledger.store import LedgerStore
 
 
 CLERKS = ["bank_clerk"]  # and administrators, who hold every operator role
+# Who reads a district's month: its committee, its clerks and its dispatchers (and administrators).
+REPORT_READERS = ["committee", "bank_clerk", "dispatcher"]
 
 
 def build(settings: LedgerSettings | None = None) -> Service:
@@ -147,5 +154,11 @@ def build(settings: LedgerSettings | None = None) -> Service:
     @api_call(TrustedKeysQuery)
     async def trust_list(call: TrustedKeysQuery) -> TrustedKeys:
         return TrustedKeys(keys=await bank.trusted())
+
+    @on_call(broker, API.LEDGER_REPORT, "ledger")
+    @api_call(MonthReportQuery, gate)
+    async def report(call: MonthReportQuery, actor: Actor) -> MonthReport:
+        auth.allow(actor, REPORT_READERS, call.district)
+        return await monthly.month_report(ReportStore(service.db), call, datetime.now(UTC))
 
     return service
