@@ -653,8 +653,8 @@ class TrustedKeys(BaseModel):
 
 class MonthReportQuery(Call):
     district: str = Slug
-    month: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM on the district's clock.",
-                       examples=["2026-11"])
+    month: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="YYYY-MM (2000-01 to 2099-12) on the "
+                       "district's clock.", examples=["2026-11"])
     by: Literal["grid", "team", "volunteer"] = Field(default="grid", description="One row per grid, team or volunteer.")
     format: Literal["json", "csv", "png", "svg"] = Field(
         default="json", description="json: the table only; csv, png, svg: the file too, as base64.")

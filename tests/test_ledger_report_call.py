@@ -80,7 +80,7 @@ async def test_another_districts_committee_is_forbidden_and_a_bad_month_is_inval
     assert elsewhere["error"]["code"] == "forbidden"
     volunteer = await call(bus, {"district": "quanwai", "month": "2026-11"}, signer.token("v-yuan", "volunteer", "quanwai"))
     assert volunteer["error"]["code"] == "forbidden"
-    for month in ("2026-13", "2026-1", "November"):
+    for month in ("2026-13", "2026-1", "0000-01", "November"):
         bad = await call(bus, {"district": "quanwai", "month": month}, signer.token("wei", "committee", "quanwai"))
         assert bad["error"]["code"] == "invalid_request", month
     audit = await ledger.db["audit"].find({"subject": API.LEDGER_REPORT}).to_list()

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.web import kiosk, resident, signin
+from services.web import kiosk, ops, resident, signin
 from services.web.config import WebSettings
 from services.web.gateway import Gateway
 from services.web.pages import Pages
@@ -33,6 +33,7 @@ def build(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(kiosk.routes(kiosk.Kiosk(pages, sessions)))
     app.include_router(resident.routes(resident.Resident(pages)))
     app.include_router(signin.routes(pages, sessions))
+    app.include_router(ops.routes(ops.Console(pages, sessions)))
 
     @app.middleware("http")
     async def language(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
