@@ -4,15 +4,18 @@ row changes state live; whoever is not an operator is sent to sign in and refuse
 review queue, the month's report with its downloads, dead letters, volunteers and pairings; every page
 checked by axe at a phone's width and a desk's."""
 
+import asyncio
 import csv
 import io
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from contracts import API
+from contracts import API, event_subject
+from linli.client import Client
 from tests.browser import WebSystem, check, launch, start_web_system
 
 pytestmark = pytest.mark.system
@@ -219,12 +222,36 @@ def test_the_months_report_shows_the_chart_and_the_table_and_downloads_csv_and_p
     assert png.body().startswith(b"\x89PNG")
 
 
+def poisoned(web: WebSystem) -> None:
+    """A body that can never be an event, on a subject the services consume: a dead letter at once."""
+    async def publish() -> None:
+        client = await Client.connect(web.system.nats_url)
+        try:
+            await client.nc.jetstream().publish(event_subject("request.cancelled", DISTRICT), b'{"not": "an event"}',
+                                                headers={"Nats-Msg-Id": f"poison-{uuid.uuid4()}"})
+        finally:
+            await client.close()
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's event loop
+        thread.submit(asyncio.run, publish()).result()
+
+
 def test_dead_letters_are_the_administrators_and_volunteers_and_pairings_are_the_dispatchers(
     web: WebSystem, browser: Any, volunteer: str
 ) -> None:
+    poisoned(web)
+    admin_token = web.token("admin")
+    wait_until(lambda: web.call("linli.api.matcher.dead_letters", {"action": "list"}, admin_token)["dead_letters"])
+    letter = web.call("linli.api.matcher.dead_letters", {"action": "list"}, admin_token)["dead_letters"][0]
     admin = signed_in(web, browser, "admin", "/ops/dead-letters")
     assert admin.get_by_role("heading", name="死信").count() == 1
+    card = admin.locator(f"[data-letter='{letter['_id']}']")
+    assert "永远无法处理" in card.inner_text() and card.get_by_role("button").count() == 0
     check(admin, "ops-dead-letters")
+    # Replaying it anyway is refused, in Chinese, and the letter stays.
+    refused = admin.request.post(f"{web.url}/ops/dead-letters/replay", form={"service": "matcher", "id": letter["_id"]})
+    assert refused.status == 422 and "只能丢弃" in refused.text()
+    assert web.call("linli.api.matcher.dead_letters", {"action": "list"}, admin_token)["dead_letters"][0]["replays"] == 0
     dispatcher = signed_in(web, browser, "dispatcher", "/ops/dead-letters")
     assert "没有权限" in dispatcher.inner_text(".alert")
     assert dispatcher.request.get(f"{web.url}/ops/dead-letters").status == 403

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from linli.client import CallFailed
 from services.common.auth import Actor
 from services.web import ops, ops_reports
 from services.web.pages import Refusal
-from services.web.texts import load
+from services.web.texts import Words, load
 
 pytestmark = pytest.mark.domain
 
@@ -94,3 +95,15 @@ def test_every_word_of_the_console_exists_in_chinese_and_in_english() -> None:
     assert zh == en and len(zh) > 100
     # Chinese pages carry no English words (placeholders and file kinds such as CSV aside).
     assert not [k for k in zh if re.search(r"[a-z]", re.sub(r"\{[a-z_]+\}", "", texts["zh"][k]))]
+
+
+def test_a_refusal_is_said_in_the_pages_language_never_in_a_services_english_on_a_chinese_page() -> None:
+    texts = load(Path(ops.__file__).parent / "texts")
+    zh, en = Words("zh", texts["zh"]), Words("en", texts["en"])
+    full = CallFailed("linli.api.matcher.assign", {"code": "at_capacity", "message": "this volunteer has no free capacity"})
+    assert ops.explained(full, zh).message == texts["zh"]["ops.refused_at_capacity"]
+    odd = CallFailed("linli.api.matcher.assign", {"code": "something_new", "message": "an English sentence"})
+    assert "something_new" in ops.explained(odd, zh).message and "English" not in ops.explained(odd, zh).message
+    assert ops.explained(odd, en).message == "an English sentence"
+    shared = CallFailed("linli.api.intake.pair", {"code": "forbidden", "message": "a dispatcher may not"})
+    assert ops.explained(shared, zh).message == texts["zh"]["common.forbidden"]

@@ -117,6 +117,20 @@ def refusal_field(code: str, fields: tuple[str, ...]) -> str:
     return fields[-1]
 
 
+def explained(exc: CallFailed, words: Words, names: Mapping[str, str] | None = None) -> Refusal:
+    """A service's refusal in the page's language: the console's own words for the refusals it meets, the
+    shared ones for the rest; a Chinese page never shows a service's English message, only its code."""
+    refusal = explain_refusal(exc, words, names)
+    code = str(exc.error.get("code", ""))
+    if not refusal.message:
+        return refusal
+    if f"ops.refused_{code}" in words.texts:
+        return Refusal(refusal.fields, words(f"ops.refused_{code}"))
+    if f"common.{code}" not in words.texts and words.language != "en":
+        return Refusal(refusal.fields, words("ops.refused_other", code=code))
+    return refusal
+
+
 def place_refusal(refusal: Refusal, fields: tuple[str, ...], code: str) -> dict[str, str]:
     errors = dict(refusal.fields)
     if refusal.message:
@@ -198,7 +212,7 @@ class Console:
         words = self.pages.words(request)
         status = 403 if exc.error.get("code") == "forbidden" else 404 if exc.error.get("code") == "not_found" else 422
         return self.render(request, desk, "ops_message.html", status_code=status, title=words("ops.title"),
-                           error=explain_refusal(exc, words).message or words("ops.refused"))
+                           error=explained(exc, words).message or words("ops.refused"))
 
     # --- the queue ---------------------------------------------------------------------------------
 
@@ -314,7 +328,7 @@ class Console:
         try:
             await self.gateway.call(subject, call.model_dump(mode="json", exclude_none=True), session.token)
         except CallFailed as exc:
-            errors = place_refusal(explain_refusal(exc, words, names), fields, str(exc.error.get("code", "")))
+            errors = place_refusal(explained(exc, words, names), fields, str(exc.error.get("code", "")))
             return await self.request_page(request, request_id, 422, errors, form)
         except Unavailable:
             return await self.request_page(request, request_id, 503, {fields[-1]: words("common.busy")}, form)
@@ -379,7 +393,7 @@ class Console:
         try:
             made = await self.gateway.call(subject, call.model_dump(mode="json"), session.token)
         except CallFailed as exc:
-            errors = place_refusal(explain_refusal(exc, words, names), fields, str(exc.error.get("code", "")))
+            errors = place_refusal(explained(exc, words, names), fields, str(exc.error.get("code", "")))
             return await self.pairings(request, 422, errors, form)
         except Unavailable:
             return await self.pairings(request, 503, {fields[-1]: words("common.busy")}, form)

@@ -16,8 +16,8 @@ from contracts import API
 from contracts.calls import ConfirmService
 from linli.client import CallFailed
 from services.web.gateway import Unavailable
-from services.web.ops import Console, place_refusal
-from services.web.pages import explain_invalid, explain_refusal
+from services.web.ops import Console, explained, place_refusal
+from services.web.pages import explain_invalid
 
 # The services whose dead letters the console shows (each answers linli.api.<service>.dead_letters).
 LETTER_SERVICES = ("intake", "matcher", "notifier", "ledger", "care")
@@ -87,7 +87,7 @@ class Reports:
         try:
             await console.gateway.call(API.LEDGER_CONFIRM, call.model_dump(mode="json"), session.token)
         except CallFailed as exc:
-            errors = place_refusal(explain_refusal(exc, words), ("reason",), str(exc.error.get("code", "")))
+            errors = place_refusal(explained(exc, words), ("reason",), str(exc.error.get("code", "")))
             return await self.review(request, 422, errors, failed=item)
         except Unavailable:
             return await self.review(request, 503, {"reason": words("common.busy")}, failed=item)
@@ -127,7 +127,7 @@ class Reports:
                 "action": "replay", "id": letter, "operator": session.actor.sub,
                 "reason": str(form.get("reason", ""))[:500]}, session.token)
         except CallFailed as exc:
-            return await self.letters(request, 422, error=explain_refusal(exc, words).message)
+            return await self.letters(request, 422, error=explained(exc, words).message)
         except Unavailable:
             return await self.letters(request, 503, error=words("common.busy"))
         return await self.letters(request, notice=words("ops.replayed", id=letter))
