@@ -127,11 +127,30 @@ def test_a_request_appears_live_and_is_explained_and_assigned_by_hand_and_its_ro
     assert queue.evaluate("window.notReloaded") is True
 
 
+def test_a_requests_page_follows_the_request_live_when_it_is_assigned_elsewhere(
+    web: WebSystem, browser: Any, volunteer: str
+) -> None:
+    from playwright.sync_api import expect
+
+    made = submitted(web, phone="13800138127")
+    wait_until(lambda: web.call(API.INTAKE_STATUS, {"request_id": made["request_id"]})["status"] == "unmatched")
+    page = signed_in(web, browser, "dispatcher", f"/ops/r/{made['request_id']}")
+    expect(page.locator("body[data-live-state=on]")).to_have_count(1)
+    page.evaluate("window.notReloaded = true")
+    web.call(API.MATCHER_ASSIGN, {"request_id": made["request_id"], "volunteer_id": volunteer, "operator": "x",
+                                  "reason": "on the phone", "confirmed": True}, web.token("dispatcher"))
+    expect(page.locator("#facts dd[data-state]")).to_have_attribute("data-state", "accepted", timeout=15_000)
+    assert page.evaluate("window.notReloaded") is True
+    assert page.locator("ol.history li").count() >= 2
+
+
 def test_a_refusal_from_the_service_is_shown_next_to_its_field_in_english(
     web: WebSystem, browser: Any, volunteer: str
 ) -> None:
     made = submitted(web, phone="13800138124")
     page = signed_in(web, browser, "dispatcher", f"/ops/r/{made['request_id']}", lang="en")
+    page.get_by_role("button", name="Reassign").click()
+    assert "Please fill this in" in page.inner_text("#e-reassign_reason")
     page.fill("#f-cancel_reason", "x" * 501)
     page.get_by_role("button", name="Cancel the request").click()
     assert "at most 500" in page.inner_text("#e-cancel_reason")

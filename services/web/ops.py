@@ -297,6 +297,22 @@ class Console:
                            explanation=explanation, volunteers=volunteers, errors=dict(errors or {}),
                            fields=dict(typed or {}), notice=notice, zone=zone, local=local)
 
+    async def facts(self, request: Request, request_id: str) -> Response:
+        """The request's state and history alone: what its page asks again when the stream says it changed."""
+        session = await self.session(request)
+        if session is None:
+            return Response(status_code=401)
+        try:
+            desk = await self.desk(request, session)
+            status = await desk.bus.call(API.INTAKE_STATUS, {"request_id": request_id})
+        except Unavailable:
+            return Response(status_code=503)
+        except CallFailed:
+            return Response(status_code=404)
+        zone = next((str(d.get("timezone", "Asia/Shanghai")) for d in desk.districts if d["id"] == status["district"]),
+                    desk.zone)
+        return self.render(request, desk, "ops_request_facts.html", status=status, zone=zone, local=local)
+
     async def act(self, request: Request, request_id: str, action: str) -> Response:
         """Assign, reassign or cancel: the form checked against the call's own model, then the call; a fault
         or a refusal comes back next to its field, and nothing has changed."""
@@ -436,6 +452,10 @@ def routes(console: Console) -> APIRouter:
     @router.get("/ops/r/{request_id}", response_class=HTMLResponse)
     async def one(request: Request, request_id: str, done: str = "") -> Response:
         return await console.request_page(request, request_id, notice=done_notice(console.pages.words(request), done))
+
+    @router.get("/ops/r/{request_id}/facts", response_class=HTMLResponse)
+    async def facts(request: Request, request_id: str) -> Response:
+        return await console.facts(request, request_id)
 
     @router.post("/ops/r/{request_id}/{action}", response_class=HTMLResponse)
     async def act(request: Request, request_id: str, action: str) -> Response:
