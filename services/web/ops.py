@@ -191,7 +191,10 @@ class Console:
     async def desk(self, request: Request, session: Session) -> Desk:
         bus = Counted(self.gateway, session.token)
         if not self.places:  # places change with a release, not during a shift
-            self.places = (await bus.call(API.INTAKE_PLACES, {}))["districts"]
+            try:
+                self.places = (await bus.call(API.INTAKE_PLACES, {}))["districts"]
+            except CallFailed as exc:  # every page needs the places: without them, the system is not ready
+                raise Unavailable(API.INTAKE_PLACES) from exc
         known = [d["id"] for d in self.places]
         return Desk(session, bus, district_for(session.actor, request.query_params.get("district", ""), known),
                     self.places)
