@@ -176,6 +176,7 @@ class Console:
         self.pages = pages
         self.sessions = sessions
         self.places: list[dict[str, Any]] = []
+        self.catalog: dict[str, dict[str, Any]] = {}
 
     @property
     def gateway(self) -> Gateway:
@@ -290,6 +291,7 @@ class Console:
             status = await desk.bus.call(API.INTAKE_STATUS, {"request_id": request_id})
             explanation = await desk.bus.call(API.MATCHER_EXPLAIN, {"request_id": status["request_id"]})
             volunteers = (await desk.bus.call(API.MATCHER_VOLUNTEERS, {"district": status["district"], "limit": 500}))["items"]
+            services = await self.services(desk.bus)
         except Unavailable:
             return self.busy(request)
         except CallFailed as exc:
@@ -298,7 +300,15 @@ class Console:
                     desk.zone)
         return self.render(request, desk, "ops_request.html", status_code=status_code, status=status,
                            explanation=explanation, volunteers=volunteers, errors=dict(errors or {}),
-                           fields=dict(typed or {}), notice=notice, zone=zone, local=local)
+                           fields=dict(typed or {}), notice=notice, zone=zone, local=local,
+                           **self.names(status, services))
+
+    async def services(self, bus: Counted) -> dict[str, dict[str, Any]]:
+        """The menu's items by id, for their names; like the places, read once per process."""
+        if not self.catalog:
+            menu = await bus.call(API.INTAKE_CATALOG, {})
+            self.catalog = {item["id"]: item for category in menu["categories"] for item in category["items"]}
+        return self.catalog
 
     async def facts(self, request: Request, request_id: str) -> Response:
         """The request's state and history alone: what its page asks again when the stream says it changed."""
@@ -308,13 +318,21 @@ class Console:
         try:
             desk = await self.desk(request, session)
             status = await desk.bus.call(API.INTAKE_STATUS, {"request_id": request_id})
+            services = await self.services(desk.bus)
         except Unavailable:
             return Response(status_code=503)
         except CallFailed:
             return Response(status_code=404)
         zone = next((str(d.get("timezone", "Asia/Shanghai")) for d in desk.districts if d["id"] == status["district"]),
                     desk.zone)
-        return self.render(request, desk, "ops_request_facts.html", status=status, zone=zone, local=local)
+        return self.render(request, desk, "ops_request_facts.html", status=status, zone=zone, local=local,
+                           **self.names(status, services))
+
+    def names(self, status: Mapping[str, Any], services: Mapping[str, Any]) -> dict[str, Any]:
+        """The request's service and grid as the menu and the places name them (in either language)."""
+        district = next((d for d in self.places if d["id"] == status["district"]), {})
+        grid = next((g for g in district.get("grids", []) if g["id"] == status["grid"]), None)
+        return {"service_item": services.get(status["service"]), "grid_place": grid}
 
     async def act(self, request: Request, request_id: str, action: str) -> Response:
         """Assign, reassign or cancel: the form checked against the call's own model, then the call; a fault
