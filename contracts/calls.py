@@ -655,6 +655,29 @@ class TrustedKeys(BaseModel):
     keys: list[TrustedKey]
 
 
+class MonthReportQuery(Call):
+    district: str = Slug
+    month: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="YYYY-MM (2000-01 to 2099-12) on the "
+                       "district's clock.", examples=["2026-11"])
+    by: Literal["grid", "team", "volunteer"] = Field(default="grid", description="One row per grid, team or volunteer.")
+    format: Literal["json", "csv", "png", "svg"] = Field(
+        default="json", description="json: the table only; csv, png, svg: the file too, as base64.")
+    community: str = Field(default="", max_length=80, description="The name printed on the chart (default: the district's).")
+
+
+class MonthReport(BaseModel):
+    district: str
+    district_name: str
+    month: str
+    by: str
+    headline: str = Field(description="The chart's headline: services, residents and hours of the month.")
+    headings: list[str] = Field(description="The table's column headings, bilingual, as in the CSV.")
+    rows: list[list[str]] = Field(description="One row per group, then the total row.")
+    content_type: str = Field(default="", description="text/csv, image/png or image/svg+xml; empty for json.")
+    file_name: str = ""
+    content_base64: str = Field(default="", description="The file, base64; empty for json.")
+
+
 Role = Literal["dispatcher", "bank_clerk", "committee", "administrator"]
 Secret = Field(min_length=1, max_length=200)
 
@@ -821,6 +844,7 @@ CALLS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "ledger.trust_put": (TrustDistrict, TrustedKey),
     "ledger.trust_remove": (DistrustDistrict, TrustedKey),
     "ledger.trust_list": (TrustedKeysQuery, TrustedKeys),
+    "ledger.report": (MonthReportQuery, MonthReport),
     "identity.login": (SignIn, SignedIn),
     "identity.device_login": (DeviceSignIn, SignedIn),
     "identity.code_request": (CodeRequest, CodeSent),

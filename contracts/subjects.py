@@ -136,6 +136,7 @@ class API:
     LEDGER_TRUST_PUT = "linli.api.ledger.trust_put"
     LEDGER_TRUST_REMOVE = "linli.api.ledger.trust_remove"
     LEDGER_TRUST_LIST = "linli.api.ledger.trust_list"
+    LEDGER_REPORT = "linli.api.ledger.report"
     IDENTITY_LOGIN = "linli.api.identity.login"
     IDENTITY_DEVICE_LOGIN = "linli.api.identity.device_login"
     IDENTITY_CODE_REQUEST = "linli.api.identity.code_request"

@@ -73,7 +73,7 @@ CALLS: dict[str, tuple[str, ...]] = {
             "ledger.balance", "ledger.statement", "ledger.catalog_list", "ledger.redeem", "ledger.public_key",
             "ledger.review", "ledger.confirm", "ledger.adjust",
             "intake.dead_letters", "matcher.dead_letters", "notifier.dead_letters", "ledger.dead_letters",
-            "care.dead_letters", "identity.>", "ledger.certificate"),
+            "care.dead_letters", "identity.>", "ledger.certificate", "ledger.report"),
     # A district's own system: the public feed and nothing else.
     "district": (),
 }

@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 
 from contracts import API, ApiError, Envelope
 from contracts.calls import (
@@ -11,6 +12,8 @@ from contracts.calls import (
     DistrustDistrict,
     ImportStatement,
     LedgerEntry,
+    MonthReport,
+    MonthReportQuery,
     PublicKey,
     PublicKeyQuery,
     PutRewardItem,
@@ -33,7 +36,7 @@ from services.common import auth
 from services.common.auth import Actor, signed_by
 from services.common.bus import api_call, on_call, on_event
 from services.common.runtime import Service
-from services.ledger import handlers
+from services.ledger import handlers, monthly
 from services.ledger.bank import Bank
 from services.ledger.certificates import Certificates
 from services.ledger.config import LedgerSettings
@@ -43,6 +46,8 @@ from services.ledger.store import LedgerStore
 
 CLERKS = ["bank_clerk"]  # and administrators, who hold every operator role
 CERTIFIERS = ["bank_clerk", "committee"]
+# Who reads a district's month: its committee, its clerks and its dispatchers (and administrators).
+REPORT_READERS = ["committee", "bank_clerk", "dispatcher"]
 
 
 def build(settings: LedgerSettings | None = None) -> Service:
@@ -171,5 +176,11 @@ def build(settings: LedgerSettings | None = None) -> Service:
     @api_call(TrustedKeysQuery)
     async def trust_list(call: TrustedKeysQuery) -> TrustedKeys:
         return TrustedKeys(keys=await bank.trusted())
+
+    @on_call(broker, API.LEDGER_REPORT, "ledger")
+    @api_call(MonthReportQuery, gate)
+    async def report(call: MonthReportQuery, actor: Actor) -> MonthReport:
+        auth.allow(actor, REPORT_READERS, call.district)
+        return await monthly.month_report(ReportStore(service.db), call, datetime.now(UTC))
 
     return service

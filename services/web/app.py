@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.web import kiosk, open311, resident, signin, volunteer
+from services.web import kiosk, open311, ops, resident, signin, volunteer
 from services.web.config import WebSettings
 from services.web.gateway import Gateway
 from services.web.pages import Pages
@@ -34,6 +34,7 @@ def build(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(resident.routes(resident.Resident(pages)))
     app.include_router(signin.routes(pages, sessions))
     app.include_router(volunteer.routes(volunteer.Volunteer(pages, sessions)))
+    app.include_router(ops.routes(ops.Console(pages, sessions)))
     app.include_router(open311.routes(open311.Open311(pages, settings.open311_keys, settings.open311_accounts)))
 
     @app.middleware("http")
