@@ -120,7 +120,8 @@ class WebSystem:
 
 def start_web_system(folder: Path, env: dict[str, str] | None = None) -> Iterator[WebSystem]:
     system = System.start(folder, env={
-        **identity_cli.service_env(folder), "MATCHER_OFFER_TTL": "600", "MATCHER_SWEEP_INTERVAL": "0.3",
+        **identity_cli.service_env(folder), "LINLI_AUTH": "required",  # as `linli up`, whatever the tests' default
+        "MATCHER_OFFER_TTL": "600", "MATCHER_SWEEP_INTERVAL": "0.3",
         "LINLI_ACK_WAIT": "3", **(env or {})})
     try:
         async def people() -> None:

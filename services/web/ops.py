@@ -7,6 +7,7 @@ Every call carries the signed-in operator's token: the services decide what each
 console only chooses what to show."""
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -389,6 +390,21 @@ class Console:
             return self.refused(request, desk, exc)
         return self.render(request, desk, "ops_volunteers.html", volunteers=reply["items"], grid=grid)
 
+    async def certificate(self, request: Request, volunteer_id: str) -> Response:
+        """A volunteer's service certificate, as a clerk or the committee prints it at the desk."""
+        session = await self.session(request)
+        if session is None:
+            return self.sign_in_first(request)
+        try:
+            desk = await self.desk(request, session)
+            made = await desk.bus.call(API.LEDGER_CERTIFICATE, {"volunteer_id": volunteer_id})
+        except Unavailable:
+            return self.busy(request)
+        except CallFailed as exc:
+            return self.refused(request, desk, exc)
+        return Response(base64.b64decode(made["pdf_base64"]), media_type="application/pdf", headers={
+            "Content-Disposition": f'attachment; filename="{made["file_name"]}"', "Cache-Control": "no-store"})
+
     async def pairings(self, request: Request, status_code: int = 200, errors: Mapping[str, str] | None = None,
                        typed: Mapping[str, str] | None = None, notice: str = "") -> Response:
         session = await self.session(request)
@@ -487,6 +503,10 @@ def routes(console: Console) -> APIRouter:
     @router.get("/ops/volunteers", response_class=HTMLResponse)
     async def volunteers(request: Request) -> Response:
         return await console.volunteers(request)
+
+    @router.get("/ops/volunteers/{volunteer_id}/certificate.pdf")
+    async def certificate(request: Request, volunteer_id: str) -> Response:
+        return await console.certificate(request, volunteer_id)
 
     @router.get("/ops/pairings", response_class=HTMLResponse)
     async def pairings(request: Request) -> Response:
