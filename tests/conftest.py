@@ -253,3 +253,16 @@ async def secure_bus(tmp_path: Path) -> AsyncIterator[SecureBus]:
     yield bus
     await bus.close()
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, for the pages of one test module (tests/browser.py says how)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()

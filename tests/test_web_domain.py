@@ -98,3 +98,9 @@ def test_the_status_is_said_in_plain_words_with_who_and_when_in_the_districts_cl
 ])
 def test_a_sign_in_sends_people_only_to_a_page_of_this_site(asked: str, sent: str) -> None:
     assert safe_next(asked) == sent
+
+
+def test_a_hotline_form_without_the_callers_grid_asks_for_it_and_sends_nothing() -> None:
+    refused = check_form({"service": "repair.plumbing", "phone": "13800138000", "key": "web-12345678"}, "beibei",
+                         "", "hotline", ZH, SERVICES)
+    assert isinstance(refused, Refusal) and refused.fields == {"grid": ZH("kiosk.choose_grid")}

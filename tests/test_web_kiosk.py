@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts import API
-from tests.browser import WebSystem, check, launch, min_font_px, min_target_px, start_web_system
+from tests.browser import WebSystem, check, min_font_px, min_target_px, start_web_system
 
 pytestmark = pytest.mark.system
 
@@ -17,15 +17,6 @@ pytestmark = pytest.mark.system
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSystem]:
     yield from start_web_system(tmp_path_factory.mktemp("web"))
 
-
-@pytest.fixture(scope="module")
-def browser(web: WebSystem) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 def kiosk_page(web: WebSystem, browser: object, lang: str = "zh") -> object:

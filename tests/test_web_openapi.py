@@ -4,7 +4,6 @@ closed, and is refused (403, 400, 404) with GeoReport's error array; schemathesi
 operation for server errors and answers that do not match the document."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 

@@ -16,7 +16,7 @@ import pytest
 
 from contracts import API, event_subject
 from linli.client import Client
-from tests.browser import WebSystem, check, launch, start_web_system
+from tests.browser import WebSystem, check, start_web_system
 
 pytestmark = pytest.mark.system
 
@@ -29,15 +29,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSystem]:
     # console shows each role is what the services allow it.
     yield from start_web_system(tmp_path_factory.mktemp("web-ops"), env={"LINLI_AUTH": "required"})
 
-
-@pytest.fixture(scope="module")
-def browser(web: WebSystem) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 orders at the kiosk → the volunteer's page shows the offer → accept → the details → done → the resident's
 page rates it → and the operator console, open all along and never reloaded, showed each step live."""
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from contracts import API
-from tests.browser import WebSystem, check, launch, start_web_system
+from tests.browser import WebSystem, check, start_web_system
 
 pytestmark = pytest.mark.system
 
@@ -23,15 +22,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSystem]:
     yield from start_web_system(tmp_path_factory.mktemp("web-story"))
 
 
-@pytest.fixture(scope="module")
-def browser(web: WebSystem) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
 
 def until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
@@ -41,11 +31,6 @@ def until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
         time.sleep(0.2)
     raise AssertionError(f"not true within {timeout:.0f} s")
 
-
-def codes_sent(web: WebSystem, volunteer_id: str) -> list[str]:
-    logs = "".join(web.system.log_of(k) for k in web.system.processes if k.startswith("notifier"))
-    mine = [line.split("]: ", 1)[1] for line in logs.splitlines() if f"volunteer:{volunteer_id}" in line and "]: " in line]
-    return [code for line in mine for code in re.findall(r"(?<![0-9])([0-9]{6})(?![0-9])", line)]
 
 
 def test_kiosk_order_to_rating_with_the_console_following_every_step_live(web: WebSystem, browser: Any) -> None:
@@ -69,13 +54,13 @@ def test_kiosk_order_to_rating_with_the_console_following_every_step_live(web: W
     # The volunteer signs in on their phone with the code the notifier sent.
     phone = browser.new_context(viewport={"width": 360, "height": 800}).new_page()
     phone.goto(f"{web.url}/v/signin")
-    before = len(codes_sent(web, volunteer_id))
+    before = len(web.codes_sent(volunteer_id))
     phone.fill("#f-phone", VOLUNTEER_PHONE)
     if phone.locator("#f-district").count():
         phone.select_option("#f-district", "beibei")
     phone.get_by_role("button", name="发送验证码").click()
     phone.wait_for_selector("#f-code")
-    phone.fill("#f-code", until(lambda: codes_sent(web, volunteer_id)[before:])[-1])
+    phone.fill("#f-code", until(lambda: web.codes_sent(volunteer_id)[before:])[-1])
     phone.get_by_role("button", name="登录").click()
     phone.wait_for_url(f"{web.url}/v")
 

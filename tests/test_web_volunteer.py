@@ -3,7 +3,6 @@ by a code sent to the phone, an offer that arrives while the page is open, accep
 hours refused next to the field until they are right, history, the bank with its catalogue and refusals,
 the certificate as a PDF, declining with a reason, and when the volunteer can serve."""
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ import pypdfium2
 import pytest
 
 from contracts import API
-from tests.browser import WebSystem, check, launch, min_target_px, start_web_system
+from tests.browser import WebSystem, check, min_target_px, start_web_system
 
 pytestmark = pytest.mark.system
 
@@ -27,15 +26,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSystem]:
     yield from start_web_system(tmp_path_factory.mktemp("web"), env={"IDENTITY_CODES_PER_HOUR": "20"})
 
 
-@pytest.fixture(scope="module")
-def browser(web: WebSystem) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
 
 @pytest.fixture(scope="module")
 def volunteer_id(web: WebSystem) -> str:
@@ -47,11 +37,6 @@ def volunteer_id(web: WebSystem) -> str:
     until(lambda: "error" not in web.call(API.IDENTITY_CODE_REQUEST, {"phone": PHONE, "district": "beibei"}))
     return str(reply["volunteer_id"])
 
-
-def codes_sent(web: WebSystem, volunteer_id: str) -> list[str]:
-    logs = "".join(web.system.log_of(k) for k in web.system.processes if k.startswith("notifier"))
-    mine = [line.split("]: ", 1)[1] for line in logs.splitlines() if f"volunteer:{volunteer_id}" in line and "]: " in line]
-    return [code for line in mine for code in re.findall(r"(?<![0-9])([0-9]{6})(?![0-9])", line)]
 
 
 def until(check_: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -81,7 +66,7 @@ def signed_in_page(web: WebSystem, browser: Any, volunteer_id: str, look: bool =
     page = context.new_page()
     page.goto(f"{web.url}/v")
     page.wait_for_url(f"{web.url}/v/signin")
-    before = len(codes_sent(web, volunteer_id))
+    before = len(web.codes_sent(volunteer_id))
     page.fill("#f-phone", PHONE)
     if page.locator("#f-district").count():
         page.select_option("#f-district", "beibei")
@@ -89,7 +74,7 @@ def signed_in_page(web: WebSystem, browser: Any, volunteer_id: str, look: bool =
     page.wait_for_selector("#f-code")
     if look:
         check(page, "volunteer-1-code")
-    code = until(lambda: codes_sent(web, volunteer_id)[before:])[-1]  # the code this page asked for
+    code = until(lambda: web.codes_sent(volunteer_id)[before:])[-1]  # the code this page asked for
     page.fill("#f-code", code)
     page.get_by_role("button", name="登录").click()
     page.wait_for_url(f"{web.url}/v")

@@ -62,10 +62,13 @@ def submit_call(fields: Mapping[str, str], district: str, grid: str, channel: st
 
 def check_form(fields: Mapping[str, str], district: str, grid: str, channel: str, words: Words,
                services: Mapping[str, Any]) -> SubmitRequest | Refusal:
-    """The call, or each field's fault in the page's language; nothing is sent until all is right."""
+    """The call, or each field's fault in the page's language; nothing is sent until all is right. A
+    hotline operator chooses the caller's grid (`grid` empty until they do); a kiosk's is its own."""
     problems: dict[str, str] = {}
     if fields.get("service") not in services:
         problems["service"] = words("kiosk.choose_service")
+    if not grid:
+        problems["grid"] = words("kiosk.choose_grid")
     if not fields.get("phone"):
         problems["phone"] = words("common.required")
     try:
@@ -156,36 +159,23 @@ class Kiosk:
             errors=(refusal.fields if refusal else {}), error=(refusal.message if refusal else ""),
             **await self.context(session, mode, words)), fresh)
 
-    async def review(self, request: Request, mode: Mode) -> Response:
-        """Step 2 → 3: the form checked, and shown back to confirm."""
+    async def confirm(self, request: Request, mode: Mode, send: bool) -> Response:
+        """Step 2 → 3: the form checked, and shown back to confirm; then, sent, the request made (once,
+        however often "confirm" is pressed: the form carries its idempotency key) and the receipt shown."""
         session, fresh = await self.who(request, mode)
         if session is None:
             return self.sign_in_first(mode)
         fields = typed(await request.form())
         words = self.pages.words(request)
         grid = fields["grid"] if mode is HOTLINE else session.actor.grid
-        checked = check_form(fields, session.actor.district, grid or "-", mode.channel, words, await self.services())
-        if mode is HOTLINE and not fields["grid"]:
-            checked = Refusal({**(checked.fields if isinstance(checked, Refusal) else {}),
-                               "grid": words("kiosk.choose_grid")})
-        if isinstance(checked, Refusal):
-            return await self.ask(request, mode, fields, checked, status_code=422)
         services = await self.services()
-        return self.keep(self.pages.render(request, "kiosk_confirm.html", fields=fields,
-                                           item=services[fields["service"]],
-                                           **await self.context(session, mode, words)), fresh)
-
-    async def send(self, request: Request, mode: Mode) -> Response:
-        """Step 3: the request is made (once, however often this is pressed) and the receipt shown."""
-        session, fresh = await self.who(request, mode)
-        if session is None:
-            return self.sign_in_first(mode)
-        fields = typed(await request.form())
-        words = self.pages.words(request)
-        grid = fields["grid"] if mode is HOTLINE else session.actor.grid
-        checked = check_form(fields, session.actor.district, grid or "-", mode.channel, words, await self.services())
+        checked = check_form(fields, session.actor.district, grid, mode.channel, words, services)
         if isinstance(checked, Refusal):
             return await self.ask(request, mode, fields, checked, status_code=422)
+        if not send:
+            return self.keep(self.pages.render(request, "kiosk_confirm.html", fields=fields,
+                                               item=services[fields["service"]],
+                                               **await self.context(session, mode, words)), fresh)
         try:
             gateway, wait = self.pages.gateway, self.pages.settings.submit_timeout
             made = await gateway.call(API.INTAKE_SUBMIT, checked.model_dump(mode="json"), session.token, wait)
@@ -248,7 +238,7 @@ def routes(kiosk: Kiosk) -> APIRouter:
 
             @router.post(f"{mode.base}/ask", response_class=HTMLResponse)
             async def review(request: Request) -> Response:
-                return await kiosk.review(request, mode)
+                return await kiosk.confirm(request, mode, send=False)
 
             @router.post(f"{mode.base}/edit", response_class=HTMLResponse)
             async def edit(request: Request) -> Response:
@@ -256,7 +246,7 @@ def routes(kiosk: Kiosk) -> APIRouter:
 
             @router.post(f"{mode.base}/send", response_class=HTMLResponse)
             async def send(request: Request) -> Response:
-                return await kiosk.send(request, mode)
+                return await kiosk.confirm(request, mode, send=True)
 
             @router.get(mode.base + "/receipt/{code}", response_class=HTMLResponse)
             async def receipt(request: Request, code: str) -> Response:
