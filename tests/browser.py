@@ -8,8 +8,9 @@ import json
 import os
 import re
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,16 @@ def check(page: Any, name: str) -> None:
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{name} at {width}px is {overflow}px wider than the screen"
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+
+
+def until(check_: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """The first truthy answer of `check_`, asked again until `timeout` (a condition, never a fixed wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check_():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not true within {timeout:.0f} s")
 
 
 def min_font_px(page: Any, selector: str) -> float:

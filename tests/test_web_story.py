@@ -2,14 +2,13 @@
 orders at the kiosk → the volunteer's page shows the offer → accept → the details → done → the resident's
 page rates it → and the operator console, open all along and never reloaded, showed each step live."""
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from contracts import API
-from tests.browser import WebSystem, check, start_web_system
+from tests.browser import WebSystem, check, start_web_system, until
 
 pytestmark = pytest.mark.system
 
@@ -20,17 +19,6 @@ RESIDENT_PHONE = "13800135678"
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSystem]:
     yield from start_web_system(tmp_path_factory.mktemp("web-story"))
-
-
-
-def until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not true within {timeout:.0f} s")
-
 
 
 def test_kiosk_order_to_rating_with_the_console_following_every_step_live(web: WebSystem, browser: Any) -> None:

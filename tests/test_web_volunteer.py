@@ -3,9 +3,8 @@ by a code sent to the phone, an offer that arrives while the page is open, accep
 hours refused next to the field until they are right, history, the bank with its catalogue and refusals,
 the certificate as a PDF, declining with a reason, and when the volunteer can serve."""
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +12,7 @@ import pypdfium2
 import pytest
 
 from contracts import API
-from tests.browser import WebSystem, check, min_target_px, start_web_system
+from tests.browser import WebSystem, check, min_target_px, start_web_system, until
 
 pytestmark = pytest.mark.system
 
@@ -38,15 +37,6 @@ def volunteer_id(web: WebSystem) -> str:
     return str(reply["volunteer_id"])
 
 
-
-def until(check_: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """The first truthy answer of `check_`, asked again until `timeout` (a condition, never a fixed wait)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check_():
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not true within {timeout:.0f} s")
 
 
 def kiosk_request(web: WebSystem, service: str, phone: str, **window: str) -> str:
