@@ -87,7 +87,8 @@ class Pages:
         other = "en" if words.language == "zh" else "zh"
         response = self.templates.TemplateResponse(request, template, {
             "t": words, "lang": words.language, "other_lang": other,
-            "switch_url": request.url.include_query_params(lang=other), **context,
+            "switch_url": request.url.include_query_params(lang=other), "site": str(request.base_url).rstrip("/"),
+            **context,
         }, status_code=status_code)
         return response
 
