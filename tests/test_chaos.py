@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 from contracts import API
 from linli.client import caught_up
 from linli.embedded import listening
-from linli.system import System
+from linli.system import FRONTS, System
 from services.common.runtime import health_subject
 from services.matcher import config as matcher_config
 from services.ledger.verify import run as verify_ledger
@@ -149,7 +149,8 @@ async def answered_again(system: System, kiosk: Kiosk, target: str, old_pid: int
             if system.ready_pid(target) not in (None, old_pid):
                 return
         elif system.server(target).process.pid != old_pid and listening(system.server(target).port):
-            if all([await answers(kiosk.nc, key) for key in list(system.processes)]) and (
+            if all([await answers(kiosk.nc, key) for key in list(system.processes)
+                    if key.rsplit("-", 1)[0] not in FRONTS]) and (  # the web answers over HTTP
                 target != "nx-27017" or await reads(kiosk.nc)
             ):
                 return

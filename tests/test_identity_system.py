@@ -76,5 +76,9 @@ def test_the_demo_people_sign_in_and_act_only_as_their_roles_allow(secured: Syst
     asyncio.run(run())
     people = identity_cli.people_file(secured.data_dir)
     assert private(people)
-    users = {line.split("\t")[0] for line in people.read_text().splitlines() if not line.startswith("#")}
-    assert users == {"admin", "dispatcher", "clerk", "kiosk-quanwai-03"}
+    rows = [line.split("\t") for line in people.read_text().splitlines() if not line.startswith("#")]
+    assert {row[0] for row in rows if row[1] != "open311"} == {"admin", "dispatcher", "clerk", "kiosk-quanwai-03"}
+    # and the Open311 demo client's key, with the account the web relays its calls as, readable by the owner only
+    assert [row[1] for row in rows].count("open311") == 1
+    keys, accounts = identity_cli.open311_files(secured.data_dir)
+    assert private(keys) and private(accounts) and "open311-beibei\t" in accounts.read_text()

@@ -58,7 +58,7 @@ async def test_requests_prints_codes_and_place_names_and_details_go_to_the_accep
         "volunteer_id"]
     request_id = (await bus.call(API.INTAKE_SUBMIT, {
         "idempotency_key": f"kiosk-{uuid.uuid4()}", "district": "beibei", "grid": "quanwai-02",
-        "service": "repair.plumbing", "window_start": "2026-12-02T01:00:00Z", "window_end": "2026-12-02T03:00:00Z",
+        "service": "repair.plumbing", "window_start": "2099-12-02T01:00:00Z", "window_end": "2099-12-02T03:00:00Z",
         "resident": {"name": "王秀英", "phone": "13800138000", "address": "3栋401"}}))["request_id"]
     code = (await bus.call(API.INTAKE_STATUS, {"request_id": request_id}))["code"]
 
