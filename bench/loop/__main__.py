@@ -53,15 +53,19 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
     work = Path(tempfile.mkdtemp(prefix="linli-loop-"))
     counted = work / "counts"
     counted.mkdir()
-    nats_server, mongo = start_nats(work), start_mongo(work)
+    # The servers in a folder of their own: `System.start` stops servers it finds running on its own folder,
+    # as left behind by a run that died.
+    nats_server, mongo = start_nats(work / "servers"), start_mongo(work / "servers")
     system = None
     try:
         started = time.monotonic()
         if history:
             seed(mongo.url, "linli", history, DISTRICT, GRID)
         seeded = time.monotonic() - started
-        system = System.start(work, nats_url=nats_server.url, mongo_url=mongo.url,
-                              env={"LINLI_COMMAND_COUNTS": str(counted), "MATCHER_OFFER_TTL": "600", **QUIET})
+        # Tokens off: the loop's own commands are counted, as before the services checked them.
+        system = System.start(work / "system", nats_url=nats_server.url, mongo_url=mongo.url,
+                              env={"LINLI_COMMAND_COUNTS": str(counted), "MATCHER_OFFER_TTL": "600", "LINLI_AUTH": "off",
+                                   **QUIET})
         nc = await nats.connect(nats_server.url)
         kiosk = Kiosk(nc, DISTRICT, GRID)
         await kiosk.watch()
@@ -94,8 +98,8 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
             # The services again on the same servers, with the repair loops at their defaults: under load a
             # request a placement could not take at once is placed again by the matcher's sweep.
             system.stop()
-            system = System.start(work, nats_url=nats_server.url, mongo_url=mongo.url,
-                                  env={"MATCHER_OFFER_TTL": "600"})
+            system = System.start(work / "system", nats_url=nats_server.url, mongo_url=mongo.url,
+                                  env={"MATCHER_OFFER_TTL": "600", "LINLI_AUTH": "off"})
             # Enough slots and weekly offers for every request below to be offered without waiting for one.
             await kiosk.register(40, capacity=5, first=volunteers)
             measured["at_rate"] = await rate.at_rate(kiosk, load.rate_requests, load.rate)
