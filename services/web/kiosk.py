@@ -2,7 +2,6 @@
 choose from the menu → phone (and, if they like, name, address and a few words) → confirm. The receipt
 shows the request's short code in large print."""
 
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ PICTURES = {
 FORM_FIELDS = ("service", "phone", "name", "address", "description", "urgency", "grid", "key")
 # Where a field of the submit call is typed on the form.
 FIELD_NAMES = {"resident.phone": "phone", "resident.name": "name", "resident.address": "address"}
-CATALOG_FOR = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,25 +80,7 @@ class Kiosk:
     def __init__(self, pages: Pages, sessions: Sessions) -> None:
         self.pages = pages
         self.sessions = sessions
-        self.catalog: dict[str, Any] = {}
-        self.catalog_at = 0.0
-        self.places: dict[str, Any] = {}
-
-    async def menu(self) -> dict[str, Any]:
-        if time.monotonic() - self.catalog_at > CATALOG_FOR:
-            self.catalog = await self.pages.gateway.call(API.INTAKE_CATALOG, {})
-            self.catalog_at = time.monotonic()
-        return self.catalog
-
-    async def services(self) -> dict[str, dict[str, Any]]:
-        return {item["id"]: {**item, "category": category["id"]}
-                for category in (await self.menu())["categories"] for item in category["items"]}
-
-    async def district_places(self, district: str) -> dict[str, Any]:
-        if district not in self.places:
-            reply = await self.pages.gateway.call(API.INTAKE_PLACES, {"district": district})
-            self.places[district] = next((d for d in reply["districts"] if d["id"] == district), {})
-        return self.places[district]
+        self.directory = pages.directory
 
     async def who(self, request: Request, mode: Mode) -> tuple[Session | None, str | None]:
         """The kiosk's or the operator's session, and a fresh kiosk token when the old one had expired."""
@@ -125,7 +105,7 @@ class Kiosk:
         return self.pages.redirect("/kiosk/setup" if mode is KIOSK else f"/signin?next={mode.base}")
 
     async def context(self, session: Session, mode: Mode, words: Words) -> dict[str, Any]:
-        place = await self.district_places(session.actor.district)
+        place = await self.directory.district(session.actor.district)
         grids = {g["id"]: g for g in place.get("grids", [])}
         here = grids.get(session.actor.grid)
         return {"mode": mode.name, "base": mode.base, "idle": self.pages.settings.kiosk_idle if mode is KIOSK else 0,
@@ -138,7 +118,7 @@ class Kiosk:
             return self.sign_in_first(mode)
         words = self.pages.words(request)
         try:
-            menu, context = await self.menu(), await self.context(session, mode, words)
+            menu, context = await self.directory.menu(), await self.context(session, mode, words)
         except Unavailable:
             return self.pages.busy(request, "kiosk_home.html", menu={"categories": []}, mode=mode.name,
                                    base=mode.base, idle=0, pictures=PICTURES)
@@ -150,7 +130,7 @@ class Kiosk:
         if session is None:
             return self.sign_in_first(mode)
         words = self.pages.words(request)
-        services = await self.services()
+        services = await self.directory.services()
         if fields.get("service") not in services:
             return self.pages.redirect(mode.base)
         fields = {**fields, "key": fields.get("key") or f"web-{uuid.uuid4()}"}
@@ -168,7 +148,7 @@ class Kiosk:
         fields = typed(await request.form())
         words = self.pages.words(request)
         grid = fields["grid"] if mode is HOTLINE else session.actor.grid
-        services = await self.services()
+        services = await self.directory.services()
         checked = check_form(fields, session.actor.district, grid, mode.channel, words, services)
         if isinstance(checked, Refusal):
             return await self.ask(request, mode, fields, checked, status_code=422)
@@ -195,7 +175,7 @@ class Kiosk:
             status = await self.pages.gateway.call(API.INTAKE_STATUS, {"request_id": code})
         except (CallFailed, Unavailable):
             return self.pages.redirect(mode.base)
-        services = await self.services()
+        services = await self.directory.services()
         return self.keep(self.pages.render(request, "kiosk_receipt.html", status=status,
                                            item=services.get(status["service"], {}),
                                            **await self.context(session, mode, words)), fresh)

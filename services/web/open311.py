@@ -27,7 +27,6 @@ from services.web.pages import Pages
 from services.web.texts import Words
 
 BASE = "/open311/v2"
-CATALOG_FOR = 60.0
 # A token is used until this long before it expires, then the account signs in again.
 RENEW_BEFORE = 120.0
 # How a service's refusal of a submitted request reads to the client: HTTP status and the text's key.
@@ -95,9 +94,7 @@ class Open311:
         self.gateway = pages.gateway
         self.keys = TextFile(keys_path)
         self.accounts = Accounts(accounts_path, pages.gateway)
-        self.catalog: dict[str, Any] = {}
-        self.catalog_at = 0.0
-        self.places: dict[str, dict[str, Any]] = {}
+        self.directory = pages.directory
 
     def client(self, api_key: str, words: Words, jurisdiction: str = "") -> ApiClient:
         if not api_key:
@@ -109,28 +106,16 @@ class Open311:
             raise Refused(400, words("open311.other_jurisdiction", district=found.district))
         return found
 
-    async def menu(self) -> dict[str, Any]:
-        if time.monotonic() - self.catalog_at > CATALOG_FOR:
-            self.catalog = await self.gateway.call(API.INTAKE_CATALOG, {})
-            self.catalog_at = time.monotonic()
-        return self.catalog
-
     async def grid_places(self, district: str, words: Words) -> dict[str, str]:
         """Each grid of the district, by id, named as "community grid" in the client's language."""
-        if district not in self.places:
-            try:
-                reply = await self.gateway.call(API.INTAKE_PLACES, {"district": district})
-            except CallFailed:
-                return {}  # a district intake does not know (a key's typo) has no grids to choose from
-            self.places[district] = next((d for d in reply["districts"] if d["id"] == district), {})
-        place = self.places[district]
+        place = await self.directory.district(district)  # {} for a district intake does not know (a key's typo)
         communities = {c["id"]: words.name(c) for c in place.get("communities", [])}
         joiner = " " if words.language == "en" else ""
         return {g["id"]: joiner.join(n for n in (communities.get(g.get("community", ""), ""), words.name(g)) if n)
                 for g in place.get("grids", [])}
 
     async def service_names(self, words: Words) -> dict[str, str]:
-        return {s.service_code: s.service_name for s in georeport.services(await self.menu(), words)}
+        return {s.service_code: s.service_name for s in georeport.services(await self.directory.menu(), words)}
 
     async def relay(self, district: str, subject: str, payload: dict[str, Any],
                     timeout: float | None = None) -> dict[str, Any]:
@@ -146,10 +131,10 @@ class Open311:
         raise AssertionError("unreachable")
 
     async def services(self, words: Words) -> list[GeoService]:
-        return georeport.services(await self.menu(), words)
+        return georeport.services(await self.directory.menu(), words)
 
     async def definition(self, code: str, words: Words) -> GeoServiceDefinition:
-        return georeport.definition(await self.menu(), code, words)
+        return georeport.definition(await self.directory.menu(), code, words)
 
     async def submit(self, form: Mapping[str, str], token: str, words: Words) -> list[GeoCreated]:
         """Validate (the key, then every field), submit once however often it is sent, and say the code."""

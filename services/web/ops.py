@@ -111,6 +111,13 @@ def local(moment: str | datetime | None, zone: str) -> str:
     return f"{when.astimezone(ZoneInfo(zone)):%m-%d %H:%M}"
 
 
+def names(desk: "Desk", status: Mapping[str, Any], services: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's service and grid as the menu and the places name them (in either language)."""
+    district = next((d for d in desk.districts if d["id"] == status["district"]), {})
+    grid = next((g for g in district.get("grids", []) if g["id"] == status["grid"]), None)
+    return {"service_item": services.get(status["service"]), "grid_place": grid}
+
+
 def refusal_field(code: str, fields: tuple[str, ...]) -> str:
     """The form field a service's refusal is shown next to."""
     if code in VOLUNTEER_CODES and fields[0].endswith("volunteer"):
@@ -176,8 +183,7 @@ class Console:
     def __init__(self, pages: Pages, sessions: Sessions) -> None:
         self.pages = pages
         self.sessions = sessions
-        self.places: list[dict[str, Any]] = []
-        self.catalog: dict[str, dict[str, Any]] = {}
+        self.directory = pages.directory
 
     @property
     def gateway(self) -> Gateway:
@@ -191,15 +197,13 @@ class Console:
         return self.pages.redirect("/signin?" + urlencode({"next": target}))
 
     async def desk(self, request: Request, session: Session) -> Desk:
-        bus = Counted(self.gateway, session.token)
-        if not self.places:  # places change with a release, not during a shift
-            try:
-                self.places = (await bus.call(API.INTAKE_PLACES, {}))["districts"]
-            except CallFailed as exc:  # every page needs the places: without them, the system is not ready
-                raise Unavailable(API.INTAKE_PLACES) from exc
-        known = [d["id"] for d in self.places]
-        return Desk(session, bus, district_for(session.actor, request.query_params.get("district", ""), known),
-                    self.places)
+        try:
+            districts = await self.directory.districts()
+        except CallFailed as exc:  # every page needs the places: without them, the system is not ready
+            raise Unavailable(API.INTAKE_PLACES) from exc
+        known = [d["id"] for d in districts]
+        return Desk(session, Counted(self.gateway, session.token),
+                    district_for(session.actor, request.query_params.get("district", ""), known), districts)
 
     def render(self, request: Request, desk: Desk, template: str, status_code: int = 200, **context: Any) -> Response:
         response = self.pages.render(request, template, status_code=status_code, desk=desk, actor=desk.actor,
@@ -292,7 +296,7 @@ class Console:
             status = await desk.bus.call(API.INTAKE_STATUS, {"request_id": request_id})
             explanation = await desk.bus.call(API.MATCHER_EXPLAIN, {"request_id": status["request_id"]})
             volunteers = (await desk.bus.call(API.MATCHER_VOLUNTEERS, {"district": status["district"], "limit": 500}))["items"]
-            services = await self.services(desk.bus)
+            services = await self.directory.services()
         except Unavailable:
             return self.busy(request)
         except CallFailed as exc:
@@ -302,14 +306,7 @@ class Console:
         return self.render(request, desk, "ops_request.html", status_code=status_code, status=status,
                            explanation=explanation, volunteers=volunteers, errors=dict(errors or {}),
                            fields=dict(typed or {}), notice=notice, zone=zone, local=local,
-                           **self.names(status, services))
-
-    async def services(self, bus: Counted) -> dict[str, dict[str, Any]]:
-        """The menu's items by id, for their names; like the places, read once per process."""
-        if not self.catalog:
-            menu = await bus.call(API.INTAKE_CATALOG, {})
-            self.catalog = {item["id"]: item for category in menu["categories"] for item in category["items"]}
-        return self.catalog
+                           **names(desk, status, services))
 
     async def facts(self, request: Request, request_id: str) -> Response:
         """The request's state and history alone: what its page asks again when the stream says it changed."""
@@ -319,7 +316,7 @@ class Console:
         try:
             desk = await self.desk(request, session)
             status = await desk.bus.call(API.INTAKE_STATUS, {"request_id": request_id})
-            services = await self.services(desk.bus)
+            services = await self.directory.services()
         except Unavailable:
             return Response(status_code=503)
         except CallFailed:
@@ -327,13 +324,7 @@ class Console:
         zone = next((str(d.get("timezone", "Asia/Shanghai")) for d in desk.districts if d["id"] == status["district"]),
                     desk.zone)
         return self.render(request, desk, "ops_request_facts.html", status=status, zone=zone, local=local,
-                           **self.names(status, services))
-
-    def names(self, status: Mapping[str, Any], services: Mapping[str, Any]) -> dict[str, Any]:
-        """The request's service and grid as the menu and the places name them (in either language)."""
-        district = next((d for d in self.places if d["id"] == status["district"]), {})
-        grid = next((g for g in district.get("grids", []) if g["id"] == status["grid"]), None)
-        return {"service_item": services.get(status["service"]), "grid_place": grid}
+                           **names(desk, status, services))
 
     async def act(self, request: Request, request_id: str, action: str) -> Response:
         """Assign, reassign or cancel: the form checked against the call's own model, then the call; a fault
@@ -434,7 +425,11 @@ class Console:
         else:
             names = {"resident_phone": "resident_phone", "volunteer_id": "pair_volunteer", "kind": "kind"}
             subject, model, fields = API.INTAKE_PAIR, PairResident, ("pair_volunteer", "resident_phone")
-            district = district_for(session.actor, form.get("district", ""), [d["id"] for d in self.places])
+            try:
+                known = [d["id"] for d in await self.directory.districts()]
+            except (CallFailed, Unavailable):
+                return self.busy(request)
+            district = district_for(session.actor, form.get("district", ""), known)
             payload = {"district": district, **{key: form.get(name, "") for key, name in names.items()}}
         try:
             call = model.model_validate(payload)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from linli.client import CallFailed
 from services.web.config import WebSettings
+from services.web.directory import Directory
 from services.web.gateway import Gateway
 from services.web.texts import LANGUAGES, Words, load
 
@@ -71,6 +72,7 @@ class Pages:
     def __init__(self, settings: WebSettings, gateway: Gateway) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.directory = Directory(gateway)
         self.templates = Jinja2Templates(directory=str(settings.templates))
         self.texts = load(settings.texts)
 

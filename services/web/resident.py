@@ -63,14 +63,9 @@ class Resident:
     def __init__(self, pages: Pages) -> None:
         self.pages = pages
         self.tries = Tries()
-        self.zones: dict[str, str] = {}
 
     async def zone(self, district: str) -> str:
-        if district not in self.zones:
-            reply = await self.pages.gateway.call(API.INTAKE_PLACES, {"district": district})
-            found = next((d for d in reply["districts"] if d["id"] == district), {})
-            self.zones[district] = found.get("timezone", "Asia/Shanghai")
-        return self.zones[district]
+        return str((await self.pages.directory.district(district)).get("timezone", "Asia/Shanghai"))
 
     def ask_digits(self, request: Request, code: str, error: str = "", status_code: int = 200) -> Response:
         return self.pages.render(request, "resident_find.html", status_code=status_code, code=code,

@@ -34,7 +34,6 @@ from services.web.texts import Words
 # How often an open offers page asks for news (htmx `every`): an offer lasts minutes, not seconds.
 POLL = "every 4s"
 NOTICES = ("declined", "done", "saved", "signed_out")
-CATALOG_FOR = 60.0
 # Just after accepting, intake may not yet have followed the acceptance: asked again this often, this long.
 DETAILS_TRIES, DETAILS_PAUSE = 20, 0.25
 DAYS = range(7)
@@ -147,9 +146,7 @@ class Volunteer:
     def __init__(self, pages: Pages, sessions: Sessions) -> None:
         self.pages = pages
         self.sessions = sessions
-        self.places: list[dict[str, Any]] = []
-        self.menu: dict[str, dict[str, Any]] = {}
-        self.menu_at = 0.0
+        self.directory = pages.directory
 
     @property
     def gateway(self) -> Gateway:
@@ -159,21 +156,6 @@ class Volunteer:
 
     async def session(self, request: Request) -> Session | None:
         return await self.sessions.check(self.pages.token(request), ("volunteer",))
-
-    async def districts(self) -> list[dict[str, Any]]:
-        if not self.places:
-            self.places = (await self.gateway.call(API.INTAKE_PLACES, {}))["districts"]
-        return self.places
-
-    async def district(self, district: str) -> dict[str, Any]:
-        return next((d for d in await self.districts() if d["id"] == district), {})
-
-    async def services(self) -> dict[str, dict[str, Any]]:
-        if time.monotonic() - self.menu_at > CATALOG_FOR:
-            menu = await self.gateway.call(API.INTAKE_CATALOG, {})
-            self.menu = {item["id"]: item for category in menu["categories"] for item in category["items"]}
-            self.menu_at = time.monotonic()
-        return self.menu
 
     def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         words = self.pages.words(request)
@@ -188,10 +170,10 @@ class Volunteer:
 
     async def labelled(self, assignments: list[dict[str, Any]], words: Words) -> list[dict[str, Any]]:
         """Each assignment with its service and grid by name, and its window in its district's clock."""
-        services = await self.services()
+        services = await self.directory.services()
         shown = []
         for a in assignments:
-            place = await self.district(a.get("district", ""))
+            place = await self.directory.district(a.get("district", ""))
             grids = {g["id"]: g for g in place.get("grids", [])}
             zone = place.get("timezone", "Asia/Shanghai")
             shown.append({**a, "service_name": words.name(services.get(a["service"], {"name": a["service"]})),
@@ -212,7 +194,7 @@ class Volunteer:
         if await self.session(request):
             return self.pages.redirect("/v")
         try:
-            districts = await self.districts()
+            districts = await self.directory.districts()
         except Unavailable:
             return self.pages.busy(request, "volunteer_signin.html", fields=fields or {}, errors={}, districts=[])
         return self.render(request, "volunteer_signin.html", status_code=status_code, fields=fields or {},
@@ -223,7 +205,7 @@ class Volunteer:
         form = await request.form()
         words = self.pages.words(request)
         try:
-            districts = await self.districts()
+            districts = await self.directory.districts()
         except Unavailable:
             return self.pages.busy(request, "volunteer_signin.html", fields={}, errors={}, districts=[])
         fields = {"phone": str(form.get("phone", "")).strip(),
@@ -368,7 +350,7 @@ class Volunteer:
         words = self.pages.words(request)
         try:
             found = await self.fetch_details(session, assignment_id)
-            place = await self.district(found["district"])
+            place = await self.directory.district(found["district"])
         except CallFailed as exc:
             return await self.home(request, refusal_words(exc, words), 404)
         except Unavailable:
