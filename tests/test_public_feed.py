@@ -1,9 +1,11 @@
 """The public feed: a full run from a kiosk to a redemption, read as a district system reads it, gives away no
 name, phone, address, free text, internal id or pseudonym, and every public event fits its JSON Schema."""
 
+import asyncio
+import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,15 +13,19 @@ import jsonschema
 import pytest
 from nats.js.errors import NotFoundError
 
-from contracts import API
+from contracts import API, Envelope, new_event
+from contracts.events import HoursLogged
 from contracts.generate import SCHEMA_DIR
 from contracts.public import PUBLIC_STREAM, PUBLIC_TYPES
+from contracts.subjects import event_subject
 from linli.client import caught_up
+from services.common.bus import envelope_json
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.feed import handlers
 from services.feed.app import build as build_feed
 from services.feed.config import FeedSettings
+from services.feed.store import FeedStore
 from services.intake.app import build as build_intake
 from services.intake.config import IntakeSettings
 from services.ledger.app import build as build_ledger
@@ -161,11 +167,6 @@ async def all_kinds(bus: Bus, wanted: set[str]) -> list[dict[str, Any]] | None:
 @pytest.mark.timeout(120)
 async def test_a_redelivered_event_is_published_once_on_the_public_feed(
         settings: BusSettings, bus: Bus) -> None:
-    from contracts import new_event
-    from contracts.events import HoursLogged
-    from contracts.subjects import event_subject
-    from services.common.bus import envelope_json
-
     feed = build_feed(FeedSettings(bus=settings))
     await feed.start()
     try:
@@ -189,6 +190,94 @@ async def test_a_redelivered_event_is_published_once_on_the_public_feed(
     assert data["volunteer"].startswith("vo-") and data["resident"].startswith("re-")
     printed = json.dumps(published)
     assert all(internal not in printed for internal in ("v-internal-volunteer", "r-internal-request", "p2-internal"))
+
+
+class FailsOnce(FeedStore):
+    """The feed's real store, whose first record command fails as a database gone for a moment would."""
+
+    def __init__(self, db: Any) -> None:
+        super().__init__(db)
+        self.attempts = 0
+
+    async def record(self, keys: Sequence[str]) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise ConnectionError("the database went away for a moment")
+        await super().record(keys)
+
+
+def hours_fact(time: datetime | None = None) -> Envelope[HoursLogged]:
+    # Ids long enough that a public reference's hex digits cannot contain them by chance.
+    return new_event(HoursLogged(volunteer_id="v-internal-volunteer", request_id="r-internal-request",
+                                 hours="1.5", category="repair", resident_ref="p2-internal-resident"),
+                     source="linli/matcher", district="beibei", subject="r-internal-request",
+                     correlationid="r-internal-request", time=time)
+
+
+async def publish_internal(bus: Bus, fact: Envelope[HoursLogged], msg_id: str) -> None:
+    await bus.nc.jetstream().publish(event_subject("hours.logged", "beibei"), envelope_json(fact),
+                                     headers={"Nats-Msg-Id": msg_id})
+
+
+@pytest.mark.service
+@pytest.mark.timeout(120)
+async def test_an_event_redelivered_after_its_public_event_was_published_publishes_no_second_one(
+        settings: BusSettings, bus: Bus) -> None:
+    stores: list[FailsOnce] = []
+
+    def failing_once(db: Any) -> FeedStore:
+        stores.append(FailsOnce(db))
+        return stores[0]
+
+    feed = build_feed(FeedSettings(bus=settings, record_every=0.05), store=failing_once)
+    await feed.start()
+    try:
+        fact = hours_fact()
+        await publish_internal(bus, fact, fact.id)
+        # The first delivery publishes, fails to record it and is not acknowledged; the second records it.
+        await eventually(lambda: stores[0].attempts >= 2 or None, timeout=15)
+        await caught_up(bus.nc, "feed", "hours.logged")
+        published = await public_events(bus)
+        recorded = await feed.db["processed"].find_one({"_id": f"feed-hours:{fact.id}"})
+    finally:
+        await feed.stop()
+
+    assert len(published) == 1
+    assert recorded is not None
+
+
+@pytest.mark.service
+@pytest.mark.timeout(120)
+async def test_an_event_repeated_after_the_public_duplicate_window_is_not_published_again(
+        settings: BusSettings, bus: Bus) -> None:
+    window = 3.0
+    short = dataclasses.replace(settings, duplicate_window=window)
+    feed = build_feed(FeedSettings(bus=short, clock_margin=1.0, record_every=0.05))
+    await feed.start()
+    try:
+        # Made long ago, and sent again by its service's outbox once LINLI_PUBLIC has forgotten the first copy.
+        fact = hours_fact(datetime.now(UTC) - timedelta(hours=2))
+        await publish_internal(bus, fact, fact.id)
+        await caught_up(bus.nc, "feed", "hours.logged")
+        first = await eventually(lambda: public_events(bus), timeout=10)
+        await asyncio.sleep(window + 0.5)  # past both streams' duplicate windows
+        await publish_internal(bus, fact, fact.id)
+        await bus.wait_for("hours.logged", count=2)
+        await caught_up(bus.nc, "feed", "hours.logged")
+        published = await public_events(bus)
+    finally:
+        await feed.stop()
+
+    assert len(first) == 1
+    assert published == first
+
+
+@pytest.mark.domain
+def test_only_an_event_older_than_the_duplicate_window_less_the_clock_margin_needs_the_record() -> None:
+    now = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+    assert handlers.within_public_window(now - timedelta(seconds=539), now, window=600, margin=60)
+    assert not handlers.within_public_window(now - timedelta(seconds=540), now, window=600, margin=60)
+    assert not handlers.within_public_window(now - timedelta(days=1), now, window=600, margin=60)
 
 
 @pytest.mark.domain

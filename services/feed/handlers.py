@@ -4,6 +4,7 @@ or pseudonym replaced by a public reference under the feed's own secret. Plain f
 import hashlib
 import hmac
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts import Envelope
@@ -94,3 +95,11 @@ def public_event(event: Envelope[Any], rekey: Rekey) -> PublicEnvelope[Any]:
 
 def subject_of(public: PublicEnvelope[Any]) -> str:
     return public_subject(public.type.removeprefix("linli.pub."), public.district)
+
+
+def within_public_window(made: datetime, now: datetime, window: float, margin: float) -> bool:
+    """Whether every earlier copy of the public event made from an internal event made at `made` is still in
+    LINLI_PUBLIC's duplicate window at `now`: none can have been published before the internal event was made.
+    `margin` covers the difference between the clocks of the service that made it, the feed and the server."""
+    made = made if made.tzinfo else made.replace(tzinfo=UTC)
+    return (now - made).total_seconds() < window - margin
