@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from contracts import API
+from contracts import API, new_event
+from contracts.events import AssignmentCompleted
+from contracts.subjects import event_subject
+from linli.client import caught_up
 from services.care.app import assemble
 from services.care.config import CareSettings
 from services.care.watch import Care
+from services.common.bus import envelope_json
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.intake.app import build as build_intake
@@ -411,3 +415,26 @@ async def test_an_urgent_request_intake_did_not_take_is_raised_by_the_next_pass(
         assert len(bus.of_type("request.created")) == 1
     finally:
         await intake.stop()
+
+
+async def test_the_completion_of_an_urgent_request_is_recorded_once_and_an_older_repeat_moves_nothing_back(
+        bus: Bus, care: Replica) -> None:
+    await care.care.store.add_checkin({"_id": "ci-raised", "plan_id": "cp-1", "request_id": "r-care-raised"})
+    first = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+
+    def completion(at: datetime) -> Any:
+        return new_event(AssignmentCompleted(request_id="r-care-raised", volunteer_id="v-1", assignment_id="a-1",
+                                             hours="1"), source="linli/matcher", district="beibei",
+                         subject="r-care-raised", correlationid="r-care-raised", time=at)
+
+    js = bus.nc.jetstream()
+    earlier, later = completion(first), completion(first + timedelta(days=2))  # reopened, then done again
+    # The later completion, then the earlier one redelivered past the stream's de-duplication, twice.
+    for n, event in enumerate((earlier, later, earlier, earlier)):
+        await js.publish(event_subject("assignment.completed", "beibei"), envelope_json(event),
+                         headers={"Nats-Msg-Id": f"{event.id}-{n}"})
+        await caught_up(bus.nc, "care", "assignment.completed")
+    checkin = await care.care.store.checkin("ci-raised")
+
+    assert checkin is not None
+    assert datetime.fromisoformat(checkin["request_done_at"]) == first + timedelta(days=2)

@@ -45,7 +45,7 @@ def assemble(settings: CareSettings | None = None, clock: Clock | None = None) -
     """The service and its care steps, for tests and the benchmark that drive the watchdog themselves."""
     settings = settings or CareSettings()
     service = Service.create("care", settings.bus)
-    broker, inbox, gate = service.broker, service.inbox, service.gate
+    broker, gate = service.broker, service.gate
 
     async def ask_intake(subject: str, payload: dict[str, Any]) -> dict[str, Any]:
         reply = await broker.request(json.dumps(payload).encode(), subject, timeout=settings.intake_timeout)
@@ -104,8 +104,6 @@ def assemble(settings: CareSettings | None = None, clock: Clock | None = None) -
 
     @on_event(broker, settings.bus, "care", "assignment.completed")
     async def completed(event: Envelope[AssignmentCompleted]) -> None:
-        async with inbox.once("care-completed", event) as first:
-            if first:
-                await care.request_done(event.data.request_id, event.time)  # a $set: a repeat changes nothing
+        await care.request_done(event.data.request_id, event.time)  # only moves later: a repeat changes nothing
 
     return service, care

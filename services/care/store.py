@@ -2,7 +2,7 @@
 answers from an index without reading the whole collection. A document holding dates is written whole
 (insert or replace): the embedded database keeps a date given to $set or $push as text."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING
@@ -105,8 +105,12 @@ class CareStore:
                                                              "$unset": {"pending": ""}})
 
     async def request_done(self, request_id: str, at: datetime) -> None:
-        """The urgent request a check-in raised was carried out (only requests care raised match)."""
-        await self.checkins.update_one({"request_id": request_id}, {"$set": {"request_done_at": at.isoformat()}})
+        """The urgent request a check-in raised was carried out (only requests care raised match).
+
+        Keyed on the request, and only ever moved later ($max over UTC ISO times, which sort as text): a
+        repeated completion changes nothing, and an older one arriving after a newer one moves nothing back."""
+        await self.checkins.update_one({"request_id": request_id},
+                                       {"$max": {"request_done_at": at.astimezone(UTC).isoformat()}})
 
     async def pending_requests(self) -> list[Doc]:
         return await self.checkins.find({"pending": True}).to_list()
