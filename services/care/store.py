@@ -164,12 +164,13 @@ class CareStore:
         found = await self.watch.find_one({"_id": "cursor"})
         return str(found["key"]) if found else None
 
-    async def advance_cursor(self, old: str | None, key: str) -> None:
-        # Keys sort as times; a replica that finished an older pass never moves the cursor back.
-        if old is None:
-            try:
-                await self.watch.insert_one({"_id": "cursor", "key": key})
-            except DuplicateKeyError:
-                pass
-        elif key > old:
-            await self.watch.update_one({"_id": "cursor", "key": old}, {"$set": {"key": key}})
+    async def first_cursor(self, key: str) -> None:
+        try:
+            await self.watch.insert_one({"_id": "cursor", "key": key})
+        except DuplicateKeyError:
+            pass  # a restart keeps the stored one
+
+    async def advance_cursor(self, key: str) -> None:
+        # Keys sort as times, and $max only moves the cursor on: a replica that finished an older pass, or
+        # that has not seen another's, never moves it back.
+        await self.watch.update_one({"_id": "cursor"}, {"$max": {"key": key}}, upsert=True)

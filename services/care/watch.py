@@ -76,11 +76,14 @@ class Care:
                  ask_intake: AskIntake) -> None:
         self.store, self.outbox, self.settings, self.places = store, outbox, settings, places
         self.clock, self.ask_intake = clock, ask_intake
+        # Up to which bucket this replica's passes have read: the stored cursor is read by the first pass only,
+        # and is behind this one at most by what another replica read too (read again, which changes nothing).
+        self.cursor: str | None = None
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
         # Set before any plan can be made here, so no timer lies behind it; a restart keeps the stored one.
-        await self.store.advance_cursor(None, handlers.bucket(self.clock.now(), self.settings.bucket_seconds))
+        await self.store.first_cursor(handlers.bucket(self.clock.now(), self.settings.bucket_seconds))
 
     def key(self, at: datetime, now: datetime) -> str:
         # Never a bucket the cursor has passed: a timer already due is read by the next pass.
@@ -388,7 +391,7 @@ class Care:
         """One pass: every timer whose bucket came since the last pass, read by equality. Returns steps taken."""
         now = self.clock.now()
         size = self.settings.bucket_seconds
-        cursor = await self.store.cursor()
+        cursor = self.cursor or await self.store.cursor()
         taken = 0
         # Deadlines of one bucket are taken side by side: each waits on the database and the stream, not the CPU.
         limit = asyncio.Semaphore(self.settings.pass_concurrency)
@@ -399,7 +402,10 @@ class Care:
             for pairing in await self.store.quiet_timers(key):
                 if pairing["active"] and not pairing["alerted"] and pairing["alert_at"] <= now:
                     taken += await self.quiet(pairing, now)
-        await self.store.advance_cursor(cursor, handlers.bucket(now, size))
+        reached = handlers.bucket(now, size)
+        if cursor is None or reached > cursor:
+            await self.store.advance_cursor(reached)  # once a bucket, not once a pass
+        self.cursor = max(cursor or reached, reached)
         for occurrence in await self.store.unsent():
             # Wall-clock time: whether the replica that took the step has had time to publish it itself.
             if time.time() - occurrence.get("unsent_at", 0.0) >= self.settings.resend_after:
