@@ -56,7 +56,7 @@ class Records:
 
 class Feed:
     def __init__(self, store: FeedStore, publish: Publish, window: float, margin: float = 60.0,
-                 record_every: float = 0.5, clock: Clock = utc_now) -> None:
+                 record_every: float = 1.0, clock: Clock = utc_now) -> None:
         self.store = store
         self.publish = publish
         self.window, self.margin, self.clock = window, margin, clock
