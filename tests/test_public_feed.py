@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 from nats.js.errors import NotFoundError
+from pymongo import AsyncMongoClient
 
 from contracts import API, Envelope, new_event
 from contracts.events import HoursLogged
@@ -270,6 +271,20 @@ async def test_an_event_repeated_after_the_public_duplicate_window_is_not_publis
 
     assert len(first) == 1
     assert published == first
+
+
+@pytest.mark.service
+async def test_ids_stored_again_with_new_ones_are_no_error_and_the_new_ones_are_kept(settings: BusSettings) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    try:
+        store = FeedStore(client[settings.database("feed")])
+        await store.record(["feed-hours:e-1", "feed-hours:e-2"])
+        await store.record(["feed-hours:e-2", "feed-hours:e-3", "feed-hours:e-3"])  # a redelivery's, and a new one
+        kept = [await store.was_published(f"feed-hours:e-{n}") for n in (1, 2, 3, 4)]
+    finally:
+        await client.close()
+
+    assert kept == [True, True, True, False]
 
 
 @pytest.mark.domain
