@@ -438,3 +438,20 @@ async def test_the_completion_of_an_urgent_request_is_recorded_once_and_an_older
 
     assert checkin is not None
     assert datetime.fromisoformat(checkin["request_done_at"]) == first + timedelta(days=2)
+
+
+async def test_the_stored_cursor_only_moves_on_whichever_replica_stores_it_last(
+        bus: Bus, settings: BusSettings, clock: MovedClock) -> None:
+    ahead, behind = await replica(settings, clock), await replica(settings, clock)
+    try:
+        await behind.care.watch_once()
+        clock.advance(minutes=5)
+        await ahead.care.watch_once()
+        clock.advance(minutes=-3)  # a replica whose pass began earlier stores its cursor later
+        await behind.care.watch_once()
+        stored = await behind.care.store.cursor()
+    finally:
+        await ahead.service.stop()
+        await behind.service.stop()
+
+    assert stored == "20261201000500"
