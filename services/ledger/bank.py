@@ -189,7 +189,7 @@ class Bank:
             data.request_id, data.volunteer_id, {**about, "confirmed": True, "volunteer_id": data.volunteer_id})
         # The proof holds what the confirmation copies from the credit; one from before it did is read from the entry.
         credit = proof if "category" in proof else (
-            await self.store.credit_for(data.request_id, data.volunteer_id) if proof["credited"] else None)
+            await self.store.credit_for(data.request_id, data.volunteer_id) if proof.get("credited") else None)
         account = await self.head_of(data.volunteer_id)
         for body in handlers.rating_entries(event, self.rules, account, credit, time.time()):
             _, account, _ = await self.posted(body, account=account, proof=False)
