@@ -260,7 +260,6 @@ async def test_notifier_queries_cost_the_same_with_a_long_history(counted: Count
                                                                      "owner": "me", "claimed_until": 0.0}]),
             "create_taken": lambda: store.create([{"_id": n, "status": "pending", "created": 0.0, "owner": "you",
                                                    "claimed_until": 1.0}]),
-            "notification": lambda: store.notification(n),
             "claim": lambda: store.claim(n, "me", 2.0, 3.0),
             "begin_attempt": lambda: store.begin_attempt(n, "me", 1, 3.0),
             "record_attempt": lambda: store.record_attempt(n, 1, "console", 0.0, "sent", None, ""),

@@ -108,16 +108,17 @@ class Dispatcher:
             else {**doc, "owner": owner, "claimed_until": now + self.settings.claim_seconds}
             for doc in composed
         ]
-        prepared = []
-        for doc in await self.store.create(fresh):
+        stored = await self.store.create(fresh)
+        for doc in stored:
             ours = doc["owner"] == owner
             if doc["status"] in handlers.FINAL:
                 if ours or (again and doc["channel"] == "console"):
                     to_console(doc)
             elif not ours and not await self.store.claim(doc["_id"], owner, now, now + self.settings.claim_seconds):
+                for held in stored:
+                    await self.store.release(held["_id"], owner)
                 raise ClaimLost(f"notification {doc['_id']} is being sent by another consumer; trying again later")
-            prepared.append(doc)
-        return prepared
+        return stored
 
     async def compose(self, event: Envelope[Any], to: handlers.Route) -> dict[str, Any]:
         lang = self.settings.language

@@ -22,9 +22,6 @@ class NotifierStore:
     async def save_contact(self, key: str, contact: Mapping[str, str], at: float) -> None:
         await self.contacts.replace_one({"_id": key}, {**contact, "_id": key, "fetched": at}, upsert=True)
 
-    async def notification(self, notification_id: str) -> dict[str, Any] | None:
-        return await self.notifications.find_one({"_id": notification_id})
-
     async def create(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stores new notifications in one command, without looking first; returns each as stored, which is
         an earlier one (with another owner) where its id was taken."""
