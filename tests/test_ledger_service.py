@@ -186,6 +186,28 @@ async def test_hours_an_earlier_ledger_recorded_in_its_inbox_are_not_announced_a
     assert await kinds(ledger, "v-inbox") == [(1, "credit", 200, 2000)]
 
 
+async def test_a_rating_of_hours_whose_proof_predates_the_copied_facts_reads_them_from_the_credit(
+    ledger: Service, bus: Bus
+) -> None:
+    logged = hours("v-older", "2", "elderly")
+    pricing = price(RULES, Decimal("2"), "elderly", "routine", NOON)
+    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
+    stored = link(credit, None)
+    await ledger.db["entries"].insert_one(stored)
+    # A proof as an earlier ledger wrote it: the credit's id and hours, not its category.
+    facts = {k: v for k, v in handlers.proof_facts(stored).items() if k not in ("category", "service", "grid")}
+    request_id = logged.data.request_id
+    await ledger.db["proofs"].insert_one({"_id": f"{request_id}/v-older", "request_id": request_id, "confirmed": False,
+                                          "disputed": False, "settled": False, **facts})
+
+    await publish(bus, rated("v-older", logged.data.request_id, 4))
+    await caught_up(bus.nc, "ledger", "request.rated")
+
+    confirm = await eventually(lambda: ledger.db["entries"].find_one({"volunteer_id": "v-older", "kind": "confirm"}))
+    assert (confirm["seq"], confirm["category"]) == (2, "elderly")
+    assert await verified(ledger) == []
+
+
 async def test_duplicated_and_reordered_events_count_exactly_once(ledger: Service, bus: Bus) -> None:
     await open_account(bus, ledger, "v-order", team="红马甲")
     logged = hours("v-order", "2", "elderly", urgency="urgent")
