@@ -8,8 +8,8 @@ pymongo CommandListener registered before the ledger's client is made. It credit
 completions (day 300 of a busy volunteer), then --measure more one at a time, each waited for until the
 ledger has acknowledged it (points.earned seen, the consumer caught up), and prints the commands the
 ledger's database received per credited completion, by command name. The repair sweep and the outbox relay
-are set to run only at start, so what is counted is the work of the hours.logged handler alone: the inbox
-check and record, the account, the chain append, the projection, the proof of service and the outbox.
+are set to run only at start, so what is counted is the work of the hours.logged handler alone: the chain
+append, the projection, the outbox and the proof of service (the account is remembered from the last credit).
 
 The figures are counts, not times: they do not depend on the machine, and they are the same on MongoDB.
 """

@@ -142,6 +142,72 @@ async def test_the_same_event_delivered_twice_is_credited_once(ledger: Service, 
     assert await kinds(ledger, "v-once") == [(1, "credit", 125, 1250)]
 
 
+async def test_a_repeated_hours_event_is_announced_once_even_to_a_plain_subscriber(
+    ledger: Service, bus: Bus
+) -> None:
+    heard: list[bytes] = []
+
+    async def hear(msg: Any) -> None:
+        heard.append(msg.data)
+
+    subscription = await bus.nc.subscribe(event_subject("points.earned", "beibei"), cb=hear)
+    logged = hours("v-plain", "1")
+    await publish(bus, logged, "first")
+    await bus.wait_for("points.earned", volunteer_id="v-plain")
+    await caught_up(bus.nc, "ledger", "hours.logged")
+    await publish(bus, logged, "again")  # past JetStream's de-duplication: only the ledger can catch it
+    await caught_up(bus.nc, "ledger", "hours.logged")
+    await bus.nc.flush()
+    await subscription.unsubscribe()
+
+    assert len(heard) == 1
+    assert await kinds(ledger, "v-plain") == [(1, "credit", 100, 1000)]
+    proof = await ledger.db["proofs"].find_one({"_id": f"{logged.data.request_id}/v-plain"})
+    assert proof is not None and proof["announced"] == json.loads(heard[0])["id"]
+    assert await ledger.db["processed"].count_documents({}) == 0  # the proof says it, not an inbox
+
+
+async def test_hours_an_earlier_ledger_recorded_in_its_inbox_are_not_announced_again(
+    ledger: Service, bus: Bus
+) -> None:
+    logged = hours("v-inbox", "2")
+    pricing = price(RULES, Decimal("2"), "repair", "routine", NOON)
+    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
+    # What a ledger that kept an inbox left: the entry, its proof without the announcement, the inbox record.
+    stored = link(credit, None)
+    await ledger.db["entries"].insert_one(stored)
+    await ledger.db["proofs"].insert_one({"_id": f"{logged.data.request_id}/v-inbox", **handlers.proof_facts(stored)})
+    await ledger.db["processed"].insert_one({"_id": f"ledger-hours:{logged.id}", "at": time.time()})
+
+    await publish(bus, logged)
+    await caught_up(bus.nc, "ledger", "hours.logged")
+
+    assert await stored_events(bus.nc, "points.earned") == []
+    assert await kinds(ledger, "v-inbox") == [(1, "credit", 200, 2000)]
+
+
+async def test_a_rating_of_hours_whose_proof_predates_the_copied_facts_reads_them_from_the_credit(
+    ledger: Service, bus: Bus
+) -> None:
+    logged = hours("v-older", "2", "elderly")
+    pricing = price(RULES, Decimal("2"), "elderly", "routine", NOON)
+    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
+    stored = link(credit, None)
+    await ledger.db["entries"].insert_one(stored)
+    # A proof as an earlier ledger wrote it: the credit's id and hours, not its category.
+    facts = {k: v for k, v in handlers.proof_facts(stored).items() if k not in ("category", "service", "grid")}
+    request_id = logged.data.request_id
+    await ledger.db["proofs"].insert_one({"_id": f"{request_id}/v-older", "request_id": request_id, "confirmed": False,
+                                          "disputed": False, "settled": False, **facts})
+
+    await publish(bus, rated("v-older", logged.data.request_id, 4))
+    await caught_up(bus.nc, "ledger", "request.rated")
+
+    confirm = await eventually(lambda: ledger.db["entries"].find_one({"volunteer_id": "v-older", "kind": "confirm"}))
+    assert (confirm["seq"], confirm["category"]) == (2, "elderly")
+    assert await verified(ledger) == []
+
+
 async def test_duplicated_and_reordered_events_count_exactly_once(ledger: Service, bus: Bus) -> None:
     await open_account(bus, ledger, "v-order", team="红马甲")
     logged = hours("v-order", "2", "elderly", urgency="urgent")
@@ -437,7 +503,51 @@ class Commands(monitoring.CommandListener):
         pass
 
 
-async def test_a_credit_on_a_long_history_neither_reads_the_chain_nor_reads_back_the_account(
+async def test_a_loop_s_hours_and_rating_take_eight_commands_with_no_read_of_the_chain(
+    ledger: Service, settings: BusSettings,
+) -> None:
+    # The running ledger only made the stream the announcement goes to.
+    from faststream.nats import NatsBroker
+    from pymongo import AsyncMongoClient
+
+    from services.common.bus import Outbox
+    from services.ledger.bank import Bank
+    from services.ledger.store import LedgerStore
+
+    commands = Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url, event_listeners=[commands])
+    db = client[settings.database("ledger")]
+    broker = NatsBroker(settings.nats_url)
+    await broker.connect()
+    bank = Bank(LedgerStore(db), Outbox(db, broker), ledger_settings(settings))
+    try:
+        await bank.start()
+        for _ in range(30):
+            await bank.earn(hours("v-day300", "1"))
+        commands.sent.clear()
+
+        logged = hours("v-day300", "1.5")
+        await bank.earn(logged)
+        await bank.rated(rated("v-day300", logged.data.request_id, 4))
+
+        # hours: append, project, outbox, proof (announced); rating: rating, proof (confirmed), append, project
+        assert sorted(commands.sent) == sorted([
+            ("insert", "entries"), ("findAndModify", "accounts"), ("insert", "outbox"), ("insert", "proofs"),
+            ("insert", "ratings"), ("findAndModify", "proofs"), ("insert", "entries"), ("findAndModify", "accounts"),
+        ])
+        account = await db["accounts"].find_one({"_id": "v-day300"})
+        assert account is not None and (account["seq"], account["hours_cents"]) == (32, 3150)
+        confirm = await db["entries"].find_one({"volunteer_id": "v-day300", "seq": 32})
+        assert confirm is not None and (confirm["kind"], confirm["category"]) == ("confirm", "repair")
+        proof = await bank.store.proof(logged.data.request_id, "v-day300")
+        assert proof is not None and (proof["credited"], proof["confirmed"], proof["stars"]) == (True, True, 4)
+        assert await verified_db(settings, db.name) == []
+    finally:
+        await broker.stop()
+        await client.close()
+
+
+async def test_a_replica_that_has_not_seen_the_account_reads_it_once_and_never_the_chain(
     settings: BusSettings,
 ) -> None:
     from faststream.nats import NatsBroker
@@ -454,16 +564,46 @@ async def test_a_credit_on_a_long_history_neither_reads_the_chain_nor_reads_back
     try:
         await bank.start()
         for _ in range(30):
-            await bank.credit(hours("v-day300", "1"))
+            await bank.credit(hours("v-cold", "1"))
+        cold = Bank(LedgerStore(db), Outbox(db, NatsBroker()), ledger_settings(settings))
+        await cold.start()
         commands.sent.clear()
 
-        credit, _ = await bank.credit(hours("v-day300", "1.5"))
+        credit, _, first = await cold.credit(hours("v-cold", "1.5"))
 
-        assert credit["seq"] == 31
-        assert sorted(commands.sent) == [("find", "accounts"), ("findAndModify", "accounts"), ("insert", "entries"),
-                                         ("insert", "proofs"), ("update", "proofs")]
-        account = await db["accounts"].find_one({"_id": "v-day300"})
-        assert account is not None and (account["seq"], account["hours_cents"]) == (31, 3150)
+        assert first and credit["seq"] == 31
+        assert sorted(commands.sent) == [("find", "accounts"), ("findAndModify", "accounts"), ("insert", "entries")]
+        assert await verified_db(settings, db.name) == []
+    finally:
+        await client.close()
+
+
+async def test_an_account_remembered_behind_its_chain_costs_a_collision_not_a_gap(
+    settings: BusSettings,
+) -> None:
+    from faststream.nats import NatsBroker
+    from pymongo import AsyncMongoClient
+
+    from services.common.bus import Outbox
+    from services.ledger.bank import Bank
+    from services.ledger.store import LedgerStore
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
+    db = client[settings.database("ledger")]
+    one = Bank(LedgerStore(db), Outbox(db, NatsBroker()), ledger_settings(settings))
+    other = Bank(LedgerStore(db), Outbox(db, NatsBroker()), ledger_settings(settings))
+    try:
+        await one.start()
+        await other.start()
+        await one.credit(hours("v-stale", "1"))
+        await other.credit(hours("v-stale", "2"))  # `one` still remembers the account at seq 1
+        await one.credit(hours("v-stale", "4"))
+
+        entries = await db["entries"].find({"volunteer_id": "v-stale"}).sort("seq", 1).to_list()
+        assert [(e["seq"], e["hours_cents"], e["balance_hours_cents"]) for e in entries] == [
+            (1, 100, 100), (2, 200, 300), (3, 400, 700)]
+        account = await db["accounts"].find_one({"_id": "v-stale"})
+        assert account is not None and (account["seq"], account["hours_cents"]) == (3, 700)
         assert await verified_db(settings, db.name) == []
     finally:
         await client.close()

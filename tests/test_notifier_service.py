@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
+from pymongo import monitoring
 
 from contracts import API, Envelope, event_subject, new_event
 from contracts.events import AssignmentAccepted, AssignmentCompleted, PointsEarned, RequestUnmatched, VolunteerAssigned
@@ -524,3 +525,81 @@ async def test_a_contact_just_used_is_taken_from_memory_without_asking_intake_or
 
     await bus.wait_for("notification.delivered", notification_id=handlers.notification_id(second.id, "offer"))
     assert [b["phone"] for b in hook.bodies()] == ["13900139000", "13900139000"]
+
+
+class Commands(monitoring.CommandListener):
+    """What the clients made after it send to one database, as (command, collection) pairs."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: Any) -> None:
+        if event.database_name == self.database:
+            self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+    def of(self, collection: str) -> list[str]:
+        return sorted(command for command, name in self.sent if name == collection)
+
+
+def counting(settings: BusSettings) -> Commands:
+    commands = Commands(settings.database("notifier"))
+    monitoring.register(commands)  # the notifier's client, made after this, reports to it; the name is this test's
+    return commands
+
+
+def notify_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "linli.notifier" and "NOTIFY" in r.getMessage()]
+
+
+async def test_an_acceptance_on_the_console_stores_both_notifications_in_one_command_and_a_repeat_logs_nothing(
+    settings: BusSettings, bus: Bus, run: Callable[[Service], Awaitable[Service]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="linli.notifier")
+    commands = counting(settings)
+    await run(build_intake(IntakeSettings(bus=settings)))
+    notifier = await run(build(notifier_settings(settings, None)))
+    volunteer_id, request_id = await volunteer_and_request(bus)
+    event = accepted_event(volunteer_id, request_id)
+    commands.sent.clear()
+
+    await publish(bus.nc, event, msg_id="first-copy")
+    await bus.wait_for("notification.delivered", count=2)
+    await caught_up(bus.nc, "notifier", "assignment.accepted")
+
+    assert commands.of("notifications") == ["insert"]  # written once, final, without looking first
+    assert len(notify_lines(caplog)) == 2
+
+    await publish(bus.nc, event, msg_id="second-copy")  # past JetStream's de-duplication
+    await caught_up(bus.nc, "notifier", "assignment.accepted")
+
+    assert commands.of("notifications") == ["find", "insert", "insert"]  # read back only on the collision
+    assert len(notify_lines(caplog)) == 2
+    assert await notifier.db["notifications"].count_documents({}) == 2
+    assert len(await stored_events(bus.nc, "notification.delivered")) == 2
+
+
+async def test_a_contact_intake_gives_again_unchanged_is_neither_read_from_nor_written_to_the_database(
+    settings: BusSettings, bus: Bus, hook: Hook, run: Callable[[Service], Awaitable[Service]]
+) -> None:
+    commands = counting(settings)
+    await run(build_intake(IntakeSettings(bus=settings)))
+    notifier = await run(build(notifier_settings(settings, hook, contact_memory=0.0)))  # intake asked every time
+    volunteer_id, request_id = await volunteer_and_request(bus)
+    commands.sent.clear()
+
+    for _ in range(3):
+        sent = offer(volunteer_id, request_id)
+        await publish(bus.nc, sent)
+        await bus.wait_for("notification.delivered", notification_id=handlers.notification_id(sent.id, "offer"))
+
+    assert commands.of("contacts") == ["update"]  # stored once, for when intake does not answer
+    stored = await notifier.db["contacts"].find_one({"_id": f"volunteer:{volunteer_id}"})
+    assert stored is not None and stored["phone"] == "13900139000"
+    assert [b["phone"] for b in hook.bodies()] == ["13900139000"] * 3

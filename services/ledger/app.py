@@ -72,13 +72,8 @@ def build(settings: LedgerSettings | None = None) -> Service:
 
     @on_event(broker, settings.bus, "ledger", "hours.logged")
     async def hours_logged(event: Envelope[HoursLogged]) -> None:
-        # The inbox keeps a repeat from publishing points.earned again (the stream would drop it, but not
-        # every subscriber reads the stream).
-        async with inbox.once("ledger-hours", event) as first:
-            if first:
-                # Entry ids derive from the event id: a repeat finds the stored entries and re-sends their event.
-                credit, bonuses = await bank.credit(event)
-                await outbox.send([handlers.earned_event(credit, bonuses)])
+        # No inbox: entry ids derive from the event id, and the proof of service names the points.earned sent.
+        await bank.earn(event)
 
     @on_event(broker, settings.bus, "ledger", "request.rated")
     async def request_rated(event: Envelope[RequestRated]) -> None:

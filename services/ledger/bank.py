@@ -51,6 +51,9 @@ class Bank:
         self.key: Ed25519PrivateKey | None = None
         # How long after a refusal the sweep looks, once, for a late step of a racing attempt.
         self.recheck_window = max(300.0, 10 * settings.redeem_timeout)
+        # Accounts as this replica last saw them: a guess at the chain's head that the append checks (an entry
+        # under a seq already taken collides, and the head is read), and a profile at most account_memory old.
+        self.recent: dict[str, tuple[float, Doc]] = {}
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
@@ -69,17 +72,19 @@ class Bank:
     # --- posting entries ----------------------------------------------------------------------------
 
     async def post(self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None) -> Doc:
-        stored, _ = await self.posted(body, guard, account)
+        stored, _, _ = await self.posted(body, guard, account)
         return stored
 
     async def posted(
-        self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None
-    ) -> tuple[Doc, Doc]:
+        self, body: Doc, guard: Callable[[Doc], None] | None = None, account: Doc | None = None,
+        proof: bool = True,
+    ) -> tuple[Doc, Doc, bool]:
         """Appends an entry to its volunteer's chain once, then brings the projections up to it: the stored
-        entry and the account after it.
+        entry, the account after it, and whether this call appended it.
 
         `account` is the volunteer's account as the caller last read it: its projection is the chain's head
-        unless another writer has moved on, so the append need not read the chain first."""
+        unless another writer has moved on, so the append need not read the chain first. Without `proof`, the
+        caller records the entry's proof of service itself."""
 
         def build(head: Doc | None) -> Doc:
             linked = chain.link(body, head)
@@ -90,16 +95,28 @@ class Bank:
         stored, wrote = await self.store.append_entry(body["volunteer_id"], body["_id"], build, account)
         if wrote and account is not None and stored["seq"] == account["seq"] + 1:
             # The usual case: this entry is the only one the projection has not seen.
-            if (moved := await self.apply(stored)) is not None:
-                return stored, moved
-        return stored, await self.roll_forward(body["volunteer_id"])
+            if (moved := await self.apply(stored, proof)) is not None:
+                return stored, self.remember(moved), wrote
+        return stored, self.remember(await self.roll_forward(body["volunteer_id"])), wrote
 
-    async def apply(self, stored: Doc) -> Doc | None:
+    async def apply(self, stored: Doc, proof: bool = True) -> Doc | None:
         """Applies one entry to the projections; the account after, or None when it was not just before it."""
         # Proof first: it is idempotent, and the account's seq says what has been applied.
-        if stored["request_id"] and (facts := handlers.proof_facts(stored)):
+        if proof and stored["request_id"] and (facts := handlers.proof_facts(stored)):
             await self.store.note_proof(stored["request_id"], stored["volunteer_id"], facts)
         return await self.store.project(stored)
+
+    def remember(self, account: Doc) -> Doc:
+        if len(self.recent) > 10_000:
+            self.recent.clear()
+        self.recent[account["_id"]] = (time.monotonic(), account)
+        return account
+
+    async def head_of(self, volunteer_id: str) -> Doc:
+        """The volunteer's account, from memory when this replica saw it lately."""
+        if (recent := self.recent.get(volunteer_id)) and time.monotonic() - recent[0] < self.settings.account_memory:
+            return recent[1]
+        return self.remember(await self.store.ensure_account(volunteer_id))
 
     async def roll_forward(self, volunteer_id: str, account: Doc | None = None) -> Doc:
         """Applies to the projections every entry they have not seen; repairs what a crash left half done."""
@@ -117,18 +134,43 @@ class Bank:
 
     # --- events -------------------------------------------------------------------------------------
 
-    async def credit(self, event: Envelope[HoursLogged]) -> tuple[Doc, list[Doc]]:
+    async def earn(self, event: Envelope[HoursLogged]) -> None:
+        """Credits the hours and announces them in points.earned, once.
+
+        No inbox: the entries' ids derive from the event id, so a repeat finds them stored; the proof of service,
+        written after the announcement is in the outbox, names it, so a repeat does not announce it again."""
+        credit, bonuses, first = await self.credit(event)
+        earned = handlers.earned_event(credit, bonuses)
+        if not first and await self.announced(event, credit, earned.id):
+            return
+        entries = await self.outbox.store([earned])
+        if credit["request_id"]:
+            facts = {**handlers.proof_facts(credit), "announced": earned.id}
+            await self.store.note_proof(credit["request_id"], credit["volunteer_id"], facts, first=True)
+        for entry in entries:
+            await self.outbox.publish(entry)
+
+    async def announced(self, event: Envelope[HoursLogged], credit: Doc, earned_id: str) -> bool:
+        proof = await self.store.proof(credit["request_id"], credit["volunteer_id"]) if credit["request_id"] else None
+        if proof is not None and proof.get("announced") == earned_id:
+            return True
+        return await self.store.handled_before("ledger-hours", event.id)  # recorded by the inbox used before
+
+    async def credit(self, event: Envelope[HoursLogged]) -> tuple[Doc, list[Doc], bool]:
+        """The credit and bonus entries of the hours, and whether this call appended the credit."""
         data = event.data
-        account = await self.store.ensure_account(data.volunteer_id)
+        account = await self.head_of(data.volunteer_id)
         if not account["district"]:
             await self.store.adopt_district(data.volunteer_id, event.district)
         pricing = price(self.rules, data.hours, data.category, data.urgency, handlers.done_at(event))
-        bodies = handlers.credit_entries(event, pricing, self.rules, account, time.time())
-        stored = []
-        for body in bodies:
-            entry, account = await self.posted(body, account=account)
-            stored.append(entry)
-        return stored[0], stored[1:]
+        credit, *bonuses = handlers.credit_entries(event, pricing, self.rules, account, time.time())
+        # The credit's proof of service is written by earn(), with the announcement.
+        stored, account, first = await self.posted(credit, account=account, proof=False)
+        added = []
+        for body in bonuses:
+            entry, account, _ = await self.posted(body, account=account)
+            added.append(entry)
+        return stored, added, first
 
     async def rated(self, event: Envelope[RequestRated]) -> None:
         data = event.data
@@ -141,14 +183,19 @@ class Bank:
         if handlers.disputes(data.stars, data.done):
             await self.store.note_proof(data.request_id, data.volunteer_id, {**about, "disputed": True})
             return
-        await self.store.note_proof(data.request_id, data.volunteer_id, about)
-        account = await self.store.ensure_account(data.volunteer_id)
-        credit = await self.store.credit_for(data.request_id, data.volunteer_id)
+        # Confirmed with the rating's facts in one write, before the confirm entry: a crash in between leaves the
+        # event unacknowledged, and its redelivery appends the entry.
+        proof = await self.store.note_proof(
+            data.request_id, data.volunteer_id, {**about, "confirmed": True, "volunteer_id": data.volunteer_id})
+        # The proof holds what the confirmation copies from the credit; one from before it did is read from the entry.
+        credit = proof if "category" in proof else (
+            await self.store.credit_for(data.request_id, data.volunteer_id) if proof.get("credited") else None)
+        account = await self.head_of(data.volunteer_id)
         for body in handlers.rating_entries(event, self.rules, account, credit, time.time()):
-            _, account = await self.posted(body, account=account)
+            _, account, _ = await self.posted(body, account=account, proof=False)
 
     async def registered(self, event: Envelope[VolunteerRegistered]) -> None:
-        await self.store.register(event.data.volunteer_id, handlers.account(event))
+        self.remember(await self.store.register(event.data.volunteer_id, handlers.account(event)))
 
     # --- calls --------------------------------------------------------------------------------------
 

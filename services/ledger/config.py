@@ -62,6 +62,9 @@ class LedgerSettings:
     confirm_deadline: float = field(default_factory=lambda: env_float("LEDGER_CONFIRM_DEADLINE", 7 * 24 * 3600))
     # How often the repair sweep runs: projections behind their entries, redemptions a crash left open.
     sweep_interval: float = field(default_factory=lambda: env_float("LEDGER_SWEEP_INTERVAL", 5.0))
+    # An account this replica wrote or read lately is taken from memory this long (seconds): a stale head only
+    # costs the append a collision and a read; a stale team or district is at most this old.
+    account_memory: float = field(default_factory=lambda: env_float("LEDGER_ACCOUNT_MEMORY", 60.0))
     # A redemption still pending after this many seconds is taken over by the sweep.
     redeem_timeout: float = field(default_factory=lambda: env_float("LEDGER_REDEEM_TIMEOUT", 30.0))
     # The issuing district named in statements; empty means the volunteer's own district.

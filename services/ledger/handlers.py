@@ -282,8 +282,10 @@ def balance_view(volunteer_id: str, projected: Mapping[str, Any] | None, ratings
 def proof_facts(stored: Mapping[str, Any]) -> dict[str, Any]:
     match stored["kind"]:
         case "credit":
+            # With what a confirmation copies from the credit, so a rating need not read the entry.
             return {"credited": True, "volunteer_id": stored["volunteer_id"], "hours_cents": stored["hours_cents"],
-                    "credited_at": stored["posted"], "credit_id": stored["_id"]}
+                    "credited_at": stored["posted"], "credit_id": stored["_id"],
+                    **{field: stored.get(field, "") for field in ("category", "service", "grid", "resident_ref")}}
         case "confirm":
             return {"confirmed": True, "volunteer_id": stored["volunteer_id"]}
         case "adjust":

@@ -37,6 +37,9 @@ class LedgerStore:
         self.rule_sets = db["rule_sets"]
         # Signed chain heads, each also published as ledger.checkpoint for others to keep.
         self.checkpoints = db["checkpoints"]
+        # Where the bus's inbox recorded the hours.logged events handled before their proofs recorded the
+        # points.earned they announced: read only for a repeat whose proof does not say.
+        self.processed = db["processed"]
         # Whether ratings or proofs keyed on the request alone (from before re-dispatch) may exist: only
         # then does a miss on the request-and-volunteer key look again under the old one.
         self.legacy_keys = True
@@ -145,9 +148,12 @@ class LedgerStore:
         assert found is not None  # accounts are never deleted
         return found
 
-    async def register(self, volunteer_id: str, profile: Mapping[str, Any]) -> None:
+    async def register(self, volunteer_id: str, profile: Mapping[str, Any]) -> Doc:
         await self.ensure_account(volunteer_id)
-        await self.accounts.update_one({"_id": volunteer_id}, {"$set": dict(profile)})
+        found = await self.accounts.find_one_and_update(
+            {"_id": volunteer_id}, {"$set": dict(profile)}, return_document=ReturnDocument.AFTER)
+        assert found is not None  # accounts are never deleted
+        return found
 
     async def adopt_district(self, volunteer_id: str, district: str) -> None:
         # Only while none is known: volunteer.registered, whenever it comes, has the last word.
@@ -179,22 +185,43 @@ class LedgerStore:
 
     # --- proof of service ---------------------------------------------------------------------------
 
-    async def note_proof(self, request_id: str, volunteer_id: str, facts: Mapping[str, Any]) -> None:
-        """Records what is now known about a volunteer's service on a request; every fact only ever turns on,
-        so order does not matter."""
+    async def note_proof(
+        self, request_id: str, volunteer_id: str, facts: Mapping[str, Any], first: bool = False
+    ) -> Doc:
+        """Records what is now known about a volunteer's service on a request, and returns the proof after it;
+        every fact only ever turns on, so order does not matter.
+
+        `first` says the proof is most likely not stored yet (the credit comes first): it is inserted without
+        looking, and updated only when that collides."""
         key = service_key(request_id, volunteer_id)
-        if (await self.proofs.update_one({"_id": key}, {"$set": dict(facts)})).matched_count:
-            return
-        if self.legacy_keys and (await self.proofs.update_one(
-                {"_id": request_id, "volunteer_id": volunteer_id}, {"$set": dict(facts)})).matched_count:
-            return
+        new = {
+            "_id": key, "request_id": request_id, "volunteer_id": volunteer_id, "credited": False,
+            "confirmed": False, "disputed": False, "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
+        }
+        if first and not self.legacy_keys:
+            try:
+                await self.proofs.insert_one(new)
+                return new
+            except DuplicateKeyError:
+                pass
+        if (found := await self.proofs.find_one_and_update(
+                {"_id": key}, {"$set": dict(facts)}, return_document=ReturnDocument.AFTER)) is not None:
+            return found
+        if self.legacy_keys and (found := await self.proofs.find_one_and_update(
+                {"_id": request_id, "volunteer_id": volunteer_id}, {"$set": dict(facts)},
+                return_document=ReturnDocument.AFTER)) is not None:
+            return found
         try:
-            await self.proofs.insert_one({
-                "_id": key, "request_id": request_id, "volunteer_id": volunteer_id, "credited": False,
-                "confirmed": False, "disputed": False, "settled": False, "hours_cents": 0, "credited_at": 0.0, **facts,
-            })
-        except DuplicateKeyError:
-            await self.proofs.update_one({"_id": key}, {"$set": dict(facts)})  # inserted meanwhile
+            await self.proofs.insert_one(new)
+            return new
+        except DuplicateKeyError:  # inserted meanwhile
+            found = await self.proofs.find_one_and_update(
+                {"_id": key}, {"$set": dict(facts)}, return_document=ReturnDocument.AFTER)
+            assert found is not None  # proofs are never deleted
+            return found
+
+    async def handled_before(self, consumer: str, event_id: str) -> bool:
+        return await self.processed.find_one({"_id": f"{consumer}:{event_id}"}, {"_id": 1}) is not None
 
     async def proof(self, request_id: str, volunteer_id: str) -> Doc | None:
         found = await self.proofs.find_one({"_id": service_key(request_id, volunteer_id)})

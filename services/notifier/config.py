@@ -17,9 +17,8 @@ class NotifierSettings:
     webhook_backoff_cap: float = field(default_factory=lambda: env_float("NOTIFIER_WEBHOOK_BACKOFF_CAP", 8.0))
     webhook_timeout: float = field(default_factory=lambda: env_float("NOTIFIER_WEBHOOK_TIMEOUT", 10.0))
     contact_timeout: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_TIMEOUT", 5.0))
-    # A cached contact older than this is fetched again; a stale one is still used while intake is down.
-    contact_max_age: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_MAX_AGE", 24 * 3600.0))
-    # A contact just used is taken from memory this long, without asking the database.
+    # A contact just used is taken from memory this long, without asking intake; after it, intake is asked
+    # again, and the copy stored in the database is used only while intake does not answer.
     contact_memory: float = field(default_factory=lambda: env_float("NOTIFIER_CONTACT_MEMORY", 60.0))
     # The language of every text (templates/<language>.yaml); times are read in each district's own clock.
     language: str = field(default_factory=lambda: os.environ.get("NOTIFIER_LANGUAGE", "zh"))

@@ -22,30 +22,32 @@ class Directory:
         self.settings = settings
         self.clock = clock
         self.labels: dict[str, dict[str, str]] = {}
-        # Contacts just used, kept in memory a short while: one offer round asks for the same people again.
+        # Contacts just used, kept in memory a short while: one offer round asks for the same people again; after
+        # that they tell whether what intake answers has changed since it was stored.
         self.recent: dict[str, tuple[float, Contact]] = {}
 
     async def contact(self, kind: ContactKind, id: str) -> Contact | None:
         key = f"{kind}:{id}"
-        if (recent := self.recent.get(key)) and self.clock() - recent[0] < self.settings.contact_memory:
+        recent = self.recent.get(key)
+        if recent and self.clock() - recent[0] < self.settings.contact_memory:
             return recent[1]
-        cached = await self.store.contact(key)
-        # A contact stored before intake gave addresses is asked again, so the accepted volunteer gets one.
-        if cached and "address" in cached and self.clock() - cached["fetched"] < self.settings.contact_max_age:
-            return self.remember(key, cached)
+        # Intake is asked before the stored copy is read: most contacts not in memory are new (a request's
+        # resident), and the stored copy is needed only while intake does not answer.
         try:
             reply = await self.ask(API.INTAKE_CONTACT, {"kind": kind, "id": id})
         except Exception as exc:
-            if cached is None:
+            kept = recent[1] if recent else await self.store.contact(key)
+            if kept is None:
                 raise  # the event is redelivered later, when intake may answer
-            log.warning("intake did not answer for %s, using the contact cached earlier: %r", key, exc)
-            return cached
+            log.warning("intake did not answer for %s, using the contact kept earlier: %r", key, exc)
+            return kept
         if "error" in reply:
             if reply["error"].get("code") == "not_found":
                 return None
             raise RuntimeError(f"intake refused the contact lookup for {key}: {reply['error']}")
         found = {"name": reply["name"], "phone": reply["phone"], "address": reply.get("address", "")}
-        await self.store.save_contact(key, found, self.clock())
+        if recent is None or recent[1] != found:  # written only when new here, or changed
+            await self.store.save_contact(key, found, self.clock())
         return self.remember(key, found)
 
     def remember(self, key: str, contact: Contact) -> Contact:

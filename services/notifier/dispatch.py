@@ -33,6 +33,11 @@ class ClaimLost(RuntimeError):
     pass
 
 
+def redelivered(message: NatsMessage) -> bool:
+    raw = message.raw_message
+    return (raw.reply or "").startswith("$JS.ACK.") and (raw.metadata.num_delivered or 1) > 1
+
+
 @asynccontextmanager
 async def heartbeat(message: NatsMessage, every: float) -> AsyncIterator[None]:
     # Sending with retries can outlast ack_wait; without this JetStream would hand the event to
@@ -75,37 +80,45 @@ class Dispatcher:
     async def notify(self, event: Envelope[Any], message: NatsMessage) -> None:
         owner = uuid.uuid4().hex  # per handling, so two deliveries of one event never both hold the claim
         async with heartbeat(message, self.settings.bus.ack_wait / 3):
-            for to in handlers.routes(event):
-                doc = await self.prepare(event, to, owner)
+            docs = await self.prepare(event, owner, redelivered(message))
+            for doc in docs:
                 if doc["status"] == "pending":
                     try:
                         doc = await self.deliver(doc, owner)
                     except Exception:
-                        await self.store.release(doc["_id"], owner)
+                        for held in docs:
+                            await self.store.release(held["_id"], owner)
                         raise
                 # Published straight from the stored notification, no outbox: a crash before this leaves the event
                 # unacknowledged, and its redelivery finds the notification final and publishes again (the
                 # derived event id lets JetStream drop a repeat).
                 await self.publish(handlers.outcome_event(doc))
 
-    async def prepare(self, event: Envelope[Any], to: handlers.Route, owner: str) -> dict[str, Any]:
-        """The notification `to` gets about `event`, claimed by `owner` when it still has to be sent."""
-        notification_id = handlers.notification_id(event.id, to.kind)
-        doc = await self.store.notification(notification_id)
-        if doc is None:
-            doc = await self.compose(event, to)
-            if not doc["reachable"] or not self.settings.webhook_url:
-                return await self.settle_new(doc)
-            if await self.store.create(doc, owner, self.clock() + self.settings.claim_seconds):
-                return doc
-            doc = await self.store.notification(notification_id)
-            assert doc is not None
+    async def prepare(self, event: Envelope[Any], owner: str, again: bool) -> list[dict[str, Any]]:
+        """The notifications `event` calls for, stored in one command without looking first (their ids derive
+        from the event and the recipient, so a repeat finds them taken); those still to send claimed by `owner`.
+
+        A console line, or a person nobody can reach, has its outcome known before anything is stored: that
+        notification is written once, already final, and logged once it is stored. A redelivery, which may
+        follow a handling that died in between, logs it again: twice, never not."""
         now = self.clock()
-        if doc["status"] in handlers.FINAL or await self.store.claim(
-            doc["_id"], owner, now, now + self.settings.claim_seconds
-        ):
-            return doc
-        raise ClaimLost(f"notification {doc['_id']} is being sent by another consumer; trying again later")
+        composed = [await self.compose(event, to) for to in handlers.routes(event)]
+        fresh = [
+            self.settled(doc, owner, now) if not doc["reachable"] or not self.settings.webhook_url
+            else {**doc, "owner": owner, "claimed_until": now + self.settings.claim_seconds}
+            for doc in composed
+        ]
+        stored = await self.store.create(fresh)
+        for doc in stored:
+            ours = doc["owner"] == owner
+            if doc["status"] in handlers.FINAL:
+                if ours or (again and doc["channel"] == "console"):
+                    to_console(doc)
+            elif not ours and not await self.store.claim(doc["_id"], owner, now, now + self.settings.claim_seconds):
+                for held in stored:
+                    await self.store.release(held["_id"], owner)
+                raise ClaimLost(f"notification {doc['_id']} is being sent by another consumer; trying again later")
+        return stored
 
     async def compose(self, event: Envelope[Any], to: handlers.Route) -> dict[str, Any]:
         lang = self.settings.language
@@ -118,22 +131,13 @@ class Dispatcher:
         body = handlers.text(event, to, facts, self.messages)
         return handlers.new_notification(event, to, recipient, body, self.settings.channel, now, lang)
 
-    async def settle_new(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """A console line, or a person nobody can reach: the outcome is known before anything is stored, so the
-        notification is written once, already final. Logged first: a crash in between logs it twice, never not."""
-        to_console(doc)
-        now = self.clock()
+    def settled(self, doc: dict[str, Any], owner: str, now: float) -> dict[str, Any]:
         if doc["reachable"]:
             status, outcome, channel, error = "delivered", "delivered", "console", ""
         else:
             status, outcome, channel, error = "failed", "no_contact", doc["channel"], self.unknown(doc)
-        final = {**doc, "status": status, "channel": channel, "error": error, "attempts": 1, "finished": now,
-                 "attempt": {"n": 1, "at": now, "outcome": outcome}}
-        if await self.store.create(final, "", 0.0):
-            return final
-        stored = await self.store.notification(doc["_id"])
-        assert stored is not None
-        return stored
+        return {**doc, "status": status, "channel": channel, "error": error, "attempts": 1, "finished": now,
+                "attempt": {"n": 1, "at": now, "outcome": outcome}, "owner": owner, "claimed_until": 0.0}
 
     @staticmethod
     def unknown(doc: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 
 class NotifierStore:
@@ -22,16 +22,21 @@ class NotifierStore:
     async def save_contact(self, key: str, contact: Mapping[str, str], at: float) -> None:
         await self.contacts.replace_one({"_id": key}, {**contact, "_id": key, "fetched": at}, upsert=True)
 
-    async def notification(self, notification_id: str) -> dict[str, Any] | None:
-        return await self.notifications.find_one({"_id": notification_id})
-
-    async def create(self, doc: dict[str, Any], owner: str, until: float) -> bool:
-        """Stores a new notification already claimed by `owner`; False when it exists."""
+    async def create(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stores new notifications in one command, without looking first; returns each as stored, which is
+        an earlier one (with another owner) where its id was taken."""
         try:
-            await self.notifications.insert_one({**doc, "owner": owner, "claimed_until": until})
-            return True
-        except DuplicateKeyError:
-            return False
+            if len(docs) == 1:
+                await self.notifications.insert_one(docs[0])
+            else:
+                await self.notifications.insert_many(docs, ordered=False)
+            return docs
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            failed = exc
+        found = {doc["_id"]: doc async for doc in self.notifications.find({"_id": {"$in": [d["_id"] for d in docs]}})}
+        if len(found) < len(docs):
+            raise failed  # not a taken id: nothing may be sent that is not stored
+        return [found[doc["_id"]] for doc in docs]
 
     async def claim(self, notification_id: str, owner: str, now: float, until: float) -> bool:
         """Takes over a pending notification whose sender stopped renewing its claim (a crash mid-send)."""
