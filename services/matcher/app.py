@@ -87,14 +87,17 @@ def build(settings: MatcherSettings | None = None) -> Service:
     @on_call(broker, API.MATCHER_RESPOND, "matcher")
     @api_call(Respond, gate)
     async def respond(call: Respond, actor: Actor) -> AssignmentReply:
-        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await dispatch.assignment_district(call.assignment_id))
-        return await dispatch.respond(call)
+        # Read once: the district it authorizes in, and the offer the answer is judged on.
+        assignment = await dispatch.assignment_of(call.assignment_id)
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, assignment.get("district") if assignment else None)
+        return await dispatch.respond(call, assignment)
 
     @on_call(broker, API.MATCHER_COMPLETE, "matcher")
     @api_call(Complete, gate)
     async def complete(call: Complete, actor: Actor) -> AssignmentReply:
-        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await dispatch.assignment_district(call.assignment_id))
-        return await dispatch.complete(call)
+        assignment = await dispatch.assignment_of(call.assignment_id)
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, assignment.get("district") if assignment else None)
+        return await dispatch.complete(call, assignment)
 
     @on_call(broker, API.MATCHER_ASSIGNMENTS, "matcher")
     @api_call(AssignmentsQuery)

@@ -252,7 +252,7 @@ class RosterStore(Protocol):
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[Doc]: ...
     async def held_of(self, volunteers: list[Doc]) -> dict[str, list[int]]: ...
     async def take_slot(self, slot_id: str, holder: str, new_holder: str) -> bool: ...
-    async def release(self, assignment_id: str) -> str | None: ...
+    async def release(self, assignment_id: str, slot_id: str | None = None) -> str | None: ...
 
 
 class SharedRoster:
@@ -343,23 +343,25 @@ class SharedRoster:
         for gone in set(volunteer_ids) - found:
             self.memory.forget(gone)
 
-    async def reserve(self, volunteer_id: str, assignment_id: str) -> bool:
-        """Take one of the volunteer's free slots for the assignment; the database's compare-and-set decides."""
-        if await self._take_believed_free(volunteer_id, assignment_id):
-            return True
+    async def reserve(self, volunteer_id: str, assignment_id: str) -> str | None:
+        """Take one of the volunteer's free slots for the assignment, and say which; the database's
+        compare-and-set decides."""
+        if taken := await self._take_believed_free(volunteer_id, assignment_id):
+            return taken
         await self.refresh([volunteer_id])  # the memory was wrong about them: ask once more with what is true
         return await self._take_believed_free(volunteer_id, assignment_id)
 
-    async def _take_believed_free(self, volunteer_id: str, assignment_id: str) -> bool:
-        for slot in self.memory.free_slots(volunteer_id):
-            self.memory.hold(volunteer_id, slot)  # before the await, so this replica's other workers pass it by
-            if await self.store.take_slot(f"{volunteer_id}:{slot}", FREE, assignment_id):
-                return True
-            return False  # someone else took it: the memory is stale for this volunteer
-        return False
+    async def _take_believed_free(self, volunteer_id: str, assignment_id: str) -> str | None:
+        free = self.memory.free_slots(volunteer_id)
+        if not free:
+            return None
+        self.memory.hold(volunteer_id, free[0])  # before the await, so this replica's other workers pass it by
+        slot_id = f"{volunteer_id}:{free[0]}"
+        # A lost compare-and-set: someone else took it, and the memory is stale for this volunteer.
+        return slot_id if await self.store.take_slot(slot_id, FREE, assignment_id) else None
 
-    async def release(self, assignment_id: str) -> None:
-        slot_id = await self.store.release(assignment_id)
+    async def release(self, assignment_id: str, slot_id: str | None = None) -> None:
+        slot_id = await self.store.release(assignment_id, slot_id)
         if slot_id:
             self.memory.let_go(*slot_of(slot_id))
 

@@ -35,7 +35,8 @@ class MatcherStore:
         self.served = db["served"]
         self.pairings = db["pairings"]
         self.actions = db["operator_actions"]
-        # One document per issued assignment code, the code its _id: the unique index is _id's own.
+        # Assignment codes issued before each assignment carried its own under a unique index: one document
+        # per code, the code its _id. Read only for a code the assignments do not know; nothing is added.
         self.codes = db["assignment_codes"]
         # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
         self.weeks = db["weeks"]
@@ -60,6 +61,9 @@ class MatcherStore:
         await self.assignments.create_index("volunteer_id")
         await self.assignments.create_index("state")
         await self.assignments.create_index("announced")
+        # An assignment's short code is its own field: the unique index is what makes a clash lengthen it.
+        # Sparse, for assignments stored before codes were issued.
+        await self.assignments.create_index("code", unique=True, sparse=True)
         await self.served.create_index("resident_ref")
         await self.served.create_index([("resident_ref", 1), ("volunteer_id", 1)])
         await self.pairings.create_index("resident_ref")
@@ -317,8 +321,11 @@ class MatcherStore:
         result = await self.slots.update_one({"_id": slot_id, "holder": holder}, {"$set": {"holder": new_holder}})
         return result.modified_count == 1
 
-    async def release(self, assignment_id: str) -> str | None:
-        """Frees the slot the assignment holds (at most one), and says which it was."""
+    async def release(self, assignment_id: str, slot_id: str | None = None) -> str | None:
+        """Frees the slot the assignment holds (at most one), and says which it was. An assignment that
+        names its slot frees it without a read; one that does not is looked up by holder."""
+        if slot_id:
+            return slot_id if await self.take_slot(slot_id, assignment_id, FREE) else None
         if slot := await self.slots.find_one({"holder": assignment_id}, {"_id": 1}):
             if await self.take_slot(slot["_id"], assignment_id, FREE):
                 return str(slot["_id"])
@@ -372,6 +379,12 @@ class MatcherStore:
     async def note_why(self, request_id: str, volunteer_id: str, why: str) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": {f"why.{volunteer_id}": why}})
 
+    async def settle_request(self, request_id: str, expect: dict[str, Any], **changes: Any) -> dict[str, Any] | None:
+        """move_request that returns the request as it now stands, or None when `expect` did not hold."""
+        return await self.requests.find_one_and_update(
+            {"_id": request_id, **expect}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+
     async def move_request(self, request_id: str, expect: dict[str, Any], **changes: Any) -> bool:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
@@ -401,11 +414,20 @@ class MatcherStore:
 
     # assignments
 
-    async def add_assignment(self, doc: dict[str, Any]) -> None:
-        try:
-            await self.assignments.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+    async def add_assignment(self, doc: dict[str, Any]) -> str:
+        """Stores the assignment with its short code, and returns the code: the same id always gets the same
+        code; a clash with another assignment's lengthens it. A repeat of the same step changes nothing."""
+        for length in range(6, 13):
+            code = short_code(doc["_id"], length)
+            try:
+                await self.assignments.insert_one({**doc, "code": code})
+                return code
+            except DuplicateKeyError:
+                # Read only on a collision, to tell an earlier attempt at this step from a code clash.
+                stored = await self.assignment(doc["_id"])
+                if stored is not None:
+                    return str(stored.get("code", ""))
+        raise RuntimeError(f"no free short code for {doc['_id']}")
 
     async def assignment(self, assignment_id: str) -> dict[str, Any] | None:
         return await self.assignments.find_one({"_id": assignment_id})
@@ -414,28 +436,25 @@ class MatcherStore:
         """An assignment by its id or by its short code."""
         found = await self.assignment(ref)
         if found is None and looks_like_code(ref):
-            issued = await self.codes.find_one({"_id": normalize(ref)})
-            found = await self.assignment(issued["assignment_id"]) if issued else None
+            found = await self.assignments.find_one({"code": normalize(ref)})
+            if found is None:  # a code issued into the old collection, for an assignment stored without it
+                issued = await self.codes.find_one({"_id": normalize(ref)})
+                found = await self.assignment(issued["assignment_id"]) if issued else None
         return found
-
-    async def issue_code(self, assignment_id: str) -> str:
-        """The assignment's short code: the same id always gets the same code; a clash lengthens it."""
-        for length in range(6, 13):
-            code = short_code(assignment_id, length)
-            try:
-                await self.codes.insert_one({"_id": code, "assignment_id": assignment_id})
-                return code
-            except DuplicateKeyError:
-                issued = await self.codes.find_one({"_id": code})
-                if issued and issued["assignment_id"] == assignment_id:
-                    return code
-        raise RuntimeError(f"no free short code for {assignment_id}")
 
     async def move_assignment(self, assignment_id: str, expect: str, state: str, **changes: Any) -> bool:
         result = await self.assignments.update_one(
             {"_id": assignment_id, "state": expect}, {"$set": {"state": state, "changed": time.time(), **changes}}
         )
         return result.modified_count == 1
+
+    async def settle_assignment(self, assignment_id: str, expect: str, state: str,
+                                **changes: Any) -> dict[str, Any] | None:
+        """move_assignment that returns the assignment as it now stands, or None when it was not `expect`."""
+        return await self.assignments.find_one_and_update(
+            {"_id": assignment_id, "state": expect}, {"$set": {"state": state, "changed": time.time(), **changes}},
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def lapsed_offers(self) -> list[dict[str, Any]]:
         now = time.time()
