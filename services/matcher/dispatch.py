@@ -285,7 +285,8 @@ class Dispatch:
         self.roster.memory.set_week(volunteer_id, week, await self.store.note_week(volunteer_id, week, offers, hours))
 
     async def note_work(self, volunteer_id: str, amount: float) -> None:
-        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days):
+        known = self.roster.memory.work_of(volunteer_id)
+        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days, known):
             self.roster.memory.note_work(volunteer_id, *noted)
 
     # --- what other services tell us -----------------------------------------------------------------

@@ -189,6 +189,11 @@ class Roster:
         counts = counts or {}
         self.weeks[volunteer_id] = (week, int(counts.get("offers", 0)), float(counts.get("hours", 0.0)))
 
+    def work_of(self, volunteer_id: str) -> tuple[float, float] | None:
+        """The volunteer's stored recent work and its time, as last read or written here."""
+        entry = self.entries.get(volunteer_id)
+        return (entry.recent_work, entry.recent_at) if entry and entry.recent_at is not None else None
+
     def note_work(self, volunteer_id: str, recent_work: float, at: float) -> None:
         if entry := self.entries.get(volunteer_id):
             entry.recent_work, entry.recent_at = recent_work, at

@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 from services.common.codes import looks_like_code, normalize, short_code
 
 FREE = ""  # a slot's holder when it holds no assignment
+REBASE_AFTER = 20  # half-lives: older recent work is decayed and stored afresh, so the growth factor stays small
 
 
 def member_key(kind: str, district: str, value: str) -> str:
@@ -186,11 +187,32 @@ class MatcherStore:
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[dict[str, Any]]:
         return await self.volunteers.find({"_id": {"$in": volunteer_ids}}).to_list() if volunteer_ids else []
 
-    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> tuple[float, float] | None:
-        """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly."""
+    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float,
+                        known: tuple[float, float] | None = None) -> tuple[float, float] | None:
+        """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly.
+        Returns the (recent_work, recent_at) now stored, as far as `known` (this replica's last view) goes.
+
+        The stored work is as of `recent_at` and decays from there: work done later is added grown by the
+        decay since, so that an $inc on the value this replica knows is exact whatever other replicas add
+        meanwhile, and needs no read. A volunteer without work yet is set in one conditional write too;
+        the read is left for when `recent_at` moved on under us, or lies too far back to grow from."""
         from services.matcher.scoring import decayed
 
-        now = time.time()
+        # To the millisecond: what is stored reads back equal, so this replica's `known` time matches it
+        # (nx-27017 keeps fifteen significant digits of a double).
+        now = round(time.time(), 3)
+        half_life = half_life_days * 86400
+        if known is not None and 0 <= now - known[1] <= REBASE_AFTER * half_life:
+            grown = amount * 2 ** ((now - known[1]) / half_life)
+            counted = await self.volunteers.update_one(
+                {"_id": volunteer_id, "recent_at": known[1]}, {"$inc": {"recent_work": grown}})
+            if counted.matched_count == 1:
+                return known[0] + grown, known[1]
+        elif known is None:
+            first = await self.volunteers.update_one(
+                {"_id": volunteer_id, "recent_at": None}, {"$set": {"recent_work": amount, "recent_at": now}})
+            if first.matched_count == 1:
+                return amount, now
         volunteer = await self.volunteers.find_one({"_id": volunteer_id}, {"recent_work": 1, "recent_at": 1})
         if volunteer is None:
             return None
