@@ -100,3 +100,25 @@ async def test_a_code_issued_before_assignments_carried_their_own_still_finds_it
     await store.codes.insert_one({"_id": short_code("a-old", 6), "assignment_id": "a-old"})
     found = await store.assignment_by_ref(short_code("a-old", 6))
     assert found is not None and found["_id"] == "a-old"
+
+
+async def test_an_offer_is_counted_only_while_the_week_is_under_its_limits(store: MatcherStore) -> None:
+    await store.note_week("v-1", "2026-W49", offers=2)
+    assert (await store.count_offer("v-1", "2026-W49", 3, 15.0) or {}).get("offers") == 3
+    assert await store.count_offer("v-1", "2026-W49", 3, 15.0) is None
+    await store.note_week("v-2", "2026-W49", hours=15.0)
+    assert await store.count_offer("v-2", "2026-W49", 3, 15.0) is None
+    weeks = await store.weeks_of(["v-1", "v-2"], "2026-W49")
+    assert weeks["v-1"]["offers"] == 3 and weeks["v-2"]["offers"] == 0
+
+
+async def test_replicas_counting_a_last_offer_at_once_count_it_once(store: MatcherStore) -> None:
+    counted = await asyncio.gather(*(store.count_offer("v-1", "2026-W49", 1, None) for _ in range(5)))
+    assert len([c for c in counted if c is not None]) == 1
+    assert (await store.weeks_of(["v-1"], "2026-W49"))["v-1"]["offers"] == 1
+
+
+async def test_without_limits_every_offer_is_counted(store: MatcherStore) -> None:
+    for _ in range(3):
+        assert await store.count_offer("v-1", "2026-W49", None, None) is not None
+    assert (await store.weeks_of(["v-1"], "2026-W49"))["v-1"]["offers"] == 3

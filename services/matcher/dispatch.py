@@ -165,13 +165,15 @@ class Dispatch:
             for rank_, candidate in enumerate(ranked, start=1):
                 if len(chosen) == stage.offer_to:
                     break
-                if await self.fatigued(candidate.volunteer_id, request["district"]):
+                if not await self.count_offer(candidate.volunteer_id, request["district"]):
                     left_out[candidate.volunteer_id] = "fatigue"
                     continue
                 assignment_id = handlers.assignment_id_for(request["_id"], request["round"], len(chosen))
                 if slot := await self.roster.reserve(candidate.volunteer_id, assignment_id):
                     chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked),
                                                                        self.rules.version), slot))
+                else:
+                    await self.note_week(candidate.volunteer_id, request["district"], offers=-1)  # not offered
             full = [v for v, why in out.items() if why == "at full capacity"]
             if chosen or not full or look == "database":
                 return chosen
@@ -179,15 +181,20 @@ class Dispatch:
             await self.roster.refresh(full)
         return chosen
 
-    async def fatigued(self, volunteer_id: str, district: str) -> bool:
-        """The weekly limits are kept exactly: the memory's week, which other replicas' offers do not reach,
-        ranks; the stored one decides."""
-        if self.rules.max_offers_per_week is None and self.rules.max_hours_per_week is None:
-            return False
+    async def count_offer(self, volunteer_id: str, district: str) -> bool:
+        """Count the offer about to be made into the volunteer's week, unless a weekly limit is reached. The
+        limits are kept exactly: the memory's week, which other replicas' offers do not reach, ranks; the
+        stored one decides, in the write that counts. An offer counted but then not made is taken off again;
+        one a replica killed mid-placement counted stays counted, which errs on the side of rest."""
         week = self.week(district)
-        counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
+        counts = await self.store.count_offer(volunteer_id, week, self.rules.max_offers_per_week,
+                                              self.rules.max_hours_per_week)
+        if counts is None:  # read only to hold the week that refused, so that ranking passes them by
+            counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
+            self.roster.memory.set_week(volunteer_id, week, counts)
+            return False
         self.roster.memory.set_week(volunteer_id, week, counts)
-        return scoring.fatigued(counts, self.rules)
+        return True
 
     async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
                      need_skill: bool) -> tuple[list[scoring.Scored], dict[str, str]]:
@@ -238,6 +245,7 @@ class Dispatch:
             for assignment in assignments:
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn")
                 await self.roster.release(assignment["_id"], assignment["slot"])
+                await self.note_week(assignment["volunteer_id"], request["district"], offers=-1)
             return str(assignments[0]["code"])
         for assignment in assignments:
             events = [handlers.offered(request, assignment)]
@@ -245,8 +253,7 @@ class Dispatch:
                 events.append(handlers.accepted(request, assignment))
             await self.outbox.send(events)
             await store.mark_announced(assignment["_id"])
-            await self.note_work(assignment["volunteer_id"], 0.5)
-            await self.note_week(assignment["volunteer_id"], request["district"], offers=1)
+            await self.note_work(assignment["volunteer_id"], 0.5)  # its week counted it when it was chosen
         return str(assignments[0]["code"])
 
     async def withdraw(self, assignment: Doc, reason: str, by: str, request: Doc | None = None) -> None:
@@ -307,17 +314,22 @@ class Dispatch:
     async def request_created(self, event: Envelope[RequestCreated]) -> None:
         data = event.data
         now = self.clock()
+        # Stored already taken for placing by this replica, as claim() would take it: the insert is the claim.
         # Repeats are recognised by the request id: the insert is a no-op and place() finds it taken.
-        await self.store.add_request(
+        request = (
             {"_id": data.request_id, "district": data.district, "grid": data.grid, "service": data.service,
              "category": data.category, "urgency": data.urgency, "resident_ref": data.resident_ref,
              "needs": data.needs, "window_start": data.window_start.isoformat() if data.window_start else None,
              "window_end": data.window_end.isoformat() if data.window_end else None,
              "code": data.code, "description": data.description,
-             "state": "open", "round": 0, "tried": [], "why": {}, "stage": 0, "stage_rounds": 0,
-             "pairing_pending": True, "cause": event.id, "opened": now, "created": now}
+             "state": "placing", "round": 1, "lease": now + self.settings.lease, "tried": [], "why": {},
+             "stage": 0, "stage_rounds": 0, "pairing_pending": True, "cause": event.id, "opened": now, "created": now}
         )
-        await self.place(data.request_id)
+        if not await self.store.add_request(request):
+            await self.place(data.request_id)
+            return
+        async with self.holding(request):
+            await self.choose_and_offer(request)
 
     async def request_cancelled(self, request_id: str) -> None:
         request = await self.store.request(request_id)
@@ -560,6 +572,7 @@ class Dispatch:
                                      state="open", opened=self.clock())
             raise ApiError("at_capacity", "this volunteer has no free capacity; the request is matched again",
                            {"volunteer_id": volunteer_id})
+        await self.note_week(volunteer_id, request["district"], offers=1)  # an operator's choice is not limited
         stage = scoring.Stage("operator", scoring.TIERS)
         named = await store.volunteers_by_id([volunteer_id])
         tier = self.places.tier(request["district"], request["grid"], named[0]["grids"] if named else [])

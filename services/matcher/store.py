@@ -287,6 +287,27 @@ class MatcherStore:
             return_document=ReturnDocument.AFTER,
         ) or {}
 
+    async def count_offer(self, volunteer_id: str, week: str, max_offers: int | None,
+                          max_hours: float | None) -> dict[str, Any] | None:
+        """Counts an offer into the volunteer's week if the week is under both limits, and returns the week
+        as it now stands; None, counting nothing, when a limit is reached. One write decides and counts, so
+        replicas offering the same volunteer at once never pass a limit together."""
+        under: dict[str, Any] = {}
+        if max_offers is not None:
+            under["offers"] = {"$lt": max_offers}
+        if max_hours is not None:
+            under["hours"] = {"$lt": max_hours}
+        for _ in range(2):  # a second try when another replica created the week in the same instant
+            try:
+                return await self.weeks.find_one_and_update(
+                    {"_id": f"{volunteer_id}:{week}", **under}, {"$inc": {"offers": 1, "hours": 0.0}}, upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                # The week exists and is at a limit (MongoDB tries to insert it anew), or was just created.
+                continue
+        return None
+
     async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
         if not volunteer_ids:
             return {}
@@ -362,11 +383,13 @@ class MatcherStore:
 
     # requests
 
-    async def add_request(self, doc: dict[str, Any]) -> None:
+    async def add_request(self, doc: dict[str, Any]) -> bool:
+        """Stores the request; false when one with its id is stored already."""
         try:
             await self.requests.insert_one(doc)
         except DuplicateKeyError:
-            pass  # a redelivered request.created
+            return False  # a redelivered request.created, or a cancellation that came first
+        return True
 
     async def request(self, request_id: str) -> dict[str, Any] | None:
         return await self.requests.find_one({"_id": request_id})
