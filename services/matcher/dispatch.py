@@ -316,7 +316,7 @@ class Dispatch:
         now = self.clock()
         # Stored already taken for placing by this replica, as claim() would take it: the insert is the claim.
         # Repeats are recognised by the request id: the insert is a no-op and place() finds it taken.
-        request = (
+        request: Doc = (
             {"_id": data.request_id, "district": data.district, "grid": data.grid, "service": data.service,
              "category": data.category, "urgency": data.urgency, "resident_ref": data.resident_ref,
              "needs": data.needs, "window_start": data.window_start.isoformat() if data.window_start else None,
@@ -456,14 +456,20 @@ class Dispatch:
         await self.outbox.send([handlers.accepted(request, assignment)])
         await self.store.move_request(request["_id"], {"assignment_id": assignment["_id"], "tidy": True}, tidy=False)
 
-    async def complete(self, call: Complete, found: Doc | None) -> AssignmentReply:
-        """The work done on the assignment `found` (read by the caller, for the authorization)."""
+    async def complete(self, call: Complete, found: Doc | None = None) -> AssignmentReply:
+        """The work done on the assignment: `found` as the caller read it for the authorization, or None when
+        it had no need to. Unread, the completion's compare-and-set goes first, by the id and the volunteer;
+        the assignment is read only when that did not match: a code, a repeat or a refusal."""
         store = self.store
-        assignment = handlers.check_responder(found, call.volunteer_id)
-        done = await store.settle_assignment(
-            assignment["_id"], "accepted", "completed", hours=str(call.hours), note=call.note,
-            completed_at=self.clock(),
-        )
+        changes: Doc = {"hours": str(call.hours), "note": call.note, "completed_at": self.clock()}
+        done = None
+        if found is None:
+            done = await store.settle_assignment(call.assignment_id, "accepted", "completed", call.volunteer_id,
+                                                 **changes)
+        if done is None:
+            assignment = handlers.check_responder(found or await store.assignment_by_ref(call.assignment_id),
+                                                  call.volunteer_id)
+            done = await store.settle_assignment(assignment["_id"], "accepted", "completed", **changes)
         first = done is not None
         if done is None:  # read only to tell a repeat, seen through again below, from a refusal
             assignment = await store.assignment(assignment["_id"]) or assignment

@@ -493,11 +493,14 @@ class MatcherStore:
         )
         return result.modified_count == 1
 
-    async def settle_assignment(self, assignment_id: str, expect: str, state: str,
+    async def settle_assignment(self, assignment_id: str, expect: str, state: str, volunteer_id: str | None = None,
                                 **changes: Any) -> dict[str, Any] | None:
-        """move_assignment that returns the assignment as it now stands, or None when it was not `expect`."""
+        """move_assignment that returns the assignment as it now stands, or None when it was not `expect`
+        (or, if named, not the volunteer's)."""
+        owner = {"volunteer_id": volunteer_id} if volunteer_id is not None else {}
         return await self.assignments.find_one_and_update(
-            {"_id": assignment_id, "state": expect}, {"$set": {"state": state, "changed": time.time(), **changes}},
+            {"_id": assignment_id, "state": expect, **owner},
+            {"$set": {"state": state, "changed": time.time(), **changes}},
             return_document=ReturnDocument.AFTER,
         )
 
