@@ -203,6 +203,8 @@ async def test_matcher_queries_cost_the_same_with_a_long_history(counted: Counte
             "free_slots": lambda: store.free_slots([volunteer]),
             "histories": lambda: store.histories(request["resident_ref"], [volunteer["_id"]]),
             "paired_volunteers": lambda: store.paired_volunteers(request["resident_ref"]),
+            "active_pairings": lambda: store.active_pairings(),
+            "end_pairing": lambda: store.end_pairing(f"p-{tag}"),
             "weeks_of": lambda: store.weeks_of([volunteer["_id"]], "2026-W49"),
             "note_week": lambda: store.note_week(volunteer["_id"], "2026-W49", offers=1),
             "count_offer": lambda: store.count_offer(volunteer["_id"], "2026-W49", 20, 15.0),

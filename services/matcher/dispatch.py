@@ -114,9 +114,10 @@ class Dispatch:
                     "pairing_pending": request.get("pairing_pending", True)}
         # Each volunteer counts once, under the rule that last left them out, however many stages looked.
         left_out: dict[str, str] = {}
-        # One round trip: other replicas' roster changes, and the resident's standing volunteers.
+        # Other replicas' roster changes, the resident's standing volunteers among them.
+        await self.roster.catch_up()
         resident = request.get("resident_ref", "") if progress["pairing_pending"] else ""
-        pairs, _ = await asyncio.gather(store.paired_volunteers(resident), self.roster.catch_up())
+        pairs = self.roster.memory.paired(resident) if resident else []
         while True:
             paired: list[str] | None
             if progress["pairing_pending"]:
@@ -377,9 +378,11 @@ class Dispatch:
         await self.store.save_pairing({"_id": data.pairing_id, "resident_ref": data.resident_ref,
                                        "volunteer_id": data.volunteer_id, "kind": data.kind,
                                        "district": data.district, "active": True})
+        await self.roster.pairs_changed(data.resident_ref)  # every replica's memory ranks from pairings
 
     async def pairing_ended(self, pairing_id: str) -> None:
-        await self.store.end_pairing(pairing_id)
+        if resident_ref := await self.store.end_pairing(pairing_id):
+            await self.roster.pairs_changed(resident_ref)
 
     # --- whose district a call acts in, for the authorization checked before it ---------------------
 

@@ -108,6 +108,8 @@ class Roster:
         self.index: dict[Key, set[str]] = {}
         # This week's offers and hours, as last read or written here: a hint for ranking, checked on claiming.
         self.weeks: dict[str, tuple[str, int, float]] = {}
+        # Each resident's standing volunteers (active pairings): preferred, never an arbiter.
+        self.pairs: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -144,6 +146,15 @@ class Roster:
 
     def by_id(self, volunteer_ids: Iterable[str]) -> list[Doc]:
         return [entry.doc() for v in volunteer_ids if (entry := self.entries.get(v)) is not None]
+
+    def paired(self, resident_ref: str) -> list[str]:
+        return list(self.pairs.get(resident_ref, ()))
+
+    def set_pairs(self, resident_ref: str, volunteer_ids: Iterable[str]) -> None:
+        if listed := tuple(volunteer_ids):
+            self.pairs[resident_ref] = listed
+        else:
+            self.pairs.pop(resident_ref, None)
 
     def set_held(self, held: dict[str, list[int]]) -> None:
         """Which slots are taken, as the database says, for every volunteer."""
@@ -248,8 +259,10 @@ def applicable(after: int, head: int, present: set[int], waiting_since: dict[int
 
 class RosterStore(Protocol):
     async def roster_head(self) -> int: ...
-    async def roster_changes(self, seqs: list[int]) -> dict[int, str]: ...
-    async def log_roster_change(self, volunteer_id: str) -> int: ...
+    async def roster_changes(self, seqs: list[int]) -> dict[int, tuple[str, str]]: ...
+    async def log_roster_change(self, volunteer_id: str, resident_ref: str = "") -> int: ...
+    async def active_pairings(self) -> dict[str, list[str]]: ...
+    async def paired_volunteers(self, resident_ref: str) -> list[str]: ...
     def roster_documents(self) -> AsyncIterator[Doc]: ...
     async def held_slots(self) -> list[tuple[str, int]]: ...
     async def roster_snapshot(self) -> tuple[int, bytes] | None: ...
@@ -285,6 +298,7 @@ class SharedRoster:
         with building(lambda: memory):
             memory = Roster.unpack(packed)
         memory.set_held(await self.held())
+        await self.load_pairs(memory)
         async with self.lock:
             self.memory, self.seq, self.waiting_since, self.exact = memory, seq, {}, False
         await self.catch_up()
@@ -298,11 +312,16 @@ class SharedRoster:
             async for doc in self.store.roster_documents():
                 memory.put(doc)
         memory.set_held(await self.held())
+        await self.load_pairs(memory)
         async with self.lock:
             self.memory, self.seq, self.waiting_since, self.exact = memory, head, {}, True
         packed = memory.pack()
         await self.store.save_roster_snapshot(
             head, [packed[i:i + SNAPSHOT_PART] for i in range(0, len(packed), SNAPSHOT_PART)])
+
+    async def load_pairs(self, memory: Roster) -> None:
+        for resident_ref, volunteer_ids in (await self.store.active_pairings()).items():
+            memory.set_pairs(resident_ref, volunteer_ids)
 
     async def held(self) -> dict[str, list[int]]:
         held: dict[str, list[int]] = {}
@@ -327,7 +346,9 @@ class SharedRoster:
             if head - self.seq <= RELOAD_AFTER:
                 rows = await self.store.roster_changes(list(range(self.seq + 1, head + 1)))
                 upto = applicable(self.seq, head, set(rows), self.waiting_since, self.clock(), self.patience)
-                await self.refresh(sorted({rows[s] for s in range(self.seq + 1, upto + 1) if s in rows}))
+                changes = [rows[s] for s in range(self.seq + 1, upto + 1) if s in rows]
+                await self.refresh(sorted({volunteer for volunteer, _ in changes if volunteer}))
+                await self.refresh_pairs(sorted({resident for _, resident in changes if resident}))
                 self.seq = max(self.seq, upto)
                 return
         await self.load_profiles()
@@ -336,6 +357,15 @@ class SharedRoster:
         """After this replica saved a profile: log it for the others, and hold the saved one."""
         await self.store.log_roster_change(volunteer_id)
         await self.refresh([volunteer_id])
+
+    async def pairs_changed(self, resident_ref: str) -> None:
+        """After this replica saved a pairing: log it for the others, and hold the resident's pairings."""
+        await self.store.log_roster_change("", resident_ref)
+        await self.refresh_pairs([resident_ref])
+
+    async def refresh_pairs(self, residents: list[str]) -> None:
+        for resident_ref in residents:
+            self.memory.set_pairs(resident_ref, await self.store.paired_volunteers(resident_ref))
 
     async def refresh(self, volunteer_ids: list[str]) -> None:
         if not volunteer_ids:

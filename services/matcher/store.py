@@ -69,6 +69,7 @@ class MatcherStore:
         await self.served.create_index([("resident_ref", 1), ("volunteer_id", 1)])
         await self.pairings.create_index("resident_ref")
         await self.pairings.create_index([("resident_ref", 1), ("active", 1)])
+        await self.pairings.create_index("active")  # a replica starting reads the standing pairings
         await self.actions.create_index("request_id")
         await self.slots.create_index([("volunteer_id", 1), ("holder", 1)])
         await self.slots.create_index("holder")
@@ -173,16 +174,20 @@ class MatcherStore:
         head = await self.roster_log.find_one({"_id": "head"})
         return int(head["seq"]) if head else 0
 
-    async def log_roster_change(self, volunteer_id: str) -> int:
+    async def log_roster_change(self, volunteer_id: str, resident_ref: str = "") -> int:
+        """A volunteer's profile changed, or (volunteer "") a resident's pairings did."""
         head = await self.roster_log.find_one_and_update(
             {"_id": "head"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
         seq = int((head or {})["seq"])  # upserted and returned after: never None
-        await self.roster_log.insert_one({"_id": seq, "volunteer_id": volunteer_id, "at": time.time()})
+        await self.roster_log.insert_one({"_id": seq, "volunteer_id": volunteer_id, "resident_ref": resident_ref,
+                                          "at": time.time()})
         return seq
 
-    async def roster_changes(self, seqs: list[int]) -> dict[int, str]:
-        return {row["_id"]: row["volunteer_id"] async for row in self.roster_log.find({"_id": {"$in": seqs}})}
+    async def roster_changes(self, seqs: list[int]) -> dict[int, tuple[str, str]]:
+        """What each change is about: (volunteer, "") or ("", resident)."""
+        return {row["_id"]: (row["volunteer_id"], row.get("resident_ref", ""))
+                async for row in self.roster_log.find({"_id": {"$in": seqs}})}
 
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[dict[str, Any]]:
         return await self.volunteers.find({"_id": {"$in": volunteer_ids}}).to_list() if volunteer_ids else []
@@ -319,8 +324,18 @@ class MatcherStore:
     async def save_pairing(self, pairing: dict[str, Any]) -> None:
         await self.pairings.replace_one({"_id": pairing["_id"]}, pairing, upsert=True)
 
-    async def end_pairing(self, pairing_id: str) -> None:
-        await self.pairings.update_one({"_id": pairing_id}, {"$set": {"active": False, "ended": time.time()}})
+    async def end_pairing(self, pairing_id: str) -> str | None:
+        """Ends the pairing, and says whose it was; None for a pairing never stored."""
+        ended = await self.pairings.find_one_and_update({"_id": pairing_id},
+                                                        {"$set": {"active": False, "ended": time.time()}})
+        return str(ended["resident_ref"]) if ended else None
+
+    async def active_pairings(self) -> dict[str, list[str]]:
+        """Every resident's standing volunteers: one read, for a replica's memory."""
+        pairs: dict[str, list[str]] = {}
+        async for pairing in self.pairings.find({"active": True}, {"resident_ref": 1, "volunteer_id": 1}):
+            pairs.setdefault(pairing["resident_ref"], []).append(pairing["volunteer_id"])
+        return pairs
 
     async def paired_volunteers(self, resident_ref: str) -> list[str]:
         if not resident_ref:
