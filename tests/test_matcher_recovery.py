@@ -34,28 +34,33 @@ def an_offer(request_id: str, slot: int, volunteer_id: str, state: str) -> dict[
             "expires": now + 600, "announced": True}
 
 
-async def crashed_acceptance(store: MatcherStore, request_id: str, winner: str, loser: str, winner_state: str
-                             ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a matcher SIGKILLed right after a volunteer's yes won the request leaves behind."""
+async def crashed_acceptance(store: MatcherStore, request_id: str, winner: str, loser: str, winner_state: str,
+                             listed: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a matcher SIGKILLed right after a volunteer's yes won the request leaves behind. `listed`: stored
+    as today, the request naming its round's offers and each offer its slot; else as before they did."""
     won, lost = an_offer(request_id, 0, winner, winner_state), an_offer(request_id, 1, loser, "offered")
     for offer in (won, lost):
         assert await store.reserve(offer["volunteer_id"], offer["_id"])
+        if listed:
+            offer["slot"] = (await store.slots.find_one({"holder": offer["_id"]}) or {})["_id"]
         await store.add_assignment(offer)
+    named = {"round_offers": {"round": 1, "ids": [won["_id"], lost["_id"]]}} if listed else {}
     await store.add_request(a_request(request_id, "assigned", assignment_id=won["_id"], tidy=True,
-                                      tidy_at=time.time() - 60))
+                                      tidy_at=time.time() - 60, **named))
     return won, lost
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "stored-before-lists"])
 @pytest.mark.parametrize("winner_state", ["accepted", "offered"])
 async def test_losing_offers_of_a_request_accepted_before_a_crash_are_withdrawn_by_the_sweep(
-    intake: Service, start_matcher: StartMatcher, bus: Bus, winner_state: str  # noqa: F811
+    intake: Service, start_matcher: StartMatcher, bus: Bus, winner_state: str, listed: bool  # noqa: F811
 ) -> None:
     matcher = await start_matcher()
     winner = await register(bus, "13900000801", ["quanwai-01"], ["elderly"])
     loser = await register(bus, "13900000802", ["quanwai-01"], ["elderly"])
     await roster_ready(matcher, 2)
     store = MatcherStore(matcher.db)
-    won, lost = await crashed_acceptance(store, "r-crashed", winner, loser, winner_state)
+    won, lost = await crashed_acceptance(store, "r-crashed", winner, loser, winner_state, listed)
 
     withdrawn = (await bus.wait_for("assignment.withdrawn", request_id="r-crashed"))[0]["data"]
     assert withdrawn["assignment_id"] == lost["_id"] and withdrawn["reason"] == handlers.TAKEN
@@ -63,7 +68,12 @@ async def test_losing_offers_of_a_request_accepted_before_a_crash_are_withdrawn_
     assert accepted["assignment_id"] == won["_id"]
     assert (await store.assignment(won["_id"]) or {})["state"] == "accepted"
     assert await store.held() == {winner: [won["_id"]]}  # the loser's capacity is free again
-    assert not (await store.request("r-crashed") or {})["tidy"]
+    # Cleared just after the event is sent: waited for, not raced.
+    await eventually(lambda: _tidied(store, "r-crashed"))
+
+
+async def _tidied(store: MatcherStore, request_id: str) -> bool:
+    return not (await store.request(request_id) or {}).get("tidy")
 
 
 async def test_the_sweep_reads_only_requests_marked_untidy(

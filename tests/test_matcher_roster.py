@@ -32,11 +32,11 @@ async def other_replica(matcher: Service, settings: BusSettings) -> Dispatch:
     return replica
 
 
-async def place_by(replica: Dispatch, request_id: str, grid: str = "g1") -> dict[str, Any]:
+async def place_by(replica: Dispatch, request_id: str, grid: str = "g1", resident_ref: str = "") -> dict[str, Any]:
     now = time.time()
     await replica.store.add_request(
         {"_id": request_id, "district": "beibei", "grid": grid, "service": "repair.plumbing", "category": "repair",
-         "urgency": "routine", "resident_ref": "", "needs": [], "window_start": None, "window_end": None,
+         "urgency": "routine", "resident_ref": resident_ref, "needs": [], "window_start": None, "window_end": None,
          "code": "", "description": "", "state": "open", "round": 0, "tried": [], "why": {}, "stage": 0,
          "stage_rounds": 0, "pairing_pending": True, "opened": now, "created": now}
     )
@@ -147,6 +147,30 @@ async def test_a_restarted_matcher_ranks_the_volunteers_it_heard_of_before(
     offer = (await bus.wait_for("volunteer.assigned", request_id=await submit(bus)))[0]["data"]
 
     assert offer["volunteer_id"] == volunteer
+
+
+async def test_a_pairing_made_or_ended_through_one_replica_is_heeded_by_the_other(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    near = await register(bus, "13900000971", ["g1"], ["repair"], capacity=2)
+    paired = await register(bus, "13900000972", ["g2"], ["repair"], capacity=2)
+    await roster_ready(matcher, 2)
+    other = await other_replica(matcher, settings)
+    pairing = await bus.call(API.INTAKE_PAIR, {"district": "beibei", "resident_phone": "13600000971",
+                                               "volunteer_id": paired, "kind": "caring-parent"})
+    resident = (await bus.wait_for("pairing.created", pairing_id=pairing["pairing_id"]))[0]["data"]["resident_ref"]
+    await eventually(lambda: _logged(other.store, 3))  # two registrations, then the pairing
+
+    placed = await place_by(other, "r-paired", resident_ref=resident)
+    first = await other.store.round_offers("r-paired", placed["round"])
+    assert [(a["volunteer_id"], a["stage"]) for a in first] == [(paired, "pairing")]
+
+    await bus.call(API.INTAKE_UNPAIR, {"pairing_id": pairing["pairing_id"], "reason": "孩子已成年"})
+    await eventually(lambda: _logged(other.store, 4))
+    placed = await place_by(other, "r-unpaired", resident_ref=resident)
+    second = await other.store.round_offers("r-unpaired", placed["round"])
+    assert [(a["volunteer_id"], a["stage"]) for a in second] == [(near, "nearby")]
 
 
 async def _logged(store: MatcherStore, seq: int) -> bool:

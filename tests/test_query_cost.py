@@ -29,6 +29,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.bus import Inbox, Outbox
+from services.common.codes import short_code
 from services.intake.store import IntakeStore
 from services.ledger.store import LedgerStore
 from services.matcher.store import FREE, MatcherStore, member_key
@@ -202,15 +203,21 @@ async def test_matcher_queries_cost_the_same_with_a_long_history(counted: Counte
             "free_slots": lambda: store.free_slots([volunteer]),
             "histories": lambda: store.histories(request["resident_ref"], [volunteer["_id"]]),
             "paired_volunteers": lambda: store.paired_volunteers(request["resident_ref"]),
+            "active_pairings": lambda: store.active_pairings(),
+            "end_pairing": lambda: store.end_pairing(f"p-{tag}"),
             "weeks_of": lambda: store.weeks_of([volunteer["_id"]], "2026-W49"),
             "note_week": lambda: store.note_week(volunteer["_id"], "2026-W49", offers=1),
+            "count_offer": lambda: store.count_offer(volunteer["_id"], "2026-W49", 20, 15.0),
             "request_by_ref": lambda: store.request_by_ref(request["code"]),
             "waiting": lambda: store.waiting(older_than=1.0),
             "claim": lambda: store.claim(request["_id"], until=1.0),
             "stale_placements": lambda: store.stale_placements(time.time()),
             "reserve": lambda: store.reserve(volunteer["_id"], offer),
             "add_assignment": offered,
-            "issue_code": lambda: store.issue_code(offer),
+            "assignment_by_code": lambda: store.assignment_by_ref(short_code(offer, 6)),
+            "old_assignment_code": lambda: store.assignment_by_ref(f"CODE{tag}"),
+            "settle_assignment": lambda: store.settle_assignment(offer, "accepted", "completed"),
+            "settle_request": lambda: store.settle_request(request["_id"], {"state": "unmatched"}, state="closed"),
             "unannounced_offers": lambda: store.unannounced_offers(older_than=1.0),
             "mark_announced": lambda: store.mark_announced(offer),
             "lapsed_offers": lambda: store.lapsed_offers(),
@@ -237,7 +244,8 @@ async def test_matcher_queries_cost_the_same_with_a_long_history(counted: Counte
     await seed(db, "requests", lambda i: {"_id": f"r{i}", "code": f"Q{i}", "state": "accepted", "round": 1,
                                           "lease": i, "opened": i, "resident_ref": f"res{i}"})
     await seed(db, "assignments", lambda i: {"_id": f"as{i}", "request_id": f"r{i}", "round": 1, "volunteer_id":
-                                             f"v{i}", "state": "done", "expires": i, "announced": True, "created": i})
+                                             f"v{i}", "state": "done", "expires": i, "announced": True, "created": i,
+                                             "code": f"AC{i}"})
     await seed(db, "served", lambda i: {"_id": f"s{i}", "resident_ref": f"res{i}", "volunteer_id": f"v{i}", "at": i})
     await seed(db, "pairings", lambda i: {"_id": f"p{i}", "resident_ref": f"res{i}", "volunteer_id": f"v{i}",
                                           "active": False})

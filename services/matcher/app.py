@@ -37,6 +37,11 @@ from services.matcher.store import MatcherStore
 DISPATCHERS = ["dispatcher"]  # and administrators, who hold every operator role
 
 
+def as_themself(actor: Actor, volunteer_id: str) -> bool:
+    """Whether auth.allow_self_or lets the actor act for this volunteer whatever the district."""
+    return actor.open or (actor.role == "volunteer" and actor.sub == volunteer_id)
+
+
 def build(settings: MatcherSettings | None = None) -> Service:
     settings = settings or MatcherSettings()
     service = Service.create("matcher", settings.bus)
@@ -87,14 +92,19 @@ def build(settings: MatcherSettings | None = None) -> Service:
     @on_call(broker, API.MATCHER_RESPOND, "matcher")
     @api_call(Respond, gate)
     async def respond(call: Respond, actor: Actor) -> AssignmentReply:
-        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await dispatch.assignment_district(call.assignment_id))
-        return await dispatch.respond(call)
+        # Read once: the district it authorizes in, and the offer the answer is judged on.
+        assignment = await dispatch.assignment_of(call.assignment_id)
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, assignment.get("district") if assignment else None)
+        return await dispatch.respond(call, assignment)
 
     @on_call(broker, API.MATCHER_COMPLETE, "matcher")
     @api_call(Complete, gate)
     async def complete(call: Complete, actor: Actor) -> AssignmentReply:
-        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, await dispatch.assignment_district(call.assignment_id))
-        return await dispatch.complete(call)
+        # The volunteer themself needs no district to be allowed: the completion's compare-and-set, which
+        # names them, then goes first, and the assignment is read only to explain a refusal.
+        assignment = None if as_themself(actor, call.volunteer_id) else await dispatch.assignment_of(call.assignment_id)
+        auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, assignment.get("district") if assignment else None)
+        return await dispatch.complete(call, assignment)
 
     @on_call(broker, API.MATCHER_ASSIGNMENTS, "matcher")
     @api_call(AssignmentsQuery)

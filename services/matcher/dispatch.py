@@ -114,9 +114,10 @@ class Dispatch:
                     "pairing_pending": request.get("pairing_pending", True)}
         # Each volunteer counts once, under the rule that last left them out, however many stages looked.
         left_out: dict[str, str] = {}
-        # One round trip: other replicas' roster changes, and the resident's standing volunteers.
+        # Other replicas' roster changes, the resident's standing volunteers among them.
+        await self.roster.catch_up()
         resident = request.get("resident_ref", "") if progress["pairing_pending"] else ""
-        pairs, _ = await asyncio.gather(store.paired_volunteers(resident), self.roster.catch_up())
+        pairs = self.roster.memory.paired(resident) if resident else []
         while True:
             paired: list[str] | None
             if progress["pairing_pending"]:
@@ -155,23 +156,25 @@ class Dispatch:
     async def choose(
         self, request: Doc, stage: scoring.Stage, paired: list[str] | None, grids: list[str] | None,
         need_skill: bool, left_out: dict[str, str],
-    ) -> list[tuple[str, Doc]]:
-        """Reserve the stage's best candidates; the slots' compare-and-set decides. Volunteers the memory
-        holds full are read again before the stage gives up on them."""
-        chosen: list[tuple[str, Doc]] = []
+    ) -> list[tuple[str, Doc, str]]:
+        """Reserve the stage's best candidates, as (assignment, explanation, slot); the slots' compare-and-set
+        decides. Volunteers the memory holds full are read again before the stage gives up on them."""
+        chosen: list[tuple[str, Doc, str]] = []
         for look in ("memory", "database"):
             ranked, out = await self.ranked(request, paired, grids, need_skill)
             left_out.update(out)
             for rank_, candidate in enumerate(ranked, start=1):
                 if len(chosen) == stage.offer_to:
                     break
-                if await self.fatigued(candidate.volunteer_id, request["district"]):
+                if not await self.count_offer(candidate.volunteer_id, request["district"]):
                     left_out[candidate.volunteer_id] = "fatigue"
                     continue
                 assignment_id = handlers.assignment_id_for(request["_id"], request["round"], len(chosen))
-                if await self.roster.reserve(candidate.volunteer_id, assignment_id):
+                if slot := await self.roster.reserve(candidate.volunteer_id, assignment_id):
                     chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked),
-                                                                       self.rules.version)))
+                                                                       self.rules.version), slot))
+                else:
+                    await self.note_week(candidate.volunteer_id, request["district"], offers=-1)  # not offered
             full = [v for v, why in out.items() if why == "at full capacity"]
             if chosen or not full or look == "database":
                 return chosen
@@ -179,15 +182,20 @@ class Dispatch:
             await self.roster.refresh(full)
         return chosen
 
-    async def fatigued(self, volunteer_id: str, district: str) -> bool:
-        """The weekly limits are kept exactly: the memory's week, which other replicas' offers do not reach,
-        ranks; the stored one decides."""
-        if self.rules.max_offers_per_week is None and self.rules.max_hours_per_week is None:
-            return False
+    async def count_offer(self, volunteer_id: str, district: str) -> bool:
+        """Count the offer about to be made into the volunteer's week, unless a weekly limit is reached. The
+        limits are kept exactly: the memory's week, which other replicas' offers do not reach, ranks; the
+        stored one decides, in the write that counts. An offer counted but then not made is taken off again;
+        one a replica killed mid-placement counted stays counted, which errs on the side of rest."""
         week = self.week(district)
-        counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
+        counts = await self.store.count_offer(volunteer_id, week, self.rules.max_offers_per_week,
+                                              self.rules.max_hours_per_week)
+        if counts is None:  # read only to hold the week that refused, so that ranking passes them by
+            counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
+            self.roster.memory.set_week(volunteer_id, week, counts)
+            return False
         self.roster.memory.set_week(volunteer_id, week, counts)
-        return scoring.fatigued(counts, self.rules)
+        return True
 
     async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
                      need_skill: bool) -> tuple[list[scoring.Scored], dict[str, str]]:
@@ -211,9 +219,10 @@ class Dispatch:
             await self.store.move_request(request_id, {"state": "unmatched", "round": request["round"]}, announced=True)
 
     async def offer(
-        self, request: Doc, stage: scoring.Stage, chosen: list[tuple[str, Doc]],
+        self, request: Doc, stage: scoring.Stage, chosen: list[tuple[str, Doc, str]],
         progress: Doc, left_out: dict[str, int], by: str = "matcher", accepted: bool = False,
-    ) -> None:
+    ) -> str:
+        """Store the offers, then make them the request's round; returns the first offer's code."""
         store = self.store
         now = self.clock()
         assignments = [
@@ -222,40 +231,49 @@ class Dispatch:
              "urgency": request["urgency"], "state": "accepted" if accepted else "offered", "round": request["round"],
              "stage": stage.name, "explanation": explanation, "by": by, "created": now,
              "expires": now + self.settings.offer_ttl * stage.ttl_factor, "announced": False,
-             "code": await store.issue_code(assignment_id),
-             **handlers.offer_details(request, explanation.get("tier", ""))}
-            for assignment_id, explanation in chosen
+             "slot": slot, **handlers.offer_details(request, explanation.get("tier", ""))}
+            for assignment_id, explanation, slot in chosen
         ]
         for assignment in assignments:
-            await store.add_assignment(assignment)
+            assignment["code"] = await store.add_assignment(assignment)
         placing = {"state": "placing", "round": request["round"]}
         state = {"state": "assigned", "assignment_id": assignments[0]["_id"]} if accepted else {"state": "offered"}
-        if not await store.move_request(request["_id"], placing, **state, not_considered=left_out, **progress):
+        # The round's offers, named on the request: an acceptance withdraws the others without reading them.
+        listed = {"round": request["round"], "ids": [a["_id"] for a in assignments]}
+        if not await store.move_request(request["_id"], placing, **state, not_considered=left_out, **progress,
+                                        round_offers=listed):
             # Our lease lapsed and another replica reopened the request: these offers never happened.
             for assignment in assignments:
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn")
-            await self.roster.release_all([a["_id"] for a in assignments])
-            return
+                await self.roster.release(assignment["_id"], assignment["slot"])
+                await self.note_week(assignment["volunteer_id"], request["district"], offers=-1)
+            return str(assignments[0]["code"])
         for assignment in assignments:
             events = [handlers.offered(request, assignment)]
             if accepted:
                 events.append(handlers.accepted(request, assignment))
             await self.outbox.send(events)
             await store.mark_announced(assignment["_id"])
-            await self.note_work(assignment["volunteer_id"], 0.5)
-            await self.note_week(assignment["volunteer_id"], request["district"], offers=1)
+            await self.note_work(assignment["volunteer_id"], 0.5)  # its week counted it when it was chosen
+        return str(assignments[0]["code"])
 
-    async def withdraw(self, assignment: Doc, reason: str, by: str) -> None:
-        if await self.store.move_assignment(assignment["_id"], assignment["state"], "withdrawn", reason=reason,
-                                            withdrawn_by=by):
-            await self.roster.release(assignment["_id"])
-            request = await self.store.request(assignment["request_id"]) or {}
-            await self.outbox.send([handlers.withdrawn(request, assignment, reason, by)])
+    async def withdraw(self, assignment: Doc, reason: str, by: str, request: Doc | None = None) -> None:
+        await self.withdraw_by_id(assignment["_id"], assignment["state"], reason, by, request)
+
+    async def withdraw_by_id(self, assignment_id: str, expect: str, reason: str, by: str,
+                             request: Doc | None = None) -> None:
+        withdrawn = await self.store.settle_assignment(assignment_id, expect, "withdrawn", reason=reason,
+                                                       withdrawn_by=by)
+        if withdrawn:
+            await self.roster.release(withdrawn["_id"], withdrawn.get("slot"))
+            if request is None:
+                request = await self.store.request(withdrawn["request_id"]) or {}
+            await self.outbox.send([handlers.withdrawn(request, withdrawn, reason, by)])
 
     async def offer_ended(self, assignment: Doc, why: str) -> None:
         """After a decline or a lapsed offer: free the slot; when the round has no live offer left, go on."""
         store = self.store
-        await self.roster.release(assignment["_id"])
+        await self.roster.release(assignment["_id"], assignment.get("slot"))
         await store.note_why(assignment["request_id"], assignment["volunteer_id"], why)
         offers = await store.round_offers(assignment["request_id"], assignment["round"])
         if any(a["state"] in ("offered", "accepted") for a in offers):
@@ -275,7 +293,8 @@ class Dispatch:
         self.roster.memory.set_week(volunteer_id, week, await self.store.note_week(volunteer_id, week, offers, hours))
 
     async def note_work(self, volunteer_id: str, amount: float) -> None:
-        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days):
+        known = self.roster.memory.work_of(volunteer_id)
+        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days, known):
             self.roster.memory.note_work(volunteer_id, *noted)
 
     # --- what other services tell us -----------------------------------------------------------------
@@ -296,17 +315,22 @@ class Dispatch:
     async def request_created(self, event: Envelope[RequestCreated]) -> None:
         data = event.data
         now = self.clock()
+        # Stored already taken for placing by this replica, as claim() would take it: the insert is the claim.
         # Repeats are recognised by the request id: the insert is a no-op and place() finds it taken.
-        await self.store.add_request(
+        request: Doc = (
             {"_id": data.request_id, "district": data.district, "grid": data.grid, "service": data.service,
              "category": data.category, "urgency": data.urgency, "resident_ref": data.resident_ref,
              "needs": data.needs, "window_start": data.window_start.isoformat() if data.window_start else None,
              "window_end": data.window_end.isoformat() if data.window_end else None,
              "code": data.code, "description": data.description,
-             "state": "open", "round": 0, "tried": [], "why": {}, "stage": 0, "stage_rounds": 0,
-             "pairing_pending": True, "cause": event.id, "opened": now, "created": now}
+             "state": "placing", "round": 1, "lease": now + self.settings.lease, "tried": [], "why": {},
+             "stage": 0, "stage_rounds": 0, "pairing_pending": True, "cause": event.id, "opened": now, "created": now}
         )
-        await self.place(data.request_id)
+        if not await self.store.add_request(request):
+            await self.place(data.request_id)
+            return
+        async with self.holding(request):
+            await self.choose_and_offer(request)
 
     async def request_cancelled(self, request_id: str) -> None:
         request = await self.store.request(request_id)
@@ -354,9 +378,11 @@ class Dispatch:
         await self.store.save_pairing({"_id": data.pairing_id, "resident_ref": data.resident_ref,
                                        "volunteer_id": data.volunteer_id, "kind": data.kind,
                                        "district": data.district, "active": True})
+        await self.roster.pairs_changed(data.resident_ref)  # every replica's memory ranks from pairings
 
     async def pairing_ended(self, pairing_id: str) -> None:
-        await self.store.end_pairing(pairing_id)
+        if resident_ref := await self.store.end_pairing(pairing_id):
+            await self.roster.pairs_changed(resident_ref)
 
     # --- whose district a call acts in, for the authorization checked before it ---------------------
 
@@ -370,9 +396,13 @@ class Dispatch:
 
     # --- a volunteer's answers -----------------------------------------------------------------------
 
-    async def respond(self, call: Respond) -> AssignmentReply:
+    async def assignment_of(self, ref: str) -> Doc | None:
+        return await self.store.assignment_by_ref(ref)
+
+    async def respond(self, call: Respond, found: Doc | None) -> AssignmentReply:
+        """The answer to the offer `found` (read by the caller, for the authorization): the compare-and-sets decide."""
         store = self.store
-        assignment = handlers.check_responder(await store.assignment_by_ref(call.assignment_id), call.volunteer_id)
+        assignment = handlers.check_responder(found, call.volunteer_id)
         now = self.clock()
         if assignment["state"] == "offered" and assignment["expires"] > now:
             if call.accept:
@@ -392,15 +422,17 @@ class Dispatch:
         store = self.store
         # The request is the arbiter: of several offers in one round, exactly one can take it.
         # `tidy` stays set until the acceptance is seen through, so the sweep finishes what a crash cut short.
-        won = await store.move_request(
+        request = await store.settle_request(
             assignment["request_id"], {"state": "offered", "round": assignment["round"]},
             state="assigned", assignment_id=assignment["_id"], tidy=True, tidy_at=self.clock(),
         )
-        if not won:
+        if request is None:  # read only to tell a repeat from a lost race
             request = await store.request(assignment["request_id"]) or {}
             if request.get("assignment_id") != assignment["_id"]:
                 raise ApiError("taken", "another volunteer accepted this request first", {"state": request.get("state")})
-        if not await store.move_assignment(assignment["_id"], "offered", "accepted"):
+        if accepted := await store.settle_assignment(assignment["_id"], "offered", "accepted"):
+            assignment = accepted
+        else:
             current = await store.assignment(assignment["_id"]) or assignment
             if current["state"] != "accepted":
                 # It lapsed or was withdrawn in the same instant: give the request back to its round.
@@ -409,31 +441,47 @@ class Dispatch:
                                          state="offered", tidy=False)
                 await self.offer_ended(current, "did not answer in time")
                 handlers.refuse_response(current, True, self.clock())
-        await self.see_acceptance_through(await store.request(assignment["request_id"]) or {}, assignment)
+        await self.see_acceptance_through(request, assignment)
         return reply(assignment, "accepted")
 
     async def see_acceptance_through(self, request: Doc, assignment: Doc) -> None:
         """Withdraw the round's other offers, announce the acceptance, and clear the request's `tidy` mark."""
-        for sibling in await self.store.round_offers(assignment["request_id"], assignment["round"]):
-            if sibling["_id"] != assignment["_id"] and sibling["state"] == "offered":
-                await self.withdraw(sibling, handlers.TAKEN, "matcher")
+        listed = request.get("round_offers") or {}
+        if listed.get("round") == assignment["round"]:
+            # The request names its round's offers: each sibling is withdrawn by its own compare-and-set, unread.
+            for sibling_id in listed.get("ids", []):
+                if sibling_id != assignment["_id"]:
+                    await self.withdraw_by_id(sibling_id, "offered", handlers.TAKEN, "matcher", request)
+        else:  # a request placed before requests named their round's offers
+            for sibling in await self.store.round_offers(assignment["request_id"], assignment["round"]):
+                if sibling["_id"] != assignment["_id"] and sibling["state"] == "offered":
+                    await self.withdraw(sibling, handlers.TAKEN, "matcher", request)
         await self.outbox.send([handlers.accepted(request, assignment)])
         await self.store.move_request(request["_id"], {"assignment_id": assignment["_id"], "tidy": True}, tidy=False)
 
-    async def complete(self, call: Complete) -> AssignmentReply:
+    async def complete(self, call: Complete, found: Doc | None = None) -> AssignmentReply:
+        """The work done on the assignment: `found` as the caller read it for the authorization, or None when
+        it had no need to. Unread, the completion's compare-and-set goes first, by the id and the volunteer;
+        the assignment is read only when that did not match: a code, a repeat or a refusal."""
         store = self.store
-        assignment = handlers.check_responder(await store.assignment_by_ref(call.assignment_id), call.volunteer_id)
-        first = await store.move_assignment(
-            assignment["_id"], "accepted", "completed", hours=str(call.hours), note=call.note,
-            completed_at=self.clock(),
-        )
-        if not first:
+        changes: Doc = {"hours": str(call.hours), "note": call.note, "completed_at": self.clock()}
+        done = None
+        if found is None:
+            done = await store.settle_assignment(call.assignment_id, "accepted", "completed", call.volunteer_id,
+                                                 **changes)
+        if done is None:
+            assignment = handlers.check_responder(found or await store.assignment_by_ref(call.assignment_id),
+                                                  call.volunteer_id)
+            done = await store.settle_assignment(assignment["_id"], "accepted", "completed", **changes)
+        first = done is not None
+        if done is None:  # read only to tell a repeat, seen through again below, from a refusal
             assignment = await store.assignment(assignment["_id"]) or assignment
             handlers.refuse_completion(assignment, call.hours)
-        assignment = await store.assignment(assignment["_id"]) or assignment
-        request = await store.request(assignment["request_id"]) or {}
-        await self.roster.release(assignment["_id"])
-        await store.move_request(request["_id"], {"state": "assigned"}, state="completed")
+        else:
+            assignment = done
+        await self.roster.release(assignment["_id"], assignment.get("slot"))
+        request = (await store.settle_request(assignment["request_id"], {"state": "assigned"}, state="completed")
+                   or await store.request(assignment["request_id"]) or {"_id": assignment["request_id"]})
         await self.outbox.send(handlers.completed(request, assignment))
         if first:
             await self.note_work(assignment["volunteer_id"], float(call.hours))
@@ -527,22 +575,23 @@ class Dispatch:
                       confirmed: bool) -> AssignmentReply:
         store = self.store
         assignment_id = handlers.assignment_id_for(request["_id"], request["round"])
-        if not await self.roster.reserve(volunteer_id, assignment_id):
+        if not (slot := await self.roster.reserve(volunteer_id, assignment_id)):
             # Only a placement racing ours since check_volunteer gets here: match the request again.
             await store.move_request(request["_id"], {"state": "placing", "round": request["round"]},
                                      state="open", opened=self.clock())
             raise ApiError("at_capacity", "this volunteer has no free capacity; the request is matched again",
                            {"volunteer_id": volunteer_id})
+        await self.note_week(volunteer_id, request["district"], offers=1)  # an operator's choice is not limited
         stage = scoring.Stage("operator", scoring.TIERS)
         named = await store.volunteers_by_id([volunteer_id])
         tier = self.places.tier(request["district"], request["grid"], named[0]["grids"] if named else [])
         explanation = {"volunteer_id": volunteer_id, "stage": "operator", "operator": operator, "reason": reason,
                        "tier": tier}
         progress = {k: request.get(k) for k in ("stage", "stage_rounds", "pairing_pending")}
-        await self.offer(request, stage, [(assignment_id, explanation)], progress, {}, by=operator, accepted=confirmed)
+        code = await self.offer(request, stage, [(assignment_id, explanation, slot)], progress, {}, by=operator,
+                                accepted=confirmed)
         return AssignmentReply(assignment_id=assignment_id, request_id=request["_id"],
-                               status="accepted" if confirmed else "offered",
-                               code=await store.issue_code(assignment_id))
+                               status="accepted" if confirmed else "offered", code=code)
 
     async def assign(self, call: OperatorAssign) -> AssignmentReply:
         request = await self.operable(call.request_id)

@@ -108,6 +108,8 @@ class Roster:
         self.index: dict[Key, set[str]] = {}
         # This week's offers and hours, as last read or written here: a hint for ranking, checked on claiming.
         self.weeks: dict[str, tuple[str, int, float]] = {}
+        # Each resident's standing volunteers (active pairings): preferred, never an arbiter.
+        self.pairs: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -144,6 +146,15 @@ class Roster:
 
     def by_id(self, volunteer_ids: Iterable[str]) -> list[Doc]:
         return [entry.doc() for v in volunteer_ids if (entry := self.entries.get(v)) is not None]
+
+    def paired(self, resident_ref: str) -> list[str]:
+        return list(self.pairs.get(resident_ref, ()))
+
+    def set_pairs(self, resident_ref: str, volunteer_ids: Iterable[str]) -> None:
+        if listed := tuple(volunteer_ids):
+            self.pairs[resident_ref] = listed
+        else:
+            self.pairs.pop(resident_ref, None)
 
     def set_held(self, held: dict[str, list[int]]) -> None:
         """Which slots are taken, as the database says, for every volunteer."""
@@ -188,6 +199,11 @@ class Roster:
     def set_week(self, volunteer_id: str, week: str, counts: Doc | None) -> None:
         counts = counts or {}
         self.weeks[volunteer_id] = (week, int(counts.get("offers", 0)), float(counts.get("hours", 0.0)))
+
+    def work_of(self, volunteer_id: str) -> tuple[float, float] | None:
+        """The volunteer's stored recent work and its time, as last read or written here."""
+        entry = self.entries.get(volunteer_id)
+        return (entry.recent_work, entry.recent_at) if entry and entry.recent_at is not None else None
 
     def note_work(self, volunteer_id: str, recent_work: float, at: float) -> None:
         if entry := self.entries.get(volunteer_id):
@@ -243,8 +259,10 @@ def applicable(after: int, head: int, present: set[int], waiting_since: dict[int
 
 class RosterStore(Protocol):
     async def roster_head(self) -> int: ...
-    async def roster_changes(self, seqs: list[int]) -> dict[int, str]: ...
-    async def log_roster_change(self, volunteer_id: str) -> int: ...
+    async def roster_changes(self, seqs: list[int]) -> dict[int, tuple[str, str]]: ...
+    async def log_roster_change(self, volunteer_id: str, resident_ref: str = "") -> int: ...
+    async def active_pairings(self) -> dict[str, list[str]]: ...
+    async def paired_volunteers(self, resident_ref: str) -> list[str]: ...
     def roster_documents(self) -> AsyncIterator[Doc]: ...
     async def held_slots(self) -> list[tuple[str, int]]: ...
     async def roster_snapshot(self) -> tuple[int, bytes] | None: ...
@@ -252,7 +270,7 @@ class RosterStore(Protocol):
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[Doc]: ...
     async def held_of(self, volunteers: list[Doc]) -> dict[str, list[int]]: ...
     async def take_slot(self, slot_id: str, holder: str, new_holder: str) -> bool: ...
-    async def release(self, assignment_id: str) -> str | None: ...
+    async def release(self, assignment_id: str, slot_id: str | None = None) -> str | None: ...
 
 
 class SharedRoster:
@@ -280,6 +298,7 @@ class SharedRoster:
         with building(lambda: memory):
             memory = Roster.unpack(packed)
         memory.set_held(await self.held())
+        await self.load_pairs(memory)
         async with self.lock:
             self.memory, self.seq, self.waiting_since, self.exact = memory, seq, {}, False
         await self.catch_up()
@@ -293,11 +312,16 @@ class SharedRoster:
             async for doc in self.store.roster_documents():
                 memory.put(doc)
         memory.set_held(await self.held())
+        await self.load_pairs(memory)
         async with self.lock:
             self.memory, self.seq, self.waiting_since, self.exact = memory, head, {}, True
         packed = memory.pack()
         await self.store.save_roster_snapshot(
             head, [packed[i:i + SNAPSHOT_PART] for i in range(0, len(packed), SNAPSHOT_PART)])
+
+    async def load_pairs(self, memory: Roster) -> None:
+        for resident_ref, volunteer_ids in (await self.store.active_pairings()).items():
+            memory.set_pairs(resident_ref, volunteer_ids)
 
     async def held(self) -> dict[str, list[int]]:
         held: dict[str, list[int]] = {}
@@ -322,7 +346,9 @@ class SharedRoster:
             if head - self.seq <= RELOAD_AFTER:
                 rows = await self.store.roster_changes(list(range(self.seq + 1, head + 1)))
                 upto = applicable(self.seq, head, set(rows), self.waiting_since, self.clock(), self.patience)
-                await self.refresh(sorted({rows[s] for s in range(self.seq + 1, upto + 1) if s in rows}))
+                changes = [rows[s] for s in range(self.seq + 1, upto + 1) if s in rows]
+                await self.refresh(sorted({volunteer for volunteer, _ in changes if volunteer}))
+                await self.refresh_pairs(sorted({resident for _, resident in changes if resident}))
                 self.seq = max(self.seq, upto)
                 return
         await self.load_profiles()
@@ -331,6 +357,15 @@ class SharedRoster:
         """After this replica saved a profile: log it for the others, and hold the saved one."""
         await self.store.log_roster_change(volunteer_id)
         await self.refresh([volunteer_id])
+
+    async def pairs_changed(self, resident_ref: str) -> None:
+        """After this replica saved a pairing: log it for the others, and hold the resident's pairings."""
+        await self.store.log_roster_change("", resident_ref)
+        await self.refresh_pairs([resident_ref])
+
+    async def refresh_pairs(self, residents: list[str]) -> None:
+        for resident_ref in residents:
+            self.memory.set_pairs(resident_ref, await self.store.paired_volunteers(resident_ref))
 
     async def refresh(self, volunteer_ids: list[str]) -> None:
         if not volunteer_ids:
@@ -343,23 +378,25 @@ class SharedRoster:
         for gone in set(volunteer_ids) - found:
             self.memory.forget(gone)
 
-    async def reserve(self, volunteer_id: str, assignment_id: str) -> bool:
-        """Take one of the volunteer's free slots for the assignment; the database's compare-and-set decides."""
-        if await self._take_believed_free(volunteer_id, assignment_id):
-            return True
+    async def reserve(self, volunteer_id: str, assignment_id: str) -> str | None:
+        """Take one of the volunteer's free slots for the assignment, and say which; the database's
+        compare-and-set decides."""
+        if taken := await self._take_believed_free(volunteer_id, assignment_id):
+            return taken
         await self.refresh([volunteer_id])  # the memory was wrong about them: ask once more with what is true
         return await self._take_believed_free(volunteer_id, assignment_id)
 
-    async def _take_believed_free(self, volunteer_id: str, assignment_id: str) -> bool:
-        for slot in self.memory.free_slots(volunteer_id):
-            self.memory.hold(volunteer_id, slot)  # before the await, so this replica's other workers pass it by
-            if await self.store.take_slot(f"{volunteer_id}:{slot}", FREE, assignment_id):
-                return True
-            return False  # someone else took it: the memory is stale for this volunteer
-        return False
+    async def _take_believed_free(self, volunteer_id: str, assignment_id: str) -> str | None:
+        free = self.memory.free_slots(volunteer_id)
+        if not free:
+            return None
+        self.memory.hold(volunteer_id, free[0])  # before the await, so this replica's other workers pass it by
+        slot_id = f"{volunteer_id}:{free[0]}"
+        # A lost compare-and-set: someone else took it, and the memory is stale for this volunteer.
+        return slot_id if await self.store.take_slot(slot_id, FREE, assignment_id) else None
 
-    async def release(self, assignment_id: str) -> None:
-        slot_id = await self.store.release(assignment_id)
+    async def release(self, assignment_id: str, slot_id: str | None = None) -> None:
+        slot_id = await self.store.release(assignment_id, slot_id)
         if slot_id:
             self.memory.let_go(*slot_of(slot_id))
 

@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 from services.common.codes import looks_like_code, normalize, short_code
 
 FREE = ""  # a slot's holder when it holds no assignment
+REBASE_AFTER = 20  # half-lives: older recent work is decayed and stored afresh, so the growth factor stays small
 
 
 def member_key(kind: str, district: str, value: str) -> str:
@@ -35,7 +36,8 @@ class MatcherStore:
         self.served = db["served"]
         self.pairings = db["pairings"]
         self.actions = db["operator_actions"]
-        # One document per issued assignment code, the code its _id: the unique index is _id's own.
+        # Assignment codes issued before each assignment carried its own under a unique index: one document
+        # per code, the code its _id. Read only for a code the assignments do not know; nothing is added.
         self.codes = db["assignment_codes"]
         # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
         self.weeks = db["weeks"]
@@ -60,10 +62,14 @@ class MatcherStore:
         await self.assignments.create_index("volunteer_id")
         await self.assignments.create_index("state")
         await self.assignments.create_index("announced")
+        # An assignment's short code is its own field: the unique index is what makes a clash lengthen it.
+        # Sparse, for assignments stored before codes were issued.
+        await self.assignments.create_index("code", unique=True, sparse=True)
         await self.served.create_index("resident_ref")
         await self.served.create_index([("resident_ref", 1), ("volunteer_id", 1)])
         await self.pairings.create_index("resident_ref")
         await self.pairings.create_index([("resident_ref", 1), ("active", 1)])
+        await self.pairings.create_index("active")  # a replica starting reads the standing pairings
         await self.actions.create_index("request_id")
         await self.slots.create_index([("volunteer_id", 1), ("holder", 1)])
         await self.slots.create_index("holder")
@@ -168,25 +174,50 @@ class MatcherStore:
         head = await self.roster_log.find_one({"_id": "head"})
         return int(head["seq"]) if head else 0
 
-    async def log_roster_change(self, volunteer_id: str) -> int:
+    async def log_roster_change(self, volunteer_id: str, resident_ref: str = "") -> int:
+        """A volunteer's profile changed, or (volunteer "") a resident's pairings did."""
         head = await self.roster_log.find_one_and_update(
             {"_id": "head"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
         seq = int((head or {})["seq"])  # upserted and returned after: never None
-        await self.roster_log.insert_one({"_id": seq, "volunteer_id": volunteer_id, "at": time.time()})
+        await self.roster_log.insert_one({"_id": seq, "volunteer_id": volunteer_id, "resident_ref": resident_ref,
+                                          "at": time.time()})
         return seq
 
-    async def roster_changes(self, seqs: list[int]) -> dict[int, str]:
-        return {row["_id"]: row["volunteer_id"] async for row in self.roster_log.find({"_id": {"$in": seqs}})}
+    async def roster_changes(self, seqs: list[int]) -> dict[int, tuple[str, str]]:
+        """What each change is about: (volunteer, "") or ("", resident)."""
+        return {row["_id"]: (row["volunteer_id"], row.get("resident_ref", ""))
+                async for row in self.roster_log.find({"_id": {"$in": seqs}})}
 
     async def volunteers_by_id(self, volunteer_ids: list[str]) -> list[dict[str, Any]]:
         return await self.volunteers.find({"_id": {"$in": volunteer_ids}}).to_list() if volunteer_ids else []
 
-    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float) -> tuple[float, float] | None:
-        """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly."""
+    async def note_work(self, volunteer_id: str, amount: float, half_life_days: float,
+                        known: tuple[float, float] | None = None) -> tuple[float, float] | None:
+        """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly.
+        Returns the (recent_work, recent_at) now stored, as far as `known` (this replica's last view) goes.
+
+        The stored work is as of `recent_at` and decays from there: work done later is added grown by the
+        decay since, so that an $inc on the value this replica knows is exact whatever other replicas add
+        meanwhile, and needs no read. A volunteer without work yet is set in one conditional write too;
+        the read is left for when `recent_at` moved on under us, or lies too far back to grow from."""
         from services.matcher.scoring import decayed
 
-        now = time.time()
+        # To the millisecond: what is stored reads back equal, so this replica's `known` time matches it
+        # (nx-27017 keeps fifteen significant digits of a double).
+        now = round(time.time(), 3)
+        half_life = half_life_days * 86400
+        if known is not None and 0 <= now - known[1] <= REBASE_AFTER * half_life:
+            grown = amount * 2 ** ((now - known[1]) / half_life)
+            counted = await self.volunteers.update_one(
+                {"_id": volunteer_id, "recent_at": known[1]}, {"$inc": {"recent_work": grown}})
+            if counted.matched_count == 1:
+                return known[0] + grown, known[1]
+        elif known is None:
+            first = await self.volunteers.update_one(
+                {"_id": volunteer_id, "recent_at": None}, {"$set": {"recent_work": amount, "recent_at": now}})
+            if first.matched_count == 1:
+                return amount, now
         volunteer = await self.volunteers.find_one({"_id": volunteer_id}, {"recent_work": 1, "recent_at": 1})
         if volunteer is None:
             return None
@@ -261,6 +292,27 @@ class MatcherStore:
             return_document=ReturnDocument.AFTER,
         ) or {}
 
+    async def count_offer(self, volunteer_id: str, week: str, max_offers: int | None,
+                          max_hours: float | None) -> dict[str, Any] | None:
+        """Counts an offer into the volunteer's week if the week is under both limits, and returns the week
+        as it now stands; None, counting nothing, when a limit is reached. One write decides and counts, so
+        replicas offering the same volunteer at once never pass a limit together."""
+        under: dict[str, Any] = {}
+        if max_offers is not None:
+            under["offers"] = {"$lt": max_offers}
+        if max_hours is not None:
+            under["hours"] = {"$lt": max_hours}
+        for _ in range(2):  # a second try when another replica created the week in the same instant
+            try:
+                return await self.weeks.find_one_and_update(
+                    {"_id": f"{volunteer_id}:{week}", **under}, {"$inc": {"offers": 1, "hours": 0.0}}, upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                # The week exists and is at a limit (MongoDB tries to insert it anew), or was just created.
+                continue
+        return None
+
     async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
         if not volunteer_ids:
             return {}
@@ -272,8 +324,18 @@ class MatcherStore:
     async def save_pairing(self, pairing: dict[str, Any]) -> None:
         await self.pairings.replace_one({"_id": pairing["_id"]}, pairing, upsert=True)
 
-    async def end_pairing(self, pairing_id: str) -> None:
-        await self.pairings.update_one({"_id": pairing_id}, {"$set": {"active": False, "ended": time.time()}})
+    async def end_pairing(self, pairing_id: str) -> str | None:
+        """Ends the pairing, and says whose it was; None for a pairing never stored."""
+        ended = await self.pairings.find_one_and_update({"_id": pairing_id},
+                                                        {"$set": {"active": False, "ended": time.time()}})
+        return str(ended["resident_ref"]) if ended else None
+
+    async def active_pairings(self) -> dict[str, list[str]]:
+        """Every resident's standing volunteers: one read, for a replica's memory."""
+        pairs: dict[str, list[str]] = {}
+        async for pairing in self.pairings.find({"active": True}, {"resident_ref": 1, "volunteer_id": 1}):
+            pairs.setdefault(pairing["resident_ref"], []).append(pairing["volunteer_id"])
+        return pairs
 
     async def paired_volunteers(self, resident_ref: str) -> list[str]:
         if not resident_ref:
@@ -317,8 +379,11 @@ class MatcherStore:
         result = await self.slots.update_one({"_id": slot_id, "holder": holder}, {"$set": {"holder": new_holder}})
         return result.modified_count == 1
 
-    async def release(self, assignment_id: str) -> str | None:
-        """Frees the slot the assignment holds (at most one), and says which it was."""
+    async def release(self, assignment_id: str, slot_id: str | None = None) -> str | None:
+        """Frees the slot the assignment holds (at most one), and says which it was. An assignment that
+        names its slot frees it without a read; one that does not is looked up by holder."""
+        if slot_id:
+            return slot_id if await self.take_slot(slot_id, assignment_id, FREE) else None
         if slot := await self.slots.find_one({"holder": assignment_id}, {"_id": 1}):
             if await self.take_slot(slot["_id"], assignment_id, FREE):
                 return str(slot["_id"])
@@ -333,11 +398,13 @@ class MatcherStore:
 
     # requests
 
-    async def add_request(self, doc: dict[str, Any]) -> None:
+    async def add_request(self, doc: dict[str, Any]) -> bool:
+        """Stores the request; false when one with its id is stored already."""
         try:
             await self.requests.insert_one(doc)
         except DuplicateKeyError:
-            pass  # a redelivered request.created
+            return False  # a redelivered request.created, or a cancellation that came first
+        return True
 
     async def request(self, request_id: str) -> dict[str, Any] | None:
         return await self.requests.find_one({"_id": request_id})
@@ -372,6 +439,12 @@ class MatcherStore:
     async def note_why(self, request_id: str, volunteer_id: str, why: str) -> None:
         await self.requests.update_one({"_id": request_id}, {"$set": {f"why.{volunteer_id}": why}})
 
+    async def settle_request(self, request_id: str, expect: dict[str, Any], **changes: Any) -> dict[str, Any] | None:
+        """move_request that returns the request as it now stands, or None when `expect` did not hold."""
+        return await self.requests.find_one_and_update(
+            {"_id": request_id, **expect}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+
     async def move_request(self, request_id: str, expect: dict[str, Any], **changes: Any) -> bool:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
@@ -401,11 +474,20 @@ class MatcherStore:
 
     # assignments
 
-    async def add_assignment(self, doc: dict[str, Any]) -> None:
-        try:
-            await self.assignments.insert_one(doc)
-        except DuplicateKeyError:
-            pass
+    async def add_assignment(self, doc: dict[str, Any]) -> str:
+        """Stores the assignment with its short code, and returns the code: the same id always gets the same
+        code; a clash with another assignment's lengthens it. A repeat of the same step changes nothing."""
+        for length in range(6, 13):
+            code = short_code(doc["_id"], length)
+            try:
+                await self.assignments.insert_one({**doc, "code": code})
+                return code
+            except DuplicateKeyError:
+                # Read only on a collision, to tell an earlier attempt at this step from a code clash.
+                stored = await self.assignment(doc["_id"])
+                if stored is not None:
+                    return str(stored.get("code", ""))
+        raise RuntimeError(f"no free short code for {doc['_id']}")
 
     async def assignment(self, assignment_id: str) -> dict[str, Any] | None:
         return await self.assignments.find_one({"_id": assignment_id})
@@ -414,28 +496,28 @@ class MatcherStore:
         """An assignment by its id or by its short code."""
         found = await self.assignment(ref)
         if found is None and looks_like_code(ref):
-            issued = await self.codes.find_one({"_id": normalize(ref)})
-            found = await self.assignment(issued["assignment_id"]) if issued else None
+            found = await self.assignments.find_one({"code": normalize(ref)})
+            if found is None:  # a code issued into the old collection, for an assignment stored without it
+                issued = await self.codes.find_one({"_id": normalize(ref)})
+                found = await self.assignment(issued["assignment_id"]) if issued else None
         return found
-
-    async def issue_code(self, assignment_id: str) -> str:
-        """The assignment's short code: the same id always gets the same code; a clash lengthens it."""
-        for length in range(6, 13):
-            code = short_code(assignment_id, length)
-            try:
-                await self.codes.insert_one({"_id": code, "assignment_id": assignment_id})
-                return code
-            except DuplicateKeyError:
-                issued = await self.codes.find_one({"_id": code})
-                if issued and issued["assignment_id"] == assignment_id:
-                    return code
-        raise RuntimeError(f"no free short code for {assignment_id}")
 
     async def move_assignment(self, assignment_id: str, expect: str, state: str, **changes: Any) -> bool:
         result = await self.assignments.update_one(
             {"_id": assignment_id, "state": expect}, {"$set": {"state": state, "changed": time.time(), **changes}}
         )
         return result.modified_count == 1
+
+    async def settle_assignment(self, assignment_id: str, expect: str, state: str, volunteer_id: str | None = None,
+                                **changes: Any) -> dict[str, Any] | None:
+        """move_assignment that returns the assignment as it now stands, or None when it was not `expect`
+        (or, if named, not the volunteer's)."""
+        owner = {"volunteer_id": volunteer_id} if volunteer_id is not None else {}
+        return await self.assignments.find_one_and_update(
+            {"_id": assignment_id, "state": expect, **owner},
+            {"$set": {"state": state, "changed": time.time(), **changes}},
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def lapsed_offers(self) -> list[dict[str, Any]]:
         now = time.time()
