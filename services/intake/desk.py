@@ -4,6 +4,7 @@ a resident's details. Each step is idempotent, so a retry, a redelivery or anoth
 import asyncio
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -174,7 +175,8 @@ class Desk:
         return doc
 
     async def view(self, doc: Doc) -> RequestStatus:
-        return handlers.status_view(doc, await self.store.history(doc["_id"]))
+        stored_apart = await self.store.history_stored_apart(doc["_id"]) if handlers.history_stored_apart(doc) else []
+        return handlers.status_view(doc, handlers.history_lines(doc, stored_apart))
 
     async def status(self, id_or_code: str, phone_last4: str = "") -> RequestStatus:
         return await self.view(await self.resident_request(id_or_code, phone_last4))
@@ -186,41 +188,38 @@ class Desk:
             raise not_found("request", request_id=id_or_code)
         return doc
 
-    async def move(self, request_id: str, decide: Callable[[Doc], Move | None]) -> Doc | None:
-        """Decide on the request as stored and save the decision, again if another change came first;
-        the history line is written after the change, and again when a repeat finds the change made."""
+    async def move(self, request_id: str, decide: Callable[[Doc], Move | None], doc: Doc | None = None) -> Doc | None:
+        """Decide on the request as stored (as read by the caller, when given) and save the decision with its
+        history line in one compare-and-set, deciding again if another change came first."""
         for _ in range(50):
-            doc = await self.store.request(request_id)
-            if doc is None:
+            if doc is None and (doc := await self.store.request(request_id)) is None:
                 return None
             move = decide(doc)
-            if move is None:
-                if last := doc.get("last_change"):
-                    await self.store.record_change(request_id, last["key"], last["status"], last["at"], last["note"])
+            if move is None or handlers.made(doc, move):
                 return doc
-            if await self.store.change(doc, move.update()):
-                await self.store.record_change(request_id, move.key, move.status, move.at.isoformat(), move.note)
-                return await self.store.request(request_id)
+            if changed := await self.store.change(doc, move.update(time.time())):
+                return changed
+            doc = None
         raise RuntimeError(f"request {request_id} kept changing under this step")
 
     async def rate(self, call: RateRequest) -> RequestStatus:
         doc = await self.resident_request(call.request_id, call.phone_last4)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now)) or doc
+        doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now), doc) or doc
         await self.outbox.send(handlers.rating_events(doc, now))
         return await self.view(doc)
 
     async def cancel(self, call: CancelRequest) -> RequestStatus:
         doc = await self.request(call.request_id)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.cancel(d, call.reason, call.operator, now)) or doc
+        doc = await self.move(doc["_id"], lambda d: handlers.cancel(d, call.reason, call.operator, now), doc) or doc
         await self.outbox.send([handlers.cancelled_event(doc, doc.get("cancel_reason", call.reason), now)])
         return await self.view(doc)
 
     async def close(self, call: CloseRequest) -> RequestStatus:
         doc = await self.request(call.request_id)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.close(d, call, now)) or doc
+        doc = await self.move(doc["_id"], lambda d: handlers.close(d, call, now), doc) or doc
         await self.outbox.send([handlers.closed_event(doc, now)])
         return await self.view(doc)
 
@@ -238,10 +237,18 @@ class Desk:
 
     # --- what the matcher tells intake ------------------------------------------------------------------------
 
+    async def follow(self, request_id: str, status: str, event: Envelope[Any], note: str,
+                     assignment_id: str | None = None, **changes: Any) -> None:
+        """A request of the first round still behind `status` is moved on in one command; any other is read and
+        decided on. A repeated event finds the request moved on already, and changes nothing."""
+        expect, move = handlers.plain_follow(status, event, note, assignment_id, **changes)
+        if not await self.store.change_unread(request_id, expect, move.update(time.time())):
+            await self.move(request_id, lambda doc: handlers.follow(
+                doc, status, event, note, assignment_id, **changes))
+
     async def offered(self, event: Envelope[VolunteerAssigned]) -> None:
         d = event.data
-        await self.move(d.request_id, lambda doc: handlers.follow(
-            doc, "offered", event, "a volunteer has been asked", d.assignment_id))
+        await self.follow(d.request_id, "offered", event, "a volunteer has been asked", d.assignment_id)
 
     async def accepted(self, event: Envelope[AssignmentAccepted]) -> None:
         d = event.data
@@ -250,9 +257,8 @@ class Desk:
             "request_id": d.request_id, "volunteer_id": d.volunteer_id, "accepted_at": event.time.isoformat(),
             **({"code": d.code} if d.code else {}),
         })
-        await self.move(d.request_id, lambda doc: handlers.follow(
-            doc, "accepted", event, f"{name or 'a volunteer'} is coming", d.assignment_id,
-            volunteer_id=d.volunteer_id, volunteer_name=name, assignment_code=d.code))
+        await self.follow(d.request_id, "accepted", event, f"{name or 'a volunteer'} is coming", d.assignment_id,
+                          volunteer_id=d.volunteer_id, volunteer_name=name, assignment_code=d.code)
 
     async def completed(self, event: Envelope[AssignmentCompleted]) -> None:
         d = event.data
@@ -261,9 +267,8 @@ class Desk:
             "request_id": d.request_id, "volunteer_id": d.volunteer_id, "completed_at": event.time.isoformat(),
             **({"code": d.code} if d.code else {}),
         })
-        await self.move(d.request_id, lambda doc: handlers.follow(
-            doc, "completed", event, f"done in {d.hours} h", d.assignment_id,
-            volunteer_id=d.volunteer_id, volunteer_name=name, hours=str(d.hours)))
+        await self.follow(d.request_id, "completed", event, f"done in {d.hours} h", d.assignment_id,
+                          volunteer_id=d.volunteer_id, volunteer_name=name, hours=str(d.hours))
 
     async def withdrawn(self, event: Envelope[AssignmentWithdrawn]) -> None:
         d = event.data
@@ -272,8 +277,8 @@ class Desk:
             "request_id": d.request_id, "volunteer_id": d.volunteer_id, "withdrawn_at": event.time.isoformat()})
 
     async def unmatched(self, event: Envelope[RequestUnmatched]) -> None:
-        await self.move(event.data.request_id, lambda doc: handlers.follow(
-            doc, "unmatched", event, "no volunteer found yet; an operator will follow up"))
+        await self.follow(event.data.request_id, "unmatched", event,
+                          "no volunteer found yet; an operator will follow up")
 
     async def redispatched(self, event: Envelope[RequestRedispatched]) -> None:
         await self.move(event.data.request_id, lambda doc: handlers.redispatch(doc, event))
