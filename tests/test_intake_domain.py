@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from contracts import ApiError, new_event
-from contracts.calls import RequestsQuery, SubmitRequest, UpdateVolunteer
+from contracts.calls import RateRequest, RequestsQuery, SubmitRequest, UpdateVolunteer
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
@@ -172,3 +172,15 @@ def test_a_request_stored_by_an_earlier_version_reads_its_lines_stored_apart_fir
     assert handlers.history_stored_apart(earlier) and handlers.history_stored_apart(moved)
     assert [line["note"] for line in handlers.history_lines(moved, stored_apart)] == ["in", "asked", "coming"]
     assert [line["note"] for line in handlers.history_lines(crashed, stored_apart)] == ["in", "asked", "coming"]
+
+
+@pytest.mark.parametrize(("stars", "done"), [(5, True), (2, True), (4, False)])
+def test_the_rating_saved_without_reading_is_the_one_rate_decides_on_the_request_it_selects(
+    stars: int, done: bool
+) -> None:
+    call = RateRequest(request_id="r", stars=stars, done=done, comment="好")
+    expect, unread = handlers.plain_rate(call, T0)
+    doc = request(**expect, volunteer_id="v-1")
+
+    assert doc["status"] == "completed" and doc["round"] == 0
+    assert handlers.rate(doc, call, T0) == unread

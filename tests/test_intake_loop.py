@@ -496,3 +496,19 @@ async def test_a_request_stored_by_an_earlier_version_shows_its_history_stored_a
     assert [(line["status"], line["note"]) for line in view["history"]] == [
         ("submitted", "received by phone"), ("unmatched", "no volunteer found yet"),
         ("accepted", "a volunteer is coming")]
+
+
+async def test_a_volunteer_who_changes_their_name_is_named_so_in_the_work_accepted_after(
+    intake: Service, bus: Bus
+) -> None:
+    volunteer_id = await register(bus)
+    first, second = await submit(bus), await submit(bus)
+    await accepted_by(intake, bus, first, volunteer_id)
+    renamed = await bus.call(API.INTAKE_UPDATE_VOLUNTEER, {"volunteer_id": volunteer_id, "name": "袁文华"})
+    await accepted_by(intake, bus, second, volunteer_id, n=2)
+
+    assert renamed["name"] == "袁文华"
+    before = await bus.call(API.INTAKE_STATUS, {"request_id": first})
+    after = await bus.call(API.INTAKE_STATUS, {"request_id": second})
+    assert (before["volunteer_name"], before["history"][-1]["note"]) == ("袁文", "袁文 is coming")
+    assert (after["volunteer_name"], after["history"][-1]["note"]) == ("袁文华", "袁文华 is coming")

@@ -73,6 +73,8 @@ class Desk:
         self.places = places
         self.clock = clock
         self.keys: dict[str, bytes] = {}
+        # Volunteers' names for the history lines, until a monotonic time: they rarely change and decide nothing.
+        self.names: dict[str, tuple[float, str]] = {}
 
     async def start(self) -> None:
         await self.upgrade_pseudonyms()
@@ -203,9 +205,14 @@ class Desk:
         raise RuntimeError(f"request {request_id} kept changing under this step")
 
     async def rate(self, call: RateRequest) -> RequestStatus:
-        doc = await self.resident_request(call.request_id, call.phone_last4)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now), doc) or doc
+        doc: Doc | None = None
+        if not call.phone_last4 and not handlers.as_code(call.request_id):  # nothing to check before the rating
+            expect, move = handlers.plain_rate(call, now)
+            doc = await self.store.change_unread(call.request_id, expect, move.update(time.time()))
+        if doc is None:  # read, to rate any other request or to say why not
+            doc = await self.resident_request(call.request_id, call.phone_last4)
+            doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now), doc) or doc
         await self.outbox.send(handlers.rating_events(doc, now))
         return await self.view(doc)
 
@@ -301,6 +308,7 @@ class Desk:
                     raise ApiError("conflict", "this volunteer changed at the same time; try again")
         # Sent again for a repeat: the same event id, so a crash before the first send loses nothing.
         await self.outbox.send([handlers.registered_event(doc, now)])
+        self.remember(doc)
         return RegisterReply(volunteer_id=doc["_id"])
 
     async def volunteer(self, volunteer_id: str) -> Doc:
@@ -322,8 +330,19 @@ class Desk:
         return VolunteerFound(volunteer_id=doc["_id"], district=doc["district"])
 
     async def volunteer_name(self, volunteer_id: str) -> str:
+        if (kept := self.names.get(volunteer_id)) and kept[0] > time.monotonic():
+            return kept[1]
         doc = await self.store.volunteer(volunteer_id)
-        return doc["name"] if doc else ""
+        if doc is None:
+            return ""
+        self.remember(doc)
+        return str(doc["name"])
+
+    def remember(self, volunteer: Doc) -> None:
+        now = time.monotonic()
+        if len(self.names) >= 10000:
+            self.names = {k: kept for k, kept in self.names.items() if kept[0] > now}
+        self.names[volunteer["_id"]] = (now + self.settings.name_ttl, volunteer["name"])
 
     async def update_volunteer(self, call: UpdateVolunteer) -> VolunteerProfile:
         return await self.revise(call.volunteer_id, lambda stored, now: handlers.updated_volunteer(
@@ -344,6 +363,7 @@ class Desk:
         else:
             raise ApiError("conflict", "this volunteer kept changing; try again")
         await self.outbox.send([announce(doc, now)])  # a repeat re-sends the same event id
+        self.remember(doc)
         return handlers.profile_view(doc)
 
     # --- who may read what -----------------------------------------------------------------------------------
@@ -351,6 +371,7 @@ class Desk:
     async def contact(self, call: ContactQuery) -> Contact:
         if call.kind == "volunteer":
             if volunteer := await self.store.volunteer(call.id):
+                self.remember(volunteer)
                 return Contact(name=volunteer["name"], phone=volunteer["phone"])
         elif request := await self.store.request(call.id):
             resident = request["resident"]

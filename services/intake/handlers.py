@@ -500,8 +500,18 @@ def check_rating(doc: dict[str, Any], stars: int, done: bool = True) -> str:
 def rate(doc: dict[str, Any], call: RateRequest, now: datetime) -> Move | None:
     if check_rating(doc, call.stars, call.done) == "repeat":
         return None
+    return rating(call, now, doc.get("round", 0))
+
+
+def plain_rate(call: RateRequest, now: datetime) -> tuple[dict[str, Any], Move]:
+    """The rating of a completed request of the first round, with the filter that selects such a request: the
+    usual case, saved in one command without reading the request first."""
+    return {"status": "completed", "round": 0}, rating(call, now, 0)
+
+
+def rating(call: RateRequest, now: datetime, round_: int) -> Move:
     outcome = rating_outcome(call.stars, call.done)
-    return Move(outcome, f"rated:{doc.get('round', 0)}", now, rating_note(call.stars, call.done, call.comment),
+    return Move(outcome, f"rated:{round_}", now, rating_note(call.stars, call.done, call.comment),
                 {"stars": call.stars, "comment": call.comment, "done": call.done,
                  **({"reopened_at": now.isoformat()} if outcome == "reopened" else {})})
 

@@ -78,11 +78,13 @@ class IntakeStore:
             return_document=ReturnDocument.AFTER,
         )
 
-    async def change_unread(self, request_id: str, expect: Doc, fields: Doc) -> bool:
-        """The change, made only if the request matches `expect`, without reading it first: False when not."""
-        result = await self.requests.update_one({"_id": request_id, **expect},
-                                                {"$set": fields, "$inc": {"version": 1}})
-        return result.matched_count == 1
+    async def change_unread(self, request_id: str, expect: Doc, fields: Doc) -> Doc | None:
+        """The change, made only if the request matches `expect`, without reading it first: the request as
+        changed, or None when it does not match."""
+        return await self.requests.find_one_and_update(
+            {"_id": request_id, **expect}, {"$set": fields, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def page(self, query: Doc, limit: int) -> list[Doc]:
         cursor = self.requests.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)]).limit(limit)
