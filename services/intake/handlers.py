@@ -420,7 +420,7 @@ def history_lines(doc: dict[str, Any], stored_apart: list[dict[str, Any]]) -> li
     lines = {row["_id"].removeprefix(f"{doc['_id']}:"): row for row in stored_apart}
     if (last := doc.get("last_change")) and last["key"] not in lines:
         # An earlier version wrote the line after the change, and a crash in between left it only here.
-        lines[last["key"]] = {**last, "seq": float("inf")}
+        lines[last["key"]] = {**last, "seq": max((row.get("seq", 0.0) for row in stored_apart), default=0.0)}
     lines.update(doc.get("history", {}))
     return sorted(lines.values(), key=lambda line: line.get("seq", 0.0))
 
