@@ -162,8 +162,9 @@ def test_a_request_holds_its_history_in_the_order_written_and_a_move_it_holds_th
 
 def test_a_request_stored_by_an_earlier_version_reads_its_lines_stored_apart_first() -> None:
     earlier = {key: value for key, value in request(status="offered").items() if key != "history"}
-    stored_apart = [{"_id": f"{earlier['_id']}:submitted:0", "status": "submitted", "at": "t0", "note": "in", "seq": 1.0},
-                    {"_id": f"{earlier['_id']}:e-1", "status": "offered", "at": "t1", "note": "asked", "seq": 2.0}]
+    stored_apart = [
+        {"_id": f"{earlier['_id']}:submitted:0", "status": "submitted", "at": "t0", "note": "in", "seq": 1.0},
+        {"_id": f"{earlier['_id']}:e-1", "status": "offered", "at": "t1", "note": "asked", "seq": 2.0}]
     crashed = {**earlier, "last_change": {"key": "e-2", "status": "accepted", "at": "t2", "note": "coming"}}
     accepted = handlers.follow(earlier, "accepted", said(AssignmentAccepted(**ids()), 3), "coming", "a-1")
     assert accepted is not None
