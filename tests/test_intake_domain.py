@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from contracts import ApiError, new_event
-from contracts.calls import RequestsQuery, SubmitRequest, UpdateVolunteer
+from contracts.calls import RateRequest, RequestsQuery, SubmitRequest, UpdateVolunteer
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
@@ -68,9 +68,9 @@ def test_work_of_the_next_round_that_overtakes_the_redispatch_starts_the_round()
     assert move is not None and move.status == "accepted"
     assert move.changes["round"] == 1 and move.changes["stars"] is None and move.changes["volunteer_id"] == "v-2"
 
-    moved = {**doc, **move.update()}
+    moved = move.applied_to(doc, 1.0)
     late = handlers.redispatch(moved, said(RequestRedispatched(request_id="r", operator="小刘", reason="换人"), 35))
-    assert late.note == "sent out again by 小刘: 换人" and set(late.update()) == {"last_change"}
+    assert late.note == "sent out again by 小刘: 换人" and set(late.update(2.0)) == {f"history.{late.key}"}
 
 
 def test_an_unmatched_newer_than_the_reopen_belongs_to_the_next_round() -> None:
@@ -82,8 +82,8 @@ def test_an_unmatched_newer_than_the_reopen_belongs_to_the_next_round() -> None:
 
 def test_a_late_offer_of_the_round_before_a_redispatch_changes_nothing() -> None:
     doc = request(status="reopened", assignment_id="a-1", stage_at=(T0 + timedelta(minutes=30)).isoformat())
-    again = {**doc, **handlers.redispatch(doc, said(RequestRedispatched(request_id="r", operator="小刘", reason="换人"),
-                                                    40)).update()}
+    again = handlers.redispatch(doc, said(RequestRedispatched(request_id="r", operator="小刘", reason="换人"),
+                                          40)).applied_to(doc, 1.0)
     assert again["status"] == "submitted" and again["round"] == 1
     assert handlers.follow(again, "offered", offer(5, "a-0"), "asked", "a-0") is None
     assert handlers.follow(again, "offered", offer(50, "a-2"), "asked", "a-2") is not None
@@ -134,3 +134,54 @@ def test_an_update_that_changes_nothing_keeps_the_revision() -> None:
     assert same is stored
     assert more["capacity"] == 2 and more["revision"] == 4 and more["grids"] == ["quanwai-01"]
     assert handlers.registered_event(more, T0).id != handlers.registered_event(stored, T0).id
+
+
+@pytest.mark.parametrize("status", ["offered", "unmatched", "accepted", "completed"])
+def test_the_move_saved_without_reading_is_the_one_follow_decides_on_every_request_it_selects(status: str) -> None:
+    event = said(AssignmentAccepted(**ids("a-3", "v-3")), 10)
+    expect, unread = handlers.plain_follow(status, event, "note", "a-3", volunteer_id="v-3")
+    selected = expect["status"]["$in"] if isinstance(expect["status"], dict) else [expect["status"]]
+
+    assert expect["round"] == 0 and "reopened" not in selected and status not in selected
+    for current in selected:
+        doc = request(status=current, stage_at=(T0 + timedelta(minutes=20)).isoformat())
+        assert handlers.follow(doc, status, event, "note", "a-3", volunteer_id="v-3") == unread
+
+
+def test_a_request_holds_its_history_in_the_order_written_and_a_move_it_holds_the_line_of_was_made() -> None:
+    doc = request()
+    offered = handlers.follow(doc, "offered", offer(1, "a.1"), "asked", "a.1")
+    assert offered is not None and not handlers.made(doc, offered)
+    moved = offered.applied_to(doc, doc["created"] + 1)
+
+    assert handlers.made(moved, offered) and moved["version"] == doc["version"] + 1
+    assert [(line["status"], line["note"]) for line in handlers.history_lines(moved, [])] == [
+        ("submitted", "received by kiosk"), ("offered", "asked")]
+    assert not handlers.history_stored_apart(moved)
+
+
+def test_a_request_stored_by_an_earlier_version_reads_its_lines_stored_apart_first() -> None:
+    earlier = {key: value for key, value in request(status="offered").items() if key != "history"}
+    stored_apart = [
+        {"_id": f"{earlier['_id']}:submitted:0", "status": "submitted", "at": "t0", "note": "in", "seq": 1.0},
+        {"_id": f"{earlier['_id']}:e-1", "status": "offered", "at": "t1", "note": "asked", "seq": 2.0}]
+    crashed = {**earlier, "last_change": {"key": "e-2", "status": "accepted", "at": "t2", "note": "coming"}}
+    accepted = handlers.follow(earlier, "accepted", said(AssignmentAccepted(**ids()), 3), "coming", "a-1")
+    assert accepted is not None
+    moved = accepted.applied_to(earlier, 3.0)
+
+    assert handlers.history_stored_apart(earlier) and handlers.history_stored_apart(moved)
+    assert [line["note"] for line in handlers.history_lines(moved, stored_apart)] == ["in", "asked", "coming"]
+    assert [line["note"] for line in handlers.history_lines(crashed, stored_apart)] == ["in", "asked", "coming"]
+
+
+@pytest.mark.parametrize(("stars", "done"), [(5, True), (2, True), (4, False)])
+def test_the_rating_saved_without_reading_is_the_one_rate_decides_on_the_request_it_selects(
+    stars: int, done: bool
+) -> None:
+    call = RateRequest(request_id="r", stars=stars, done=done, comment="好")
+    expect, unread = handlers.plain_rate(call, T0)
+    doc = request(**expect, volunteer_id="v-1")
+
+    assert doc["status"] == "completed" and doc["round"] == 0
+    assert handlers.rate(doc, call, T0) == unread

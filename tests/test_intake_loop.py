@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from contracts import API, new_event
+from contracts import API, event_subject, new_event
 from contracts.events import (
     AssignmentAccepted,
     AssignmentCompleted,
@@ -19,6 +19,8 @@ from contracts.events import (
     RequestUnmatched,
     VolunteerAssigned,
 )
+from contracts.subjects import STREAM
+from linli.client import caught_up
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.intake.app import build
@@ -439,3 +441,74 @@ async def test_through_the_matcher_the_resident_sees_the_offer_and_only_the_volu
         assert details["address"] == "泉外园小区3栋2单元401" and details["code"] == coming["code"]
     finally:
         await matcher.stop()
+
+
+# --- what a redelivery or an earlier version leaves ------------------------------------------------------------
+
+
+async def test_a_redelivered_event_changes_nothing_and_leaves_one_line_in_the_history(
+    intake: Service, bus: Bus
+) -> None:
+    volunteer_id = await register(bus)
+    request_id = await submit(bus)
+    ids = {"request_id": request_id, "volunteer_id": volunteer_id, "assignment_id": "a-again"}
+    events = [new_event(data, source="linli/matcher", district="beibei", subject=request_id,
+                        correlationid=request_id)
+              for data in (VolunteerAssigned(**ids, expires_at=datetime.now(UTC) + timedelta(minutes=5)),
+                           AssignmentAccepted(**ids), AssignmentCompleted(**ids, hours="2"))]
+    for event, status in zip(events, ["offered", "accepted", "completed"], strict=True):
+        await intake.outbox.send([event])
+        await status_is(bus, request_id, status)
+    before = await bus.call(API.INTAKE_STATUS, {"request_id": request_id})
+    stored = await intake.db["requests"].find_one({"_id": request_id})
+
+    js = bus.nc.jetstream()  # each again under a new message id, which JetStream does not take for a duplicate
+    for event in events:
+        await js.publish(event_subject(event.short_type, "beibei"), event.model_dump_json().encode(),
+                         headers={"Nats-Msg-Id": f"again-{event.id}"}, stream=STREAM)
+    for event_type in ("volunteer.assigned", "assignment.accepted", "assignment.completed"):
+        await caught_up(bus.nc, "intake", event_type)
+
+    after = await bus.call(API.INTAKE_STATUS, {"request_id": request_id})
+    assert after == before
+    assert [line["status"] for line in after["history"]] == ["submitted", "offered", "accepted", "completed"]
+    assert after["history"][2]["note"] == "袁文 is coming" and after["hours"] == "2"
+    again = await intake.db["requests"].find_one({"_id": request_id})
+    assert stored is not None and again is not None and again["version"] == stored["version"]
+
+
+async def test_a_request_stored_by_an_earlier_version_shows_its_history_stored_apart_and_moves_on(
+    intake: Service, bus: Bus
+) -> None:
+    request_id = await submit(bus)
+    # As the version before kept it: no lines in the request, one row per line in status_changes.
+    await intake.db["requests"].update_one({"_id": request_id}, {"$unset": {"history": ""}})
+    await intake.db["status_changes"].insert_many([
+        {"_id": f"{request_id}:submitted:0", "request_id": request_id, "status": "submitted",
+         "at": "2026-11-30T08:00:00+00:00", "note": "received by phone", "seq": 1.0},
+        {"_id": f"{request_id}:e-old", "request_id": request_id, "status": "unmatched",
+         "at": "2026-11-30T08:01:00+00:00", "note": "no volunteer found yet", "seq": 2.0},
+    ])
+    ids = {"request_id": request_id, "volunteer_id": "v-earlier", "assignment_id": "a-earlier"}
+    await tell(intake, AssignmentAccepted(**ids), request_id)
+
+    view = await status_is(bus, request_id, "accepted")
+    assert [(line["status"], line["note"]) for line in view["history"]] == [
+        ("submitted", "received by phone"), ("unmatched", "no volunteer found yet"),
+        ("accepted", "a volunteer is coming")]
+
+
+async def test_a_volunteer_who_changes_their_name_is_named_so_in_the_work_accepted_after(
+    intake: Service, bus: Bus
+) -> None:
+    volunteer_id = await register(bus)
+    first, second = await submit(bus), await submit(bus)
+    await accepted_by(intake, bus, first, volunteer_id)
+    renamed = await bus.call(API.INTAKE_UPDATE_VOLUNTEER, {"volunteer_id": volunteer_id, "name": "袁文华"})
+    await accepted_by(intake, bus, second, volunteer_id, n=2)
+
+    assert renamed["name"] == "袁文华"
+    before = await bus.call(API.INTAKE_STATUS, {"request_id": first})
+    after = await bus.call(API.INTAKE_STATUS, {"request_id": second})
+    assert (before["volunteer_name"], before["history"][-1]["note"]) == ("袁文", "袁文 is coming")
+    assert (after["volunteer_name"], after["history"][-1]["note"]) == ("袁文华", "袁文华 is coming")

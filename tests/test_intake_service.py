@@ -8,6 +8,7 @@ from contracts import API
 from services.common.config import BusSettings
 from services.common.runtime import Service
 from services.intake.app import build
+from services.intake import handlers
 from services.intake.config import IntakeSettings
 from tests.conftest import Bus, stored_events
 
@@ -175,3 +176,13 @@ async def test_the_phones_last_four_digits_open_a_request_and_wrong_ones_find_no
     assert (await bus.call(API.INTAKE_STATUS, {"request_id": code, "phone_last4": "80"}))["error"]["code"] == "invalid_request"
     refused = await bus.call(API.INTAKE_RATE, {"request_id": code, "phone_last4": "1234", "stars": 5})
     assert refused["error"]["code"] == "not_found"
+
+
+async def test_a_request_is_announced_from_itself_and_marked_once_published(intake: Service, bus: Bus) -> None:
+    request_id = (await bus.call(API.INTAKE_SUBMIT, submission()))["request_id"]
+
+    [created] = await bus.wait_for("request.created", request_id=request_id)
+    stored = await intake.db["requests"].find_one({"_id": request_id})
+    assert stored is not None and stored["announced"]
+    assert await intake.db["outbox"].count_documents({}) == 0  # nothing staged apart for the relay
+    assert created["id"] == handlers.created_event(stored).id

@@ -151,7 +151,7 @@ async def test_intake_queries_cost_the_same_with_a_long_history(counted: Counted
     async def submitted(tag: str) -> Doc:
         doc = {"_id": f"r-{tag}", "code": f"C{tag}", "status": "submitted", "created": time.time() - 60,
                "created_at": "2026-12-01T00:00:00Z", "channel": "kiosk", "announced": False, "version": 0,
-               "district": "d1", "grid": "g1"}
+               "round": 0, "district": "d1", "grid": "g1"}
         await store.requests.insert_one(doc)
         return doc
 
@@ -161,16 +161,18 @@ async def test_intake_queries_cost_the_same_with_a_long_history(counted: Counted
             "request_by_code": lambda: store.request_by_code(doc["code"]),
             "unannounced": lambda: store.unannounced(older_than=5.0),
             "mark_announced": lambda: store.mark_announced(doc["_id"]),
-            "change": lambda: store.change(doc, {"status": "matched"}),
-            "record_change": lambda: store.record_change(doc["_id"], "k", "matched", "now", "note"),
-            "history": lambda: store.history(doc["_id"]),
+            "change": lambda: store.change(doc, {"status": "offered", "history.k": {"note": "n"}}),
+            "change_unread": lambda: store.change_unread(doc["_id"], {"round": 0, "status": {"$in": ["offered"]}},
+                                                         {"status": "accepted", "history.e": {"note": "n"}}),
+            "history_stored_apart": lambda: store.history_stored_apart(doc["_id"]),
             "record_assignment": lambda: store.record_assignment(f"a-{tag}", {"code": f"A{tag}"}),
             "assignment_by_code": lambda: store.assignment_by_code(f"A{tag}"),
         }
 
     fresh = await costs(counted, probes("a", await submitted("a")))
-    await seed(db, "requests", lambda i: {"_id": f"r{i}", "code": f"K{i}", "status": "done", "created": i,
-                                          "announced": True, "version": 3, "district": "d1", "grid": "g1"})
+    await seed(db, "requests", lambda i: {"_id": f"r{i}", "code": f"K{i}", "status": "offered", "created": i,
+                                          "announced": True, "version": 3, "round": 0, "district": "d1",
+                                          "grid": "g1"})
     await seed(db, "status_changes", lambda i: {"_id": f"r{i}:x", "request_id": f"r{i}", "seq": i})
     await seed(db, "assignments", lambda i: {"_id": f"a{i}", "code": f"B{i}"})
     assert_flat(fresh, await costs(counted, probes("b", await submitted("b"))))

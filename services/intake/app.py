@@ -53,7 +53,7 @@ DISPATCHERS = ["dispatcher"]  # and administrators, who hold every operator role
 def build(settings: IntakeSettings | None = None) -> Service:
     settings = settings or IntakeSettings()
     service = Service.create("intake", settings.bus)
-    broker, inbox, gate = service.broker, service.inbox, service.gate
+    broker, gate = service.broker, service.gate
     desk = Desk(IntakeStore(service.db), service.outbox, settings, Menu.load(settings.catalog_path),
                 places.Places.load(settings.places_path))
     service.on_start.append(desk.start)
@@ -152,41 +152,31 @@ def build(settings: IntakeSettings | None = None) -> Service:
         auth.allow_self_or(actor, call.volunteer_id, [], None)  # the accepted volunteer, nobody else
         return await desk.details(call)
 
-    # Each consumer recognises a repeat by the event id (the inbox); each change is also keyed on it.
+    # No inbox: each change is keyed on the event. A request moves only forward, writing the event's history
+    # line in the same command, so a repeated event finds it moved on and changes nothing; an assignment's
+    # record is a $set of what the event says, the same again for a repeat.
     @on_event(broker, settings.bus, "intake", "volunteer.assigned")
     async def offered(event: Envelope[VolunteerAssigned]) -> None:
-        async with inbox.once("intake-offered", event) as first:
-            if first:
-                await desk.offered(event)
+        await desk.offered(event)
 
     @on_event(broker, settings.bus, "intake", "assignment.accepted")
     async def accepted(event: Envelope[AssignmentAccepted]) -> None:
-        async with inbox.once("intake-accepted", event) as first:
-            if first:
-                await desk.accepted(event)
+        await desk.accepted(event)
 
     @on_event(broker, settings.bus, "intake", "assignment.completed")
     async def completed(event: Envelope[AssignmentCompleted]) -> None:
-        async with inbox.once("intake-completed", event) as first:
-            if first:
-                await desk.completed(event)
+        await desk.completed(event)
 
     @on_event(broker, settings.bus, "intake", "assignment.withdrawn")
     async def withdrawn(event: Envelope[AssignmentWithdrawn]) -> None:
-        async with inbox.once("intake-withdrawn", event) as first:
-            if first:
-                await desk.withdrawn(event)
+        await desk.withdrawn(event)
 
     @on_event(broker, settings.bus, "intake", "request.unmatched")
     async def unmatched(event: Envelope[RequestUnmatched]) -> None:
-        async with inbox.once("intake-unmatched", event) as first:
-            if first:
-                await desk.unmatched(event)
+        await desk.unmatched(event)
 
     @on_event(broker, settings.bus, "intake", "request.redispatched")
     async def redispatched(event: Envelope[RequestRedispatched]) -> None:
-        async with inbox.once("intake-redispatched", event) as first:
-            if first:
-                await desk.redispatched(event)
+        await desk.redispatched(event)  # its history line, keyed on the event id, is written once
 
     return service

@@ -16,6 +16,9 @@ class IntakeSettings:
     places_path: Path = field(default_factory=places_path)
     # A stored request whose request.created was not yet published is announced again after this long.
     announce_after: float = field(default_factory=lambda: env_float("INTAKE_ANNOUNCE_AFTER", 5.0))
+    # How long a replica keeps a volunteer's name for the requests' history once read (seconds): a name that
+    # changes through another replica shows in new lines after this long.
+    name_ttl: float = field(default_factory=lambda: env_float("INTAKE_NAME_TTL", 60.0))
     # The accepted volunteer may read a resident's address and phone until this long after the work is done.
     details_ttl: float = field(default_factory=lambda: env_float("INTAKE_DETAILS_TTL", 86400.0))
     # A request without a window's end is overdue this long after it was made, if still not done: urgent

@@ -4,6 +4,7 @@ a resident's details. Each step is idempotent, so a retry, a redelivery or anoth
 import asyncio
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
-from contracts import ApiError, Envelope
+from contracts import ApiError, Envelope, event_subject
 from contracts.calls import (
     AssignmentDetails,
     CancelRequest,
@@ -72,6 +73,8 @@ class Desk:
         self.places = places
         self.clock = clock
         self.keys: dict[str, bytes] = {}
+        # Volunteers' names for the history lines, until a monotonic time: they rarely change and decide nothing.
+        self.names: dict[str, tuple[float, str]] = {}
 
     async def start(self) -> None:
         await self.upgrade_pseudonyms()
@@ -139,7 +142,12 @@ class Desk:
         return SubmitReply(request_id=doc["_id"], status=doc["status"])
 
     async def announce(self, doc: Doc) -> None:
-        await self.outbox.send([handlers.created_event(doc)])
+        """The request itself is the outbox of its request.created: stored with `announced: false`, published
+        under an id derived from it, then marked; what a crash leaves unmarked the sweep publishes again."""
+        event = handlers.created_event(doc)
+        # Published as an outbox entry is (the relay's later delete of its id finds nothing stored).
+        await self.outbox.publish({"_id": event.id, "subject": event_subject(event.short_type, event.district),
+                                   "body": event.model_dump_json()})
         await self.store.mark_announced(doc["_id"])
 
     async def announce_forgotten(self) -> None:
@@ -174,7 +182,8 @@ class Desk:
         return doc
 
     async def view(self, doc: Doc) -> RequestStatus:
-        return handlers.status_view(doc, await self.store.history(doc["_id"]))
+        stored_apart = await self.store.history_stored_apart(doc["_id"]) if handlers.history_stored_apart(doc) else []
+        return handlers.status_view(doc, handlers.history_lines(doc, stored_apart))
 
     async def status(self, id_or_code: str, phone_last4: str = "") -> RequestStatus:
         return await self.view(await self.resident_request(id_or_code, phone_last4))
@@ -186,41 +195,43 @@ class Desk:
             raise not_found("request", request_id=id_or_code)
         return doc
 
-    async def move(self, request_id: str, decide: Callable[[Doc], Move | None]) -> Doc | None:
-        """Decide on the request as stored and save the decision, again if another change came first;
-        the history line is written after the change, and again when a repeat finds the change made."""
+    async def move(self, request_id: str, decide: Callable[[Doc], Move | None], doc: Doc | None = None) -> Doc | None:
+        """Decide on the request as stored (as read by the caller, when given) and save the decision with its
+        history line in one compare-and-set, deciding again if another change came first."""
         for _ in range(50):
-            doc = await self.store.request(request_id)
-            if doc is None:
+            if doc is None and (doc := await self.store.request(request_id)) is None:
                 return None
             move = decide(doc)
-            if move is None:
-                if last := doc.get("last_change"):
-                    await self.store.record_change(request_id, last["key"], last["status"], last["at"], last["note"])
+            if move is None or handlers.made(doc, move):
                 return doc
-            if await self.store.change(doc, move.update()):
-                await self.store.record_change(request_id, move.key, move.status, move.at.isoformat(), move.note)
-                return await self.store.request(request_id)
+            if changed := await self.store.change(doc, move.update(time.time())):
+                return changed
+            doc = None
         raise RuntimeError(f"request {request_id} kept changing under this step")
 
     async def rate(self, call: RateRequest) -> RequestStatus:
-        doc = await self.resident_request(call.request_id, call.phone_last4)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now)) or doc
+        doc: Doc | None = None
+        if not call.phone_last4 and not handlers.as_code(call.request_id):  # nothing to check before the rating
+            expect, move = handlers.plain_rate(call, now)
+            doc = await self.store.change_unread(call.request_id, expect, move.update(time.time()))
+        if doc is None:  # read, to rate any other request or to say why not
+            doc = await self.resident_request(call.request_id, call.phone_last4)
+            doc = await self.move(doc["_id"], lambda d: handlers.rate(d, call, now), doc) or doc
         await self.outbox.send(handlers.rating_events(doc, now))
         return await self.view(doc)
 
     async def cancel(self, call: CancelRequest) -> RequestStatus:
         doc = await self.request(call.request_id)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.cancel(d, call.reason, call.operator, now)) or doc
+        doc = await self.move(doc["_id"], lambda d: handlers.cancel(d, call.reason, call.operator, now), doc) or doc
         await self.outbox.send([handlers.cancelled_event(doc, doc.get("cancel_reason", call.reason), now)])
         return await self.view(doc)
 
     async def close(self, call: CloseRequest) -> RequestStatus:
         doc = await self.request(call.request_id)
         now = self.clock()
-        doc = await self.move(doc["_id"], lambda d: handlers.close(d, call, now)) or doc
+        doc = await self.move(doc["_id"], lambda d: handlers.close(d, call, now), doc) or doc
         await self.outbox.send([handlers.closed_event(doc, now)])
         return await self.view(doc)
 
@@ -238,10 +249,18 @@ class Desk:
 
     # --- what the matcher tells intake ------------------------------------------------------------------------
 
+    async def follow(self, request_id: str, status: str, event: Envelope[Any], note: str,
+                     assignment_id: str | None = None, **changes: Any) -> None:
+        """A request of the first round still behind `status` is moved on in one command; any other is read and
+        decided on. A repeated event finds the request moved on already, and changes nothing."""
+        expect, move = handlers.plain_follow(status, event, note, assignment_id, **changes)
+        if not await self.store.change_unread(request_id, expect, move.update(time.time())):
+            await self.move(request_id, lambda doc: handlers.follow(
+                doc, status, event, note, assignment_id, **changes))
+
     async def offered(self, event: Envelope[VolunteerAssigned]) -> None:
         d = event.data
-        await self.move(d.request_id, lambda doc: handlers.follow(
-            doc, "offered", event, "a volunteer has been asked", d.assignment_id))
+        await self.follow(d.request_id, "offered", event, "a volunteer has been asked", d.assignment_id)
 
     async def accepted(self, event: Envelope[AssignmentAccepted]) -> None:
         d = event.data
@@ -250,9 +269,8 @@ class Desk:
             "request_id": d.request_id, "volunteer_id": d.volunteer_id, "accepted_at": event.time.isoformat(),
             **({"code": d.code} if d.code else {}),
         })
-        await self.move(d.request_id, lambda doc: handlers.follow(
-            doc, "accepted", event, f"{name or 'a volunteer'} is coming", d.assignment_id,
-            volunteer_id=d.volunteer_id, volunteer_name=name, assignment_code=d.code))
+        await self.follow(d.request_id, "accepted", event, f"{name or 'a volunteer'} is coming", d.assignment_id,
+                          volunteer_id=d.volunteer_id, volunteer_name=name, assignment_code=d.code)
 
     async def completed(self, event: Envelope[AssignmentCompleted]) -> None:
         d = event.data
@@ -261,9 +279,8 @@ class Desk:
             "request_id": d.request_id, "volunteer_id": d.volunteer_id, "completed_at": event.time.isoformat(),
             **({"code": d.code} if d.code else {}),
         })
-        await self.move(d.request_id, lambda doc: handlers.follow(
-            doc, "completed", event, f"done in {d.hours} h", d.assignment_id,
-            volunteer_id=d.volunteer_id, volunteer_name=name, hours=str(d.hours)))
+        await self.follow(d.request_id, "completed", event, f"done in {d.hours} h", d.assignment_id,
+                          volunteer_id=d.volunteer_id, volunteer_name=name, hours=str(d.hours))
 
     async def withdrawn(self, event: Envelope[AssignmentWithdrawn]) -> None:
         d = event.data
@@ -272,8 +289,8 @@ class Desk:
             "request_id": d.request_id, "volunteer_id": d.volunteer_id, "withdrawn_at": event.time.isoformat()})
 
     async def unmatched(self, event: Envelope[RequestUnmatched]) -> None:
-        await self.move(event.data.request_id, lambda doc: handlers.follow(
-            doc, "unmatched", event, "no volunteer found yet; an operator will follow up"))
+        await self.follow(event.data.request_id, "unmatched", event,
+                          "no volunteer found yet; an operator will follow up")
 
     async def redispatched(self, event: Envelope[RequestRedispatched]) -> None:
         await self.move(event.data.request_id, lambda doc: handlers.redispatch(doc, event))
@@ -296,6 +313,7 @@ class Desk:
                     raise ApiError("conflict", "this volunteer changed at the same time; try again")
         # Sent again for a repeat: the same event id, so a crash before the first send loses nothing.
         await self.outbox.send([handlers.registered_event(doc, now)])
+        self.remember(doc)
         return RegisterReply(volunteer_id=doc["_id"])
 
     async def volunteer(self, volunteer_id: str) -> Doc:
@@ -317,8 +335,19 @@ class Desk:
         return VolunteerFound(volunteer_id=doc["_id"], district=doc["district"])
 
     async def volunteer_name(self, volunteer_id: str) -> str:
+        if (kept := self.names.get(volunteer_id)) and kept[0] > time.monotonic():
+            return kept[1]
         doc = await self.store.volunteer(volunteer_id)
-        return doc["name"] if doc else ""
+        if doc is None:
+            return ""
+        self.remember(doc)
+        return str(doc["name"])
+
+    def remember(self, volunteer: Doc) -> None:
+        now = time.monotonic()
+        if len(self.names) >= 10000:
+            self.names = {k: kept for k, kept in self.names.items() if kept[0] > now}
+        self.names[volunteer["_id"]] = (now + self.settings.name_ttl, volunteer["name"])
 
     async def update_volunteer(self, call: UpdateVolunteer) -> VolunteerProfile:
         return await self.revise(call.volunteer_id, lambda stored, now: handlers.updated_volunteer(
@@ -339,6 +368,7 @@ class Desk:
         else:
             raise ApiError("conflict", "this volunteer kept changing; try again")
         await self.outbox.send([announce(doc, now)])  # a repeat re-sends the same event id
+        self.remember(doc)
         return handlers.profile_view(doc)
 
     # --- who may read what -----------------------------------------------------------------------------------
@@ -346,6 +376,7 @@ class Desk:
     async def contact(self, call: ContactQuery) -> Contact:
         if call.kind == "volunteer":
             if volunteer := await self.store.volunteer(call.id):
+                self.remember(volunteer)
                 return Contact(name=volunteer["name"], phone=volunteer["phone"])
         elif request := await self.store.request(call.id):
             resident = request["resident"]

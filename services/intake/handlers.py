@@ -197,6 +197,9 @@ def new_request(call: SubmitRequest, menu: Menu, now: datetime, overdue_after: f
         "resident_ref": resident_ref,
         "needs": sorted(set(call.needs)),
         "status": "submitted",
+        # Each line keyed by what made it (the event id, or the step and round), so a repeat writes none.
+        "history": {"submitted:0": history_line("submitted:0", "submitted", now.isoformat(),
+                                                f"received by {call.channel}", now.timestamp())},
         "round": 0,
         "version": 0,
         "created_at": now.isoformat(),
@@ -363,9 +366,19 @@ def read_cursor(cursor: str) -> tuple[float, str]:
 # --- how a request moves ---------------------------------------------------------------------------------
 
 
+def line_key(key: str) -> str:
+    # Event ids come from other services and may hold a dot, which MongoDB would read as a path.
+    return key.replace(".", "_").replace("$", "_")
+
+
+def history_line(key: str, status: str, at: str, note: str, seq: float) -> dict[str, Any]:
+    return {"key": key, "status": status, "at": at, "note": note, "seq": seq}
+
+
 @dataclass(frozen=True)
 class Move:
-    """One change of a request's status, with the history line it leaves; `key` makes it happen once."""
+    """One change of a request's status, with the history line it leaves in the request; `key` makes it happen
+    once: a request already holding the line under that key has had this change."""
 
     status: str
     key: str
@@ -374,11 +387,42 @@ class Move:
     changes: dict[str, Any] = field(default_factory=dict)
     note_only: bool = False  # a line in the history, the status as it is
 
-    def update(self) -> dict[str, Any]:
-        entry = {"key": self.key, "status": self.status, "at": self.at.isoformat(), "note": self.note}
+    def update(self, seq: float) -> dict[str, Any]:
+        """The $set that makes the change and writes its history line in the same command."""
+        line = {f"history.{line_key(self.key)}": history_line(self.key, self.status, self.at.isoformat(), self.note,
+                                                              seq)}
         if self.note_only:
-            return {"last_change": entry}
-        return {"status": self.status, "stage_at": self.at.isoformat(), "last_change": entry, **self.changes}
+            return line
+        return {"status": self.status, "stage_at": self.at.isoformat(), **line, **self.changes}
+
+    def applied_to(self, doc: dict[str, Any], seq: float) -> dict[str, Any]:
+        """The request as the update leaves it."""
+        update = self.update(seq)
+        line = update.pop(f"history.{line_key(self.key)}")
+        return {**doc, **update, "history": {**doc.get("history", {}), line_key(self.key): line},
+                "version": doc.get("version", 0) + 1}
+
+
+def made(doc: dict[str, Any], move: Move) -> bool:
+    """Whether the request already holds the line this move writes: then the move was made."""
+    return line_key(move.key) in doc.get("history", {})
+
+
+def history_stored_apart(doc: dict[str, Any]) -> bool:
+    """A request stored by an earlier version keeps its history lines in status_changes (its first line, the
+    submission, is never in the request itself)."""
+    return "submitted:0" not in doc.get("history", {})
+
+
+def history_lines(doc: dict[str, Any], stored_apart: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every line of the request's history in the order written: those stored apart by an earlier version
+    (under "<request id>:<key>"), then those the request holds."""
+    lines = {row["_id"].removeprefix(f"{doc['_id']}:"): row for row in stored_apart}
+    if (last := doc.get("last_change")) and last["key"] not in lines:
+        # An earlier version wrote the line after the change, and a crash in between left it only here.
+        lines[last["key"]] = {**last, "seq": max((row.get("seq", 0.0) for row in stored_apart), default=0.0)}
+    lines.update(doc.get("history", {}))
+    return sorted(lines.values(), key=lambda line: line.get("seq", 0.0))
 
 
 NEXT_ROUND_RESET = {"stars": None, "comment": "", "done": True, "hours": None, "volunteer_id": None,
@@ -388,6 +432,21 @@ NEXT_ROUND_RESET = {"stars": None, "comment": "", "done": True, "hours": None, "
 def next_round(doc: dict[str, Any], at: datetime) -> dict[str, Any]:
     return {**NEXT_ROUND_RESET, "round": doc.get("round", 0) + 1, "round_at": at.isoformat(),
             "reopened_assignment": doc.get("assignment_id")}
+
+
+def behind(status: str) -> list[str]:
+    return [s for s, rank in RANK.items() if rank < RANK[status]]
+
+
+def plain_follow(status: str, event: Envelope[Any], note: str, assignment_id: str | None = None,
+                 **changes: Any) -> tuple[dict[str, Any], Move]:
+    """The move follow() makes on a request of the first round still behind `status`, with the filter that
+    selects such a request: the usual case, saved in one command without reading the request first."""
+    earlier = behind(status)
+    expect = {"round": 0, "status": earlier[0] if len(earlier) == 1 else {"$in": earlier}}
+    if assignment_id:
+        changes["assignment_id"] = assignment_id
+    return expect, Move(status, event.id, event.time, note, changes)
 
 
 def moves_on(doc: dict[str, Any], status: str, at: datetime) -> bool:
@@ -441,8 +500,18 @@ def check_rating(doc: dict[str, Any], stars: int, done: bool = True) -> str:
 def rate(doc: dict[str, Any], call: RateRequest, now: datetime) -> Move | None:
     if check_rating(doc, call.stars, call.done) == "repeat":
         return None
+    return rating(call, now, doc.get("round", 0))
+
+
+def plain_rate(call: RateRequest, now: datetime) -> tuple[dict[str, Any], Move]:
+    """The rating of a completed request of the first round, with the filter that selects such a request: the
+    usual case, saved in one command without reading the request first."""
+    return {"status": "completed", "round": 0}, rating(call, now, 0)
+
+
+def rating(call: RateRequest, now: datetime, round_: int) -> Move:
     outcome = rating_outcome(call.stars, call.done)
-    return Move(outcome, f"rated:{doc.get('round', 0)}", now, rating_note(call.stars, call.done, call.comment),
+    return Move(outcome, f"rated:{round_}", now, rating_note(call.stars, call.done, call.comment),
                 {"stars": call.stars, "comment": call.comment, "done": call.done,
                  **({"reopened_at": now.isoformat()} if outcome == "reopened" else {})})
 

@@ -2,7 +2,7 @@ import base64
 import time
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -13,7 +13,8 @@ class IntakeStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.requests = db["requests"]
         self.volunteers = db["volunteers"]
-        # A separate collection, not an array in the request: nx-27017 mangles $push of sub-documents.
+        # Where an earlier version kept each request's history lines; now each request holds its own, in a
+        # sub-document keyed by what made each line (not an array: nx-27017 mangles $push of sub-documents).
         self.changes = db["status_changes"]
         self.pairings = db["pairings"]
         # The accepted volunteer of each assignment, the only one given the resident's details.
@@ -52,8 +53,6 @@ class IntakeStore:
             if stored := await self.requests.find_one({"_id": doc["_id"]}):
                 return stored
             raise
-        await self.record_change(doc["_id"], "submitted:0", doc["status"], doc["created_at"],
-                                 f"received by {doc['channel']}")
         return None
 
     async def request(self, request_id: str) -> Doc | None:
@@ -72,27 +71,26 @@ class IntakeStore:
         waiting = await self.requests.find({"announced": False}).limit(500).to_list()
         return [doc for doc in waiting if doc["created"] < cutoff]
 
-    async def change(self, doc: Doc, fields: Doc) -> bool:
-        """Compare-and-set on the version read: False when another change came first."""
-        result = await self.requests.update_one(
-            {"_id": doc["_id"], "version": doc.get("version")}, {"$set": fields, "$inc": {"version": 1}}
+    async def change(self, doc: Doc, fields: Doc) -> Doc | None:
+        """Compare-and-set on the version read: the request as changed, or None when another change came first."""
+        return await self.requests.find_one_and_update(
+            {"_id": doc["_id"], "version": doc.get("version")}, {"$set": fields, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
         )
-        return result.modified_count == 1
+
+    async def change_unread(self, request_id: str, expect: Doc, fields: Doc) -> Doc | None:
+        """The change, made only if the request matches `expect`, without reading it first: the request as
+        changed, or None when it does not match."""
+        return await self.requests.find_one_and_update(
+            {"_id": request_id, **expect}, {"$set": fields, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def page(self, query: Doc, limit: int) -> list[Doc]:
         cursor = self.requests.find(query).sort([("created", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return await cursor.to_list()
 
-    async def record_change(self, request_id: str, key: str, status: str, at: str, note: str) -> None:
-        try:
-            await self.changes.insert_one(
-                {"_id": f"{request_id}:{key}", "request_id": request_id, "status": status, "at": at,
-                 "note": note, "seq": time.time()}
-            )
-        except DuplicateKeyError:
-            pass
-
-    async def history(self, request_id: str) -> list[Doc]:
+    async def history_stored_apart(self, request_id: str) -> list[Doc]:
         return await self.changes.find({"request_id": request_id}).sort("seq", 1).to_list()
 
     # --- assignments
