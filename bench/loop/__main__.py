@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,8 @@ from typing import Any
 
 import nats
 
-from bench.loop import counts, rate
+from bench.loop import counts, floor, rate
+from bench.loop.floor import cpu_seconds
 from bench.loop.kiosk import PHASES, Kiosk
 from bench.loop.seed import seed
 from linli.embedded import start_mongo, start_nats
@@ -42,11 +44,6 @@ DISTRICT, GRID = "beibei", "quanwai-01"
 # the idle rate printed is theirs at this setting. With the defaults they add about a dozen commands a second
 # between them, whatever the load (measured with --default-intervals).
 QUIET = {"MATCHER_SWEEP_INTERVAL": "60", "LEDGER_SWEEP_INTERVAL": "60", "LINLI_OUTBOX_RELAY_INTERVAL": "60"}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run(history: int, loops: int, volunteers: int, load: argparse.Namespace) -> dict[str, Any]:
@@ -62,6 +59,9 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
         if history:
             seed(mongo.url, "linli", history, DISTRICT, GRID)
         seeded = time.monotonic() - started
+        # The floor on the same servers, holding the same history, before any service starts.
+        measured_floor = await floor.measure(nats_server.url, mongo.url, mongo.process.pid, nats_server.process.pid,
+                                             load.floor_loops)
         # Tokens off: the loop's own commands are counted, as before the services checked them.
         system = System.start(work / "system", nats_url=nats_server.url, mongo_url=mongo.url,
                               env={"LINLI_COMMAND_COUNTS": str(counted), "MATCHER_OFFER_TTL": "600", "LINLI_AUTH": "off",
@@ -107,7 +107,8 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
             measured["loops_per_s"] = await rate.loops(kiosk, load.loop_burst)
             measured["loop_phase_s"] = {p: t / load.loop_burst for p, t in rate.SPENT.items()}
         await nc.close()
-        return {"history": history, "loops": loops, "seeded_s": seeded, "idle_per_s": idle, "elapsed_s": elapsed,
+        return {"history": history, "loops": loops, "seeded_s": seeded, "floor": measured_floor, "idle_per_s": idle,
+                "elapsed_s": elapsed,
                 "per_phase": {p: c[""] / loops for p, c in per_phase.items()},
                 "by_service": {s: sum(c.values()) / loops for s, c in sorted(by_service.items())},
                 "by_kind": {k: n / loops for k, n in counts.by_kind(by_service).most_common()},
@@ -128,9 +129,16 @@ def report(results: list[dict[str, Any]]) -> None:
           f"Python {platform.python_version()}")
     for r in results:
         total = sum(r["by_service"].values())
+        f = r["floor"]
         print(f"\n## {r['history']} stored requests: {r['loops']} loops, {total:.1f} MongoDB commands per loop, "
               f"nx-27017 CPU {r['mongo_cpu_ms_per_loop']:.0f} ms per loop (repair loops while idle "
               f"{r['idle_per_s']:.1f} commands/s; history stored in {r['seeded_s']:.0f} s)")
+        print(f"floor ({f['loops']} loops one at a time on the same servers, before the services started): "
+              f"{f['commands']:.0f} MongoDB commands, {f['publishes']:.0f} JetStream publishes, "
+              f"{f['deliveries']:.0f} deliveries per loop; nx-27017 CPU {f['mongo_cpu_ms']:.1f} ms, nats-server CPU "
+              f"{f['nats_cpu_ms']:.1f} ms, wall {f['wall_ms']:.0f} ms per loop; {f['loops_per_s']:.1f} loops/s "
+              f"{f['concurrent']} at a time. Services: {total / f['commands']:.1f}x the floor's commands, "
+              f"{r['mongo_cpu_ms_per_loop'] / max(f['mongo_cpu_ms'], 0.1):.1f}x its nx-27017 CPU")
         if "at_rate" in r:
             a = r["at_rate"]
             print(f"submit -> offer at {a['rate']:g}/s ({a['n']} requests): p50 {a['p50_ms']:.0f} ms, "
@@ -142,6 +150,74 @@ def report(results: list[dict[str, Any]]) -> None:
         print("by kind:    " + ", ".join(f"{k}: {n:.1f}" for k, n in r["by_kind"].items()))
         for service, detail in r["detail"].items():
             print(f"  {service}: " + ", ".join(f"{k} {n:.1f}" for k, n in detail.items()))
+    fresh = results[0]
+    for r in results[1:]:
+        cost = r["mongo_cpu_ms_per_loop"] / max(fresh["mongo_cpu_ms_per_loop"], 0.1)
+        commands = sum(r["by_service"].values()) / max(sum(fresh["by_service"].values()), 0.1)
+        print(f"\nper-request cost at {r['history']:,} stored requests relative to {fresh['history']:,}: nx-27017 CPU "
+              f"per loop {cost:.2f}x, commands per loop {commands:.2f}x (target: within 1.3x)")
+
+
+def table(results: list[dict[str, Any]], load_start: tuple[float, ...], load_end: tuple[float, ...],
+          command: str) -> str:
+    """The figures as one markdown table, a column per history size, to paste into the README as is."""
+    services = sorted({s for r in results for s, n in r["by_service"].items() if n})
+    fresh = results[0]
+
+    def row(name: str, cell: Any) -> str:
+        return f"| {name} | " + " | ".join(cell(r) for r in results) + " |"
+
+    def ratio(r: dict[str, Any], key: str) -> str:
+        return "" if r is fresh else f"; {r[key] / max(fresh[key], 0.1):.2f}× fresh"
+
+    def loaded(r: dict[str, Any], key: str, form: str = "{:.1f}") -> str:
+        return form.format(r[key]) if key in r else "—"
+
+    def times_floor(r: dict[str, Any], value: float, key: str) -> str:
+        return f"{value / max(r['floor'][key], 0.1):.1f}× floor"
+
+    def latency(r: dict[str, Any]) -> str:
+        if "at_rate" not in r:
+            return "—"
+        a = r["at_rate"]
+        return f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f} / {a['p99_ms']:.0f} ms"
+
+    loop_services = [s for s in ("intake", "matcher", "ledger", "notifier") if s in services]
+    rate_of = next((r["at_rate"] for r in results if "at_rate" in r), {"rate": 0, "n": 0})
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores; load average "
+        f"{' '.join(f'{x:.2f}' for x in load_start)} at the start, {' '.join(f'{x:.2f}' for x in load_end)} at the "
+        f"end) with `{command}`:",
+        "",
+        "| per whole loop | " + " | ".join(f"{r['history']:,} stored requests" for r in results) + " |",
+        "| --- |" + " --- |" * len(results),
+        row("MongoDB commands, all services",
+            lambda r: f"{sum(r['by_service'].values()):.1f} "
+                      f"({times_floor(r, sum(r['by_service'].values()), 'commands')})"),
+        row("… in the four loop services",
+            lambda r: f"{sum(r['by_service'].get(s, 0) for s in loop_services):.1f} "
+                      f"({times_floor(r, sum(r['by_service'].get(s, 0) for s in loop_services), 'commands')})"),
+        *(row(f"… {s}", lambda r, s=s: f"{r['by_service'].get(s, 0):.1f}") for s in services),
+        row("nx-27017 CPU per loop",
+            lambda r: f"{r['mongo_cpu_ms_per_loop']:.0f} ms "
+                      f"({times_floor(r, r['mongo_cpu_ms_per_loop'], 'mongo_cpu_ms')}"
+                      f"{ratio(r, 'mongo_cpu_ms_per_loop')})"),
+        row("floor: MongoDB commands, JetStream publishes, deliveries",
+            lambda r: f"{r['floor']['commands']:.0f}, {r['floor']['publishes']:.0f}, {r['floor']['deliveries']:.0f}"),
+        row("floor: nx-27017 CPU, nats-server CPU, wall time per loop (one at a time)",
+            lambda r: f"{r['floor']['mongo_cpu_ms']:.1f} ms, {r['floor']['nats_cpu_ms']:.1f} ms, "
+                      f"{r['floor']['wall_ms']:.0f} ms"),
+        row(f"floor: loops/s, {fresh['floor']['concurrent']} at a time", lambda r: f"{r['floor']['loops_per_s']:.1f}"),
+        row(f"submit → offer at {rate_of['rate']:g}/s ({rate_of['n']} requests), p50 / p95 / p99", latency),
+        row("placements/s at saturation", lambda r: loaded(r, "placements_per_s")),
+        row("whole loops/s at saturation (16 at a time)",
+            lambda r: "—" if "loops_per_s" not in r else
+            f"{r['loops_per_s']:.1f} ({r['loops_per_s'] / r['floor']['loops_per_s']:.2f}× floor)"),
+        row("sequential loops/s (one at a time, every phase waited out)",
+            lambda r: f"{r['sequential_loops_per_s']:.2f}"),
+        row("history stored in", lambda r: "—" if not r["history"] else f"{r['seeded_s']:.0f} s"),
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -153,12 +229,16 @@ def main() -> None:
     parser.add_argument("--rate-requests", type=int, default=60, help="requests in the latency run; 0 skips load")
     parser.add_argument("--burst", type=int, default=60, help="requests submitted at once for placements/s")
     parser.add_argument("--loop-burst", type=int, default=20, help="whole loops run 16 at a time for loops/s")
+    parser.add_argument("--floor-loops", type=int, default=50, help="floor loops run one at a time")
     parser.add_argument("--default-intervals", action="store_true", help="count the repair loops at their defaults")
     args = parser.parse_args()
     if args.default_intervals:
         QUIET.clear()
+    load_start = os.getloadavg()
     results = [asyncio.run(run(n, args.loops, args.volunteers, args)) for n in args.history]
     report(results)
+    print()
+    print(table(results, load_start, os.getloadavg(), "python -m bench.loop " + shlex.join(sys.argv[1:])))
 
 
 if __name__ == "__main__":

@@ -117,8 +117,6 @@ class Floor:
     async def loop(self, subs: dict[tuple[str, str], Any]) -> None:
         rid = f"r-{uuid.uuid4()}"
         aid, vol = f"a-{rid}-1", f"v-{uuid.uuid4().hex[:8]}"
-        intake, matcher, ledger = (lambda n: self.col("intake", n)), (lambda n: self.col("matcher", n)), (
-            lambda n: self.col("ledger", n))
         notifications = self.col("notifier", "notifications")
 
         async def notify(kind: str) -> None:
@@ -131,7 +129,7 @@ class Floor:
         # submit
         created = self.event("request.created", {"request_id": rid, "district": "beibei",
                                                          "grid": "quanwai-01", "service": "repair.plumbing"})
-        await self.write(intake("requests").insert_one({
+        await self.write(self.col("intake", "requests").insert_one({
             "_id": rid, "status": "submitted", "district": "beibei", "grid": "quanwai-01",
             "service": "repair.plumbing", "description": "厨房水管漏水", "created": time.time(),
             "resident": {"name": "王秀英", "phone": "13800138000"}, "events": [created]}))
@@ -139,47 +137,48 @@ class Floor:
         # matcher places it
         await self.consume(subs, "matcher", "request.created")
         # The volunteer's free slot (upserted here: the floor keeps no roster of its own).
-        await self.write(matcher("slots").find_one_and_update({"_id": f"{vol}:0", "holder": ""},
+        await self.write(self.col("matcher", "slots").find_one_and_update({"_id": f"{vol}:0", "holder": ""},
                                                               {"$set": {"holder": aid}}, upsert=True))
         assigned = self.event("volunteer.assigned", {"request_id": rid, "assignment_id": aid,
                                                              "volunteer_id": vol})
-        await self.write(matcher("assignments").insert_one({
+        await self.write(self.col("matcher", "assignments").insert_one({
             "_id": aid, "request_id": rid, "volunteer_id": vol, "state": "offered", "created": time.time(),
             "events": [assigned]}))
         await self.send([assigned])
         await self.consume(subs, "intake", "volunteer.assigned")
-        await self.write(intake("requests").update_one({"_id": rid}, {"$set": {"status": "offered"}}))
+        await self.write(self.col("intake", "requests").update_one({"_id": rid}, {"$set": {"status": "offered"}}))
         await self.consume(subs, "notifier", "volunteer.assigned")
         await notify("offer")
         # accept
         accepted = self.event("assignment.accepted", {"request_id": rid, "assignment_id": aid})
-        await self.write(matcher("assignments").find_one_and_update(
+        await self.write(self.col("matcher", "assignments").find_one_and_update(
             {"_id": aid, "state": "offered"}, {"$set": {"state": "accepted"}, "$push": {"events": accepted}},
             return_document=ReturnDocument.AFTER))
         await self.send([accepted])
         await self.consume(subs, "intake", "assignment.accepted")
-        await self.write(intake("requests").update_one({"_id": rid}, {"$set": {"status": "accepted"}}))
+        await self.write(self.col("intake", "requests").update_one({"_id": rid}, {"$set": {"status": "accepted"}}))
         await self.consume(subs, "notifier", "assignment.accepted")
         await notify("accepted_details")
         await notify("volunteer_coming")
         # complete -> hours -> points
         completed = self.event("assignment.completed", {"request_id": rid, "assignment_id": aid})
         hours = self.event("hours.logged", {"request_id": rid, "volunteer_id": vol, "hours": "1.5"})
-        await self.write(matcher("assignments").find_one_and_update(
+        await self.write(self.col("matcher", "assignments").find_one_and_update(
             {"_id": aid, "state": "accepted"}, {"$set": {"state": "completed"},
                                                 "$push": {"events": {"$each": [completed, hours]}}}))
-        await self.write(matcher("slots").update_one({"_id": f"{vol}:0", "holder": aid}, {"$set": {"holder": ""}}))
+        await self.write(self.col("matcher", "slots").update_one({"_id": f"{vol}:0", "holder": aid},
+                                                                 {"$set": {"holder": ""}}))
         await self.send([completed, hours])
         await self.consume(subs, "intake", "assignment.completed")
-        await self.write(intake("requests").update_one({"_id": rid}, {"$set": {"status": "completed"}}))
+        await self.write(self.col("intake", "requests").update_one({"_id": rid}, {"$set": {"status": "completed"}}))
         await self.consume(subs, "notifier", "assignment.completed")
         await notify("please_rate")
         await self.consume(subs, "ledger", "hours.logged")
-        account = await self.write(ledger("accounts").find_one_and_update(
+        account = await self.write(self.col("ledger", "accounts").find_one_and_update(
             {"_id": vol}, {"$inc": {"seq": 1, "hours_cents": 150, "points_cents": 150}}, upsert=True,
             return_document=ReturnDocument.AFTER))
         points = self.event("points.earned", {"request_id": rid, "volunteer_id": vol})
-        await self.write(ledger("entries").insert_one({
+        await self.write(self.col("ledger", "entries").insert_one({
             "_id": f"hours:{rid}/{vol}", "volunteer_id": vol, "seq": account["seq"], "hours_cents": 150,
             "points_cents": 150, "hash": uuid.uuid4().hex, "events": [points]}))
         await self.send([points])
@@ -187,13 +186,15 @@ class Floor:
         await notify("points_earned")
         # rate
         rated = self.event("request.rated", {"request_id": rid, "stars": 5})
-        await self.write(intake("requests").update_one({"_id": rid, "status": "completed"},
+        await self.write(self.col("intake", "requests").update_one({"_id": rid, "status": "completed"},
                                                        {"$set": {"status": "rated"}, "$push": {"events": rated}}))
         await self.send([rated])
         await self.consume(subs, "matcher", "request.rated")
-        await self.write(matcher("served").insert_one({"_id": f"{rid}:{vol}", "volunteer_id": vol, "stars": 5}))
+        await self.write(self.col("matcher", "served").insert_one({"_id": f"{rid}:{vol}", "volunteer_id": vol,
+                                                                   "stars": 5}))
         await self.consume(subs, "ledger", "request.rated")
-        await self.write(ledger("ratings").insert_one({"_id": f"{rid}/{vol}", "volunteer_id": vol, "stars": 5}))
+        await self.write(self.col("ledger", "ratings").insert_one({"_id": f"{rid}/{vol}", "volunteer_id": vol,
+                                                                   "stars": 5}))
 
 
 async def setup(nc: NATS, mongo: AsyncMongoClient[Doc]) -> None:
