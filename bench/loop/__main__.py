@@ -90,7 +90,12 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
         await asyncio.sleep(1.0)
         idle_from, idle_at = counts.snapshot(counted), time.monotonic()
         await asyncio.sleep(3.0)
-        idle = counts.total(counts.difference(counts.snapshot(counted), idle_from)) / (time.monotonic() - idle_at)
+        idle_spent = counts.difference(counts.snapshot(counted), idle_from)
+        idle_s = time.monotonic() - idle_at
+        idle = counts.total(idle_spent) / idle_s
+        # Who works while nothing is asked: at start-up over a long history this is where the time goes.
+        idle_top = [(f"{s} {k}", n / idle_s) for s, c in idle_spent.items() for k, n in c.items()]
+        idle_top.sort(key=lambda kn: -kn[1])
 
         per_phase: dict[str, Counter[str]] = {phase: Counter() for phase in PHASES}
         by_service: dict[str, Counter[str]] = {}
@@ -119,12 +124,17 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
                            {"MATCHER_OFFER_TTL": "600", "LINLI_AUTH": "off"})
             # Enough slots and weekly offers for every request below to be offered without waiting for one.
             await kiosk.register(40, capacity=5, first=volunteers)
+            await asyncio.sleep(1.0)
+            at, cpu_at = time.monotonic(), cpu_seconds(mongo.process.pid)
+            await asyncio.sleep(3.0)
+            measured["idle_cpu_ms_per_s"] = 1000 * (cpu_seconds(mongo.process.pid) - cpu_at) / (time.monotonic() - at)
             measured["at_rate"] = await rate.at_rate(kiosk, load.rate_requests, load.rate)
             measured["placements_per_s"] = await rate.placements(kiosk, load.burst)
             measured["loops_per_s"] = await rate.loops(kiosk, load.loop_burst)
             measured["loop_phase_s"] = {p: t / load.loop_burst for p, t in rate.SPENT.items()}
         await nc.close()
         return {"history": history, "loops": loops, "seeded_s": seeded, "floor": measured_floor, "idle_per_s": idle,
+                "idle_top": idle_top[:4],
                 "elapsed_s": elapsed,
                 "per_phase": {p: c[""] / loops for p, c in per_phase.items()},
                 "by_service": {s: sum(c.values()) / loops for s, c in sorted(by_service.items())},
@@ -150,6 +160,10 @@ def report(results: list[dict[str, Any]]) -> None:
         print(f"\n## {r['history']} stored requests: {r['loops']} loops, {total:.1f} MongoDB commands per loop, "
               f"nx-27017 CPU {r['mongo_cpu_ms_per_loop']:.0f} ms per loop (repair loops while idle "
               f"{r['idle_per_s']:.1f} commands/s; history stored in {r['seeded_s']:.0f} s)")
+        if r["idle_per_s"] >= 1:
+            print("while idle, per second: " + ", ".join(f"{k} {n:.1f}" for k, n in r["idle_top"]))
+        if "idle_cpu_ms_per_s" in r:
+            print(f"nx-27017 CPU while idle with the repair loops at their defaults: {r['idle_cpu_ms_per_s']:.0f} ms/s")
         print(f"floor ({f['loops']} loops one at a time on the same servers, before the services started): "
               f"{f['commands']:.0f} MongoDB commands, {f['publishes']:.0f} JetStream publishes, "
               f"{f['deliveries']:.0f} deliveries per loop; nx-27017 CPU {f['mongo_cpu_ms']:.1f} ms, nats-server CPU "
@@ -230,6 +244,9 @@ def table(results: list[dict[str, Any]], load_start: tuple[float, ...], load_end
         row("whole loops/s at saturation (16 at a time)",
             lambda r: "—" if "loops_per_s" not in r else
             f"{r['loops_per_s']:.1f} ({r['loops_per_s'] / r['floor']['loops_per_s']:.2f}× floor)"),
+        row("nx-27017 CPU while idle, repair loops at their defaults",
+            lambda r: loaded(r, "idle_cpu_ms_per_s", "{:.0f} ms/s")),
+        row("commands/s while idle, repair loops once a minute", lambda r: f"{r['idle_per_s']:.1f}"),
         row("sequential loops/s (one at a time, every phase waited out)",
             lambda r: f"{r['sequential_loops_per_s']:.2f}"),
         row("history stored in", lambda r: "—" if not r["history"] else f"{r['seeded_s']:.0f} s"),
