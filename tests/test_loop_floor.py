@@ -24,7 +24,9 @@ async def test_the_floor_counts_19_writes_12_publishes_and_11_deliveries_and_lea
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server.url)
     nc = await nats.connect(nats_server.url)
     try:
-        db = lambda service: mongo[f"{floor.DB}_{service}"]  # noqa: E731
+        def db(service: str) -> Any:
+            return mongo[f"{floor.DB}_{service}"]
+
         assert await db("intake")["requests"].count_documents({"status": "rated"}) == played
         assert await db("matcher")["assignments"].count_documents({"state": "completed"}) == played
         assert await db("matcher")["slots"].count_documents({"holder": ""}) == played
