@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from contracts import API, Envelope
 from contracts.calls import (
     AssignmentReply,
@@ -55,7 +57,8 @@ def build(settings: MatcherSettings | None = None) -> Service:
             if first:
                 await dispatch.volunteer_registered(event.data, event.time.timestamp())
 
-    @on_event(broker, settings.bus, "matcher", "request.created", workers=settings.workers)
+    @on_event(broker, replace(settings.bus, ack_wait=settings.ack_wait), "matcher", "request.created",
+              workers=settings.workers)
     async def request_created(event: Envelope[RequestCreated]) -> None:
         await dispatch.request_created(event)  # repeats: the request id is the key, and placing is a CAS
 
