@@ -39,7 +39,7 @@ async def test_a_request_a_dead_matcher_took_before_storing_it_is_offered_once_w
 
     async def held_unacked() -> bool:
         info = await js.consumer_info(STREAM, consumer_name("matcher", "request.created"))
-        return info.num_pending == 0 and info.num_ack_pending == 1
+        return bool(info.num_pending == 0 and info.num_ack_pending == 1)
 
     await eventually(held_unacked, timeout=10)
     await dead.unsubscribe()
@@ -52,7 +52,7 @@ async def test_a_request_a_dead_matcher_took_before_storing_it_is_offered_once_w
 
         async def all_acked() -> bool:  # the event's every delivery handled: a repeat had its chance to offer again
             info = await js.consumer_info(STREAM, consumer_name("matcher", "request.created"))
-            return info.num_pending == 0 and info.num_ack_pending == 0
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
         await eventually(all_acked, timeout=60)
         explained = await bus.call(API.MATCHER_EXPLAIN, {"request_id": request_id})
