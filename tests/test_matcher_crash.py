@@ -10,9 +10,9 @@ from contracts import API
 from contracts.subjects import STREAM
 from services.common.bus import consumer_name
 from services.common.config import BusSettings
+from services.common.runtime import Service
 from services.matcher.app import build as build_matcher
 from services.matcher.config import MatcherSettings
-from services.common.runtime import Service
 from tests.conftest import Bus, eventually
 from tests.test_matcher_service import intake, register, roster_ready, submit  # noqa: F401
 
@@ -24,7 +24,8 @@ async def test_a_request_a_dead_matcher_took_before_storing_it_is_offered_once_w
     intake: Service, bus: Bus, settings: BusSettings  # noqa: F811
 ) -> None:
     matcher_settings = MatcherSettings(bus=replace(settings, ack_wait=ACK_WAIT), offer_ttl=600, sweep_interval=0.2)
-    first = build_matcher(matcher_settings)
+    # The consumer as a matcher from before MATCHER_ACK_WAIT made it: the live one below must shorten its wait.
+    first = build_matcher(replace(matcher_settings, ack_wait=ACK_WAIT))
     await first.start()
     volunteer = await register(bus, "13900000901", ["quanwai-01"], ["elderly"], capacity=2)
     await roster_ready(first, 1)

@@ -24,9 +24,10 @@ from contracts.events import (
     VolunteerLeft,
     VolunteerRegistered,
 )
+from contracts.subjects import STREAM
 from services.common import auth
 from services.common.auth import Actor, signed_by
-from services.common.bus import api_call, on_call, on_event
+from services.common.bus import api_call, consumer_name, on_call, on_event
 from services.common.places import Places
 from services.common.runtime import Service
 from services.matcher import scoring
@@ -50,6 +51,15 @@ def build(settings: MatcherSettings | None = None) -> Service:
     service.on_start.append(dispatch.start)
     service.loops.append(roster.settle)
     service.loops.append(dispatch.sweep_forever)
+
+    async def hand_over_sooner() -> None:
+        # The server keeps the ack wait a consumer was created with: one made before MATCHER_ACK_WAIT is edited.
+        js = service.broker.connection.jetstream()
+        info = await js.consumer_info(STREAM, consumer_name("matcher", "request.created"))
+        if info.config.ack_wait != settings.ack_wait:
+            await js.add_consumer(STREAM, info.config.evolve(ack_wait=settings.ack_wait))
+
+    service.loops.append(hand_over_sooner)
 
     @on_event(broker, settings.bus, "matcher", "volunteer.registered")
     async def volunteer_registered(event: Envelope[VolunteerRegistered]) -> None:
