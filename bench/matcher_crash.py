@@ -13,7 +13,8 @@ have taken; and how many requests were offered to more than one volunteer (none 
 and offers last 10 minutes, so a second offer could only come from placing the request twice).
 
 `old` is the settings before the crash hand-over was tightened (a 5 s lease, and a request.created event a
-dead replica took comes back after LINLI_ACK_WAIT, 30 s); `new` is today's defaults.
+dead replica took comes back after LINLI_ACK_WAIT, 30 s); `new` is today's defaults. An offer stored but not
+sent is re-sent after 3 s in both (5 s before; not a setting).
 """
 
 import argparse
