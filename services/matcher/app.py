@@ -53,7 +53,8 @@ def build(settings: MatcherSettings | None = None) -> Service:
     service.loops.append(dispatch.sweep_forever)
 
     async def hand_over_sooner() -> None:
-        # The server keeps the ack wait a consumer was created with: one made before MATCHER_ACK_WAIT is edited.
+        # The server keeps the ack wait a consumer was created with: one made with another (an older version
+        # made it with LINLI_ACK_WAIT) is edited to this one.
         js = service.broker.connection.jetstream()
         info = await js.consumer_info(STREAM, consumer_name("matcher", "request.created"))
         if info.config.ack_wait != settings.ack_wait:
