@@ -104,7 +104,9 @@ async def test_a_reopened_request_is_sent_out_again_and_both_volunteers_are_cred
     queue = await eventually(lambda: _listed(client, "reopened", request_id))
     assert queue["code"] == code
 
-    # An operator sends it out again from the queue: the stages once more, without 王师傅.
+    # An operator sends it out again from the queue: the stages once more, without 王师傅 (once the matcher,
+    # which intake's queue does not wait for, has the rating too).
+    await caught_up(client.nc, "matcher", "request.rated")
     again = await client.call(API.MATCHER_REASSIGN, {
         "request_id": request_id, "operator": "张主任", "reason": "居民说还在漏水，换一位师傅",
     })
