@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from contracts import ApiError, Envelope
+from contracts import ApiError, Envelope, event_subject
 from contracts.calls import (
     AssignmentReply,
     Assignments,
@@ -67,10 +67,33 @@ class Dispatch:
         self.rules = rules
         self.places = places
         self.clock = clock
+        # An offer and an acceptance are their own outbox entries (the assignment stored `announced: false`,
+        # the request `tidy: true`): their events are published straight away, and the flags are cleared
+        # afterwards, those of a whole pass of the sweep in one write each. A clear that a crash loses only
+        # makes a sweep publish the event again under its id, which JetStream and every consumer drop.
+        self.announced: list[str] = []  # offers published, still stored `announced: false`
+        self.tidied: list[tuple[str, str]] = []  # (request, assignment): acceptances seen through, still `tidy`
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
         await self.roster.load()  # before the first event is taken: ready means ready to rank
+
+    async def publish(self, events: list[Envelope[Any]]) -> None:
+        """Publish events whose stored document is their outbox entry: a sweep publishes them again if need be."""
+        for event in events:
+            await self.outbox.publish({"_id": event.id, "subject": event_subject(event.short_type, event.district),
+                                       "body": event.model_dump_json()})
+
+    async def clear_flags(self) -> None:
+        """The flags of the events published since the last call, cleared in one write per collection."""
+        announced, self.announced = self.announced, []
+        tidied, self.tidied = self.tidied, []
+        try:
+            await self.store.mark_all_announced(announced)
+            await self.store.tidy_all(tidied)
+        except Exception:
+            self.announced, self.tidied = announced + self.announced, tidied + self.tidied
+            raise
 
     def zone(self, district: str) -> ZoneInfo:
         # Availability windows are read on the district's clock; an unlisted district uses the matcher's.
@@ -249,11 +272,12 @@ class Dispatch:
                 await self.note_week(assignment["volunteer_id"], request["district"], offers=-1)
             return str(assignments[0]["code"])
         for assignment in assignments:
-            events = [handlers.offered(request, assignment)]
-            if accepted:
-                events.append(handlers.accepted(request, assignment))
-            await self.outbox.send(events)
-            await store.mark_announced(assignment["_id"])
+            if accepted:  # an operator's confirmed choice: both events in the outbox, together
+                await self.outbox.send([handlers.offered(request, assignment), handlers.accepted(request, assignment)])
+                await store.mark_announced(assignment["_id"])
+            else:
+                await self.publish([handlers.offered(request, assignment)])
+                self.announced.append(assignment["_id"])
             await self.note_work(assignment["volunteer_id"], 0.5)  # its week counted it when it was chosen
         return str(assignments[0]["code"])
 
@@ -456,8 +480,8 @@ class Dispatch:
             for sibling in await self.store.round_offers(assignment["request_id"], assignment["round"]):
                 if sibling["_id"] != assignment["_id"] and sibling["state"] == "offered":
                     await self.withdraw(sibling, handlers.TAKEN, "matcher", request)
-        await self.outbox.send([handlers.accepted(request, assignment)])
-        await self.store.move_request(request["_id"], {"assignment_id": assignment["_id"], "tidy": True}, tidy=False)
+        await self.publish([handlers.accepted(request, assignment)])  # the request, still `tidy`, is its outbox
+        self.tidied.append((request["_id"], assignment["_id"]))
 
     async def complete(self, call: Complete, found: Doc | None = None) -> AssignmentReply:
         """The work done on the assignment: `found` as the caller read it for the authorization, or None when
@@ -659,6 +683,7 @@ class Dispatch:
     async def sweep(self) -> None:
         """Every replica sweeps, and compare-and-set lets one act."""
         store = self.store
+        await self.clear_flags()  # first: what this replica published is not published again
         for assignment in await store.lapsed_offers():
             if await store.move_assignment(assignment["_id"], "offered", "expired"):
                 log.info("offer %s to %s lapsed", assignment["_id"], assignment["volunteer_id"])

@@ -449,6 +449,16 @@ class MatcherStore:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
 
+    async def tidy_all(self, seen_through: list[tuple[str, str]]) -> None:
+        """Clears `tidy` on requests whose acceptance, (request, assignment), was seen through; a request
+        accepted since by another assignment keeps its mark."""
+        if seen_through:
+            await self.requests.update_many(
+                {"_id": {"$in": [r for r, _ in seen_through]}, "tidy": True,
+                 "assignment_id": {"$in": [a for _, a in seen_through]}},
+                {"$set": {"tidy": False}},
+            )
+
     # The sweeps below send the server equality on a state or flag only a request in flight has, and judge
     # times here: a range on a time field would be answered from its index and read the whole history.
 
@@ -531,6 +541,10 @@ class MatcherStore:
 
     async def mark_announced(self, assignment_id: str) -> None:
         await self.assignments.update_one({"_id": assignment_id}, {"$set": {"announced": True}})
+
+    async def mark_all_announced(self, assignment_ids: list[str]) -> None:
+        if assignment_ids:  # by _id alone, which nx-27017 answers from its index even for update_many
+            await self.assignments.update_many({"_id": {"$in": assignment_ids}}, {"$set": {"announced": True}})
 
     async def round_offers(self, request_id: str, round_: int) -> list[dict[str, Any]]:
         return await self.assignments.find({"request_id": request_id, "round": round_}).to_list()
