@@ -210,6 +210,8 @@ async def test_matcher_queries_cost_the_same_with_a_long_history(counted: Counte
             "weeks_of": lambda: store.weeks_of([volunteer["_id"]], "2026-W49"),
             "note_week": lambda: store.note_week(volunteer["_id"], "2026-W49", offers=1),
             "count_offer": lambda: store.count_offer(volunteer["_id"], "2026-W49", 20, 15.0),
+            "count_offer_known": lambda: store.count_offer(volunteer["_id"], "2026-W49", 20, 15.0, work=0.5,
+                                                           known=(0.0, round(time.time(), 3))),
             "request_by_ref": lambda: store.request_by_ref(request["code"]),
             "waiting": lambda: store.waiting(older_than=1.0),
             "claim": lambda: store.claim(request["_id"], until=1.0),

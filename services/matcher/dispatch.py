@@ -45,6 +45,7 @@ from services.matcher.store import MatcherStore
 
 log = logging.getLogger("linli.matcher")
 MAX_OFFERS_PER_ROUND = 10  # bounds what a dead replica's round can have reserved
+OFFERED_WORK = 0.5  # hours of recent work an offer counts for, so that offers spread before the work is done
 TIDY_GRACE = 3.0  # seconds a live acceptance has to see itself through before the sweep does it
 Doc = dict[str, Any]
 
@@ -197,7 +198,8 @@ class Dispatch:
                     chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked),
                                                                        self.rules.version), slot))
                 else:
-                    await self.note_week(candidate.volunteer_id, request["district"], offers=-1)  # not offered
+                    await self.note_week(candidate.volunteer_id, request["district"], offers=-1,
+                                         work=-OFFERED_WORK)  # not offered
             full = [v for v, why in out.items() if why == "at full capacity"]
             if chosen or not full or look == "database":
                 return chosen
@@ -206,18 +208,19 @@ class Dispatch:
         return chosen
 
     async def count_offer(self, volunteer_id: str, district: str) -> bool:
-        """Count the offer about to be made into the volunteer's week, unless a weekly limit is reached. The
-        limits are kept exactly: the memory's week, which other replicas' offers do not reach, ranks; the
-        stored one decides, in the write that counts. An offer counted but then not made is taken off again;
-        one a replica killed mid-placement counted stays counted, which errs on the side of rest."""
+        """Count the offer about to be made into the volunteer's week, unless a weekly limit is reached, and
+        half an hour into their recent work, in the same write. The limits are kept exactly: the memory's week,
+        which other replicas' offers do not reach, ranks; the stored one decides, in the write that counts. An
+        offer counted but then not made is taken off again; one a replica killed mid-placement counted stays
+        counted, which errs on the side of rest."""
         week = self.week(district)
         counts = await self.store.count_offer(volunteer_id, week, self.rules.max_offers_per_week,
-                                              self.rules.max_hours_per_week)
+                                              self.rules.max_hours_per_week, **self.work(volunteer_id, OFFERED_WORK))
         if counts is None:  # read only to hold the week that refused, so that ranking passes them by
             counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
             self.roster.memory.set_week(volunteer_id, week, counts)
             return False
-        self.roster.memory.set_week(volunteer_id, week, counts)
+        self.remember(volunteer_id, week, counts)
         return True
 
     async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
@@ -269,7 +272,7 @@ class Dispatch:
             for assignment in assignments:
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn")
                 await self.roster.release(assignment["_id"], assignment["slot"])
-                await self.note_week(assignment["volunteer_id"], request["district"], offers=-1)
+                await self.note_week(assignment["volunteer_id"], request["district"], offers=-1, work=-OFFERED_WORK)
             return str(assignments[0]["code"])
         for assignment in assignments:
             if accepted:  # an operator's confirmed choice: both events in the outbox, together
@@ -278,7 +281,6 @@ class Dispatch:
             else:
                 await self.publish([handlers.offered(request, assignment)])
                 self.announced.append(assignment["_id"])
-            await self.note_work(assignment["volunteer_id"], 0.5)  # its week counted it when it was chosen
         return str(assignments[0]["code"])
 
     async def withdraw(self, assignment: Doc, reason: str, by: str, request: Doc | None = None) -> None:
@@ -312,14 +314,21 @@ class Dispatch:
         ):
             await self.place(request["_id"])
 
-    async def note_week(self, volunteer_id: str, district: str, offers: int = 0, hours: float = 0.0) -> None:
+    async def note_week(self, volunteer_id: str, district: str, offers: int = 0, hours: float = 0.0,
+                        work: float = 0.0) -> None:
+        """Offers and hours into the volunteer's week, and work into their recent work: one write."""
         week = self.week(district)
-        self.roster.memory.set_week(volunteer_id, week, await self.store.note_week(volunteer_id, week, offers, hours))
+        counts = await self.store.note_week(volunteer_id, week, offers, hours, **self.work(volunteer_id, work))
+        self.remember(volunteer_id, week, counts)
 
-    async def note_work(self, volunteer_id: str, amount: float) -> None:
-        known = self.roster.memory.work_of(volunteer_id)
-        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days, known):
-            self.roster.memory.note_work(volunteer_id, *noted)
+    def work(self, volunteer_id: str, amount: float) -> dict[str, Any]:
+        return {"work": amount, "half_life_days": self.rules.half_life_days,
+                "known": self.roster.memory.work_of(volunteer_id)}
+
+    def remember(self, volunteer_id: str, week: str, counts: Doc) -> None:
+        self.roster.memory.set_week(volunteer_id, week, counts)
+        if counts.get("recent_at") is not None:
+            self.roster.memory.note_work(volunteer_id, counts["recent_work"], counts["recent_at"])
 
     # --- what other services tell us -----------------------------------------------------------------
 
@@ -327,7 +336,11 @@ class Dispatch:
         known = await self.store.volunteers_by_id([data.volunteer_id])
         if known and known[0].get("left") and at <= known[0].get("left_at", 0.0):
             return  # a registration from before the volunteer left must not bring them back; a later one does
-        kept = {k: known[0][k] for k in ("recent_work", "recent_at", "stars_sum", "stars_n") if known and k in known[0]}
+        kept: Doc = {k: known[0][k] for k in ("recent_work", "recent_at", "stars_sum", "stars_n", "week", "week_offers",
+                                         "week_hours") if known and k in known[0]}
+        if not known:  # the week and recent work it starts with, so that its first offer is counted in one write
+            kept = {"recent_work": 0.0, "recent_at": round(self.clock(), 3), "week": self.week(data.district),
+                    "week_offers": 0, "week_hours": 0.0}
         await self.store.save_volunteer(
             {"_id": data.volunteer_id, "district": data.district, "grids": data.grids,
              "skills": data.skills, "capacity": data.capacity, "team": data.team,
@@ -508,8 +521,8 @@ class Dispatch:
                    or await store.request(assignment["request_id"]) or {"_id": assignment["request_id"]})
         await self.outbox.send(handlers.completed(request, assignment))
         if first:
-            await self.note_work(assignment["volunteer_id"], float(call.hours))
-            await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours))
+            await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours),
+                                 work=float(call.hours))
         return reply(assignment, "completed")
 
     # --- what people ask -----------------------------------------------------------------------------
@@ -605,7 +618,8 @@ class Dispatch:
                                      state="open", opened=self.clock())
             raise ApiError("at_capacity", "this volunteer has no free capacity; the request is matched again",
                            {"volunteer_id": volunteer_id})
-        await self.note_week(volunteer_id, request["district"], offers=1)  # an operator's choice is not limited
+        # An operator's choice is not limited.
+        await self.note_week(volunteer_id, request["district"], offers=1, work=OFFERED_WORK)
         stage = scoring.Stage("operator", scoring.TIERS)
         named = await store.volunteers_by_id([volunteer_id])
         tier = self.places.tier(request["district"], request["grid"], named[0]["grids"] if named else [])
