@@ -225,6 +225,7 @@ async def test_matcher_queries_cost_the_same_with_a_long_history(counted: Counte
             "unannounced_offers": lambda: store.unannounced_offers(older_than=1.0),
             "mark_announced": lambda: store.mark_announced(offer),
             "mark_all_announced": lambda: store.mark_all_announced([offer, f"as-{tag}-2"]),
+            "mark_all_told": lambda: store.mark_all_announced([offer, f"as-{tag}-2"], completed=True),
             "tidy_all": lambda: store.tidy_all([(request["_id"], offer), (f"r-{tag}-2", f"as-{tag}-2")]),
             "lapsed_offers": lambda: store.lapsed_offers(),
             "round_offers": lambda: store.round_offers(request["_id"], 1),

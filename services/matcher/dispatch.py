@@ -46,7 +46,8 @@ from services.matcher.store import MatcherStore
 log = logging.getLogger("linli.matcher")
 MAX_OFFERS_PER_ROUND = 10  # bounds what a dead replica's round can have reserved
 OFFERED_WORK = 0.5  # hours of recent work an offer counts for, so that offers spread before the work is done
-TIDY_GRACE = 3.0  # seconds a live acceptance has to see itself through before the sweep does it
+TIDY_GRACE = 3.0
+RESIDENTS_KEPT = 10_000  # requests whose resident is remembered, the most recent  # seconds a live acceptance has to see itself through before the sweep does it
 Doc = dict[str, Any]
 
 
@@ -73,7 +74,10 @@ class Dispatch:
         # afterwards, those of a whole pass of the sweep in one write each. A clear that a crash loses only
         # makes a sweep publish the event again under its id, which JetStream and every consumer drop.
         self.announced: list[str] = []  # offers published, still stored `announced: false`
+        self.told: list[str] = []  # completions published, still stored `announced: false`
         self.tidied: list[tuple[str, str]] = []  # (request, assignment): acceptances seen through, still `tidy`
+        # Whose each recent request is (it never changes), so that a rating needs no read to be recorded.
+        self.residents: dict[str, str] = {}
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
@@ -88,13 +92,21 @@ class Dispatch:
     async def clear_flags(self) -> None:
         """The flags of the events published since the last call, cleared in one write per collection."""
         announced, self.announced = self.announced, []
+        told, self.told = self.told, []
         tidied, self.tidied = self.tidied, []
         try:
             await self.store.mark_all_announced(announced)
+            await self.store.mark_all_announced(told, completed=True)
             await self.store.tidy_all(tidied)
         except Exception:
-            self.announced, self.tidied = announced + self.announced, tidied + self.tidied
+            self.announced, self.told, self.tidied = announced + self.announced, told + self.told, tidied + self.tidied
             raise
+
+    def note_resident(self, request: Doc) -> None:
+        if request.get("resident_ref"):
+            self.residents[request["_id"]] = request["resident_ref"]
+            if len(self.residents) > RESIDENTS_KEPT:
+                del self.residents[next(iter(self.residents))]
 
     def zone(self, district: str) -> ZoneInfo:
         # Availability windows are read on the district's clock; an unlisted district uses the matcher's.
@@ -366,6 +378,7 @@ class Dispatch:
         if not await self.store.add_request(request):
             await self.place(data.request_id)
             return
+        self.note_resident(request)
         async with self.holding(request):
             await self.choose_and_offer(request)
 
@@ -386,11 +399,14 @@ class Dispatch:
                 await self.withdraw(assignment, "the request was cancelled", "resident")
 
     async def request_rated(self, data: RequestRated) -> None:
-        request = await self.store.request(data.request_id) or {}
-        if await self.store.note_rating(data.request_id, request.get("resident_ref", ""), data.volunteer_id,
-                                        data.stars):
+        reopens = handlers.reopens(data.stars, data.done)
+        resident_ref = self.residents.get(data.request_id)
+        # Read only to reopen it, or to learn whose it is when this replica did not see it made or completed.
+        request = await self.store.request(data.request_id) or {} if reopens or resident_ref is None else {}
+        if await self.store.note_rating(data.request_id, request.get("resident_ref", resident_ref or ""),
+                                        data.volunteer_id, data.stars):
             self.roster.memory.note_rating(data.volunteer_id, data.stars)
-        if request.get("state") == "completed" and handlers.reopens(data.stars, data.done):
+        if request.get("state") == "completed" and reopens:
             # Setting the same marks again is a no-op, so a redelivered rating changes nothing.
             against = sorted({*request.get("reopened_against", []), data.volunteer_id})
             await self.store.move_request(request["_id"], {"state": "completed", "round": request["round"]},
@@ -501,7 +517,8 @@ class Dispatch:
         it had no need to. Unread, the completion's compare-and-set goes first, by the id and the volunteer;
         the assignment is read only when that did not match: a code, a repeat or a refusal."""
         store = self.store
-        changes: Doc = {"hours": str(call.hours), "note": call.note, "completed_at": self.clock()}
+        # The completed assignment is the outbox entry of its events: `announced` until they are published.
+        changes: Doc = {"hours": str(call.hours), "note": call.note, "completed_at": self.clock(), "announced": False}
         done = None
         if found is None:
             done = await store.settle_assignment(call.assignment_id, "accepted", "completed", call.volunteer_id,
@@ -519,7 +536,9 @@ class Dispatch:
         await self.roster.release(assignment["_id"], assignment.get("slot"))
         request = (await store.settle_request(assignment["request_id"], {"state": "assigned"}, state="completed")
                    or await store.request(assignment["request_id"]) or {"_id": assignment["request_id"]})
-        await self.outbox.send(handlers.completed(request, assignment))
+        await self.publish(handlers.completed(request, assignment))
+        self.told.append(assignment["_id"])
+        self.note_resident(request)
         if first:
             await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours),
                                  work=float(call.hours))
@@ -730,7 +749,11 @@ class Dispatch:
             request = await store.request(assignment["request_id"]) or {}
             if request.get("state") == "placing" and request.get("round") == assignment["round"]:
                 continue  # its placer may still be alive; if not, the lease repair above withdraws it
-            if request.get("round") == assignment["round"] and assignment["state"] in ("offered", "accepted"):
+            if assignment["state"] == "completed":  # a completion a crash cut short of its events
+                if assignment.get("completed_at", 0.0) > self.clock() - 5.0:
+                    continue  # its completer may still be publishing them
+                await self.publish(handlers.completed(request, assignment))
+            elif request.get("round") == assignment["round"] and assignment["state"] in ("offered", "accepted"):
                 await self.outbox.send([handlers.offered(request, assignment)])
             await store.mark_announced(assignment["_id"])
 

@@ -573,9 +573,13 @@ class MatcherStore:
     async def mark_announced(self, assignment_id: str) -> None:
         await self.assignments.update_one({"_id": assignment_id}, {"$set": {"announced": True}})
 
-    async def mark_all_announced(self, assignment_ids: list[str]) -> None:
-        if assignment_ids:  # by _id alone, which nx-27017 answers from its index even for update_many
-            await self.assignments.update_many({"_id": {"$in": assignment_ids}}, {"$set": {"announced": True}})
+    async def mark_all_announced(self, assignment_ids: list[str], completed: bool = False) -> None:
+        """Marks offers published (or, `completed`, completions): an offer's mark never clears the flag of a
+        completion stored since, whose events may not be published yet."""
+        if assignment_ids:  # found by _id, which nx-27017 answers from its index even for update_many
+            state = "completed" if completed else {"$ne": "completed"}
+            await self.assignments.update_many({"_id": {"$in": assignment_ids}, "state": state},
+                                               {"$set": {"announced": True}})
 
     async def round_offers(self, request_id: str, round_: int) -> list[dict[str, Any]]:
         return await self.assignments.find({"request_id": request_id, "round": round_}).to_list()
