@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 from contracts import ApiError, Envelope, event_subject
@@ -47,6 +47,7 @@ log = logging.getLogger("linli.matcher")
 MAX_OFFERS_PER_ROUND = 10  # bounds what a dead replica's round can have reserved
 OFFERED_WORK = 0.5  # hours of recent work an offer counts for, so that offers spread before the work is done
 TIDY_GRACE = 3.0
+OFFERS_KEPT = 10_000  # offers this replica made that it remembers, the most recent
 RESIDENTS_KEPT = 10_000  # requests whose resident is remembered, the most recent  # seconds a live acceptance has to see itself through before the sweep does it
 Doc = dict[str, Any]
 
@@ -78,6 +79,9 @@ class Dispatch:
         self.tidied: list[tuple[str, str]] = []  # (request, assignment): acceptances seen through, still `tidy`
         # Whose each recent request is (it never changes), so that a rating needs no read to be recorded.
         self.residents: dict[str, str] = {}
+        # The offers this replica made lately, by id and by code, for an acceptance to be tried without reading
+        # its offer; only what never changes is trusted of them, the state is the compare-and-sets' to decide.
+        self.offers: dict[str, Doc] = {}
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
@@ -107,6 +111,17 @@ class Dispatch:
             self.residents[request["_id"]] = request["resident_ref"]
             if len(self.residents) > RESIDENTS_KEPT:
                 del self.residents[next(iter(self.residents))]
+
+    def remember_offer(self, assignment: Doc) -> None:
+        for key in (assignment["_id"], assignment.get("code")):
+            if key:
+                self.offers[key] = assignment
+        while len(self.offers) > 2 * OFFERS_KEPT:
+            del self.offers[next(iter(self.offers))]
+
+    def forget_offer(self, assignment: Doc) -> None:
+        for key in (assignment["_id"], assignment.get("code")):
+            self.offers.pop(key or "", None)
 
     def zone(self, district: str) -> ZoneInfo:
         # Availability windows are read on the district's clock; an unlisted district uses the matcher's.
@@ -293,6 +308,7 @@ class Dispatch:
             else:
                 await self.publish([handlers.offered(request, assignment)])
                 self.announced.append(assignment["_id"])
+                self.remember_offer(assignment)
         return str(assignments[0]["code"])
 
     async def withdraw(self, assignment: Doc, reason: str, by: str, request: Doc | None = None) -> None:
@@ -449,14 +465,25 @@ class Dispatch:
 
     # --- a volunteer's answers -----------------------------------------------------------------------
 
-    async def assignment_of(self, ref: str) -> Doc | None:
+    async def assignment_of(self, ref: str, remembered_too: bool = False) -> Doc | None:
+        """The assignment, read; or, `remembered_too`, an offer this replica made and has not seen answered
+        (marked `remembered`): what never changes of it is true, its state may not be."""
+        if remembered_too and (offer := self.offers.get(ref)) is not None:
+            return {**offer, "remembered": True}
         return await self.store.assignment_by_ref(ref)
 
     async def respond(self, call: Respond, found: Doc | None) -> AssignmentReply:
-        """The answer to the offer `found` (read by the caller, for the authorization): the compare-and-sets decide."""
+        """The answer to the offer `found` (read by the caller, for the authorization, or remembered since it
+        was made): the compare-and-sets decide."""
         store = self.store
         assignment = handlers.check_responder(found, call.volunteer_id)
         now = self.clock()
+        if assignment.pop("remembered", False):
+            self.forget_offer(assignment)
+            if call.accept and assignment["expires"] > now and (accepted := await self.accept(assignment, True)):
+                return accepted
+            # Not taken unread (a decline, a lapse, or a request changed since): judged on the offer as it is.
+            assignment = handlers.check_responder(await store.assignment(assignment["_id"]), call.volunteer_id)
         if assignment["state"] == "offered" and assignment["expires"] > now:
             if call.accept:
                 return await self.accept(assignment)
@@ -471,14 +498,27 @@ class Dispatch:
             await self.outbox.send([handlers.accepted(await store.request(assignment["request_id"]) or {}, assignment)])
         return reply(assignment, assignment["state"])
 
-    async def accept(self, assignment: Doc) -> AssignmentReply:
+    @overload
+    async def accept(self, assignment: Doc) -> AssignmentReply: ...
+    @overload
+    async def accept(self, assignment: Doc, unread: bool) -> AssignmentReply | None: ...
+
+    async def accept(self, assignment: Doc, unread: bool = False) -> AssignmentReply | None:
+        """`unread`: the offer as this replica made it, its state unknown; None, having changed nothing, when
+        the request does not take it unread."""
         store = self.store
         # The request is the arbiter: of several offers in one round, exactly one can take it.
         # `tidy` stays set until the acceptance is seen through, so the sweep finishes what a crash cut short.
+        expect: Doc = {"state": "offered", "round": assignment["round"]}
+        if unread:
+            # Whatever ended the offer (a decline, a lapse, the volunteer leaving) noted why on the request.
+            expect[f"why.{assignment['volunteer_id']}"] = {"$exists": False}
         request = await store.settle_request(
-            assignment["request_id"], {"state": "offered", "round": assignment["round"]},
+            assignment["request_id"], expect,
             state="assigned", assignment_id=assignment["_id"], tidy=True, tidy_at=self.clock(),
         )
+        if request is None and unread:
+            return None
         if request is None:  # read only to tell a repeat from a lost race
             request = await store.request(assignment["request_id"]) or {}
             if request.get("assignment_id") != assignment["_id"]:
