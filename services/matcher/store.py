@@ -49,7 +49,8 @@ class MatcherStore:
         # Assignment codes issued before each assignment carried its own under a unique index: one document
         # per code, the code its _id. Read only for a code the assignments do not know; nothing is added.
         self.codes = db["assignment_codes"]
-        # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
+        # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week, as
+        # counted before each profile held its own week; only read, for a volunteer not counted since.
         self.weeks = db["weeks"]
         # Which volunteers' profiles changed, numbered, so every replica's in-memory roster reads only those:
         # {"_id": 17, "volunteer_id": "v-1"}, and the last number under {"_id": "head", "seq": 17}.
