@@ -11,6 +11,7 @@ import pytest
 
 from contracts import API, ApiError
 from contracts.calls import Respond
+from contracts.events import RequestRated
 from services.common.config import BusSettings
 from services.common.places import Places
 from services.common.runtime import Service
@@ -233,3 +234,22 @@ async def test_an_offer_declined_through_one_replica_is_not_taken_through_anothe
                                 await other.assignment_of(offers[second], remembered_too=True))
     assert taken.status == "accepted"
     assert (await other.store.request("r-remembered") or {})["assignment_id"] == offers[second]
+
+
+async def test_a_rating_is_recorded_under_its_resident_whichever_replica_takes_it(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    made_it, another = await other_replica(matcher, settings), await other_replica(matcher, settings)
+    now = time.time()
+    request = {"_id": "r-rated", "district": "beibei", "grid": "g1", "service": "repair.plumbing",
+               "category": "repair", "urgency": "routine", "resident_ref": "res-9", "state": "completed",
+               "round": 1, "opened": now, "created": now}
+    await made_it.store.add_request(request)
+    made_it.note_resident(request)  # as when it stored the request, or completed it
+    # One remembers whose request it is; the other reads it.
+    await made_it.request_rated(RequestRated(request_id="r-rated", volunteer_id="v-a", stars=5))
+    await another.request_rated(RequestRated(request_id="r-rated", volunteer_id="v-b", stars=5))
+
+    rows = await made_it.store.served.find({}).to_list()
+    assert sorted((row["volunteer_id"], row["resident_ref"]) for row in rows) == [("v-a", "res-9"), ("v-b", "res-9")]
