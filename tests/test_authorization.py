@@ -117,7 +117,8 @@ async def test_a_volunteers_token_cannot_respond_for_another_volunteer(linli: Li
     }, dispatcher)
     offer = (await linli.bus.wait_for("volunteer.assigned", request_id=request["request_id"]))[0]["data"]
     assert offer["volunteer_id"] == offered
-    await eventually(lambda: linli.matcher.db["weeks"].find_one({"offers": 1}))  # the offer's last write
+    # The offer's last write: the sweep's, that marks it published.
+    await eventually(lambda: linli.matcher.db["assignments"].find_one({"announced": True}))
     before = await contents(linli.matcher)
 
     token = await linli.volunteer(asker)

@@ -100,8 +100,10 @@ async def snapshot(matcher: Service, bus: Bus) -> tuple[dict[str, list[dict[str,
 
 
 async def refused(world: World, bus: Bus, subject: str, call: dict[str, Any], code: str) -> None:
-    # Once the arranged work has all landed: published outbox entries are deleted by the relay's next pass.
+    # Once the arranged work has all landed: published outbox entries are deleted by the relay's next pass,
+    # and the flags of events published from their own documents cleared by the sweep's.
     await eventually(lambda: _outbox_empty(world.matcher))
+    await eventually(lambda: _flags_cleared(world.matcher))
     before = await snapshot(world.matcher, bus)
     answer = await bus.call(subject, call)
     assert answer.get("error", {}).get("code") == code, answer
@@ -114,6 +116,11 @@ async def refused(world: World, bus: Bus, subject: str, call: dict[str, Any], co
 
 async def _outbox_empty(matcher: Service) -> bool:
     return await matcher.db["outbox"].count_documents({}) == 0
+
+
+async def _flags_cleared(matcher: Service) -> bool:
+    return (await matcher.db["assignments"].count_documents({"announced": False}) == 0
+            and await matcher.db["requests"].count_documents({"tidy": True}) == 0)
 
 
 async def test_a_refused_assign_changes_nothing(world: World, bus: Bus) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from contracts import API
+from contracts import API, ApiError
+from contracts.calls import Respond
+from contracts.events import RequestRated
 from services.common.config import BusSettings
 from services.common.places import Places
 from services.common.runtime import Service
@@ -197,3 +199,57 @@ async def test_a_replica_starts_from_the_snapshot_and_then_reads_the_profiles_th
 
     assert second.roster.exact
     assert second.roster.memory.by_id([volunteer])[0]["stars_n"] == 1
+
+
+async def test_an_offer_declined_through_one_replica_is_not_taken_through_another_that_remembers_it(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    first = await register(bus, "13900000981", ["g1"], ["repair"])
+    second = await register(bus, "13900000982", ["g1"], ["repair"])
+    await roster_ready(matcher, 2)
+    other = await other_replica(matcher, settings)
+    now = time.time()
+    await other.store.add_request(
+        {"_id": "r-remembered", "district": "beibei", "grid": "g1", "service": "repair.plumbing",
+         "category": "repair", "urgency": "urgent", "resident_ref": "", "needs": [], "window_start": None,
+         "window_end": None, "code": "", "description": "", "state": "open", "round": 0, "tried": [], "why": {},
+         "stage": 0, "stage_rounds": 0, "pairing_pending": True, "opened": now, "created": now})
+    await other.place("r-remembered")
+    offers = {a["volunteer_id"]: a["_id"] for a in await other.store.of_request("r-remembered")}
+    assert set(offers) == {first, second}  # one round, both offered at once: `other` made and remembers both
+    declined = await bus.call(API.MATCHER_RESPOND, {"assignment_id": offers[first], "volunteer_id": first,
+                                                    "accept": False})
+    assert declined["status"] == "declined"
+
+    remembered = await other.assignment_of(offers[first], remembered_too=True)
+    assert remembered is not None and remembered["remembered"] and remembered["state"] == "offered"
+    with pytest.raises(ApiError) as refused:
+        await other.respond(Respond(assignment_id=offers[first], volunteer_id=first, accept=True), remembered)
+
+    assert refused.value.code == "offer_closed"
+    request = await other.store.request("r-remembered") or {}
+    assert request["state"] == "offered" and "assignment_id" not in request  # never taken by the declined offer
+    taken = await other.respond(Respond(assignment_id=offers[second], volunteer_id=second, accept=True),
+                                await other.assignment_of(offers[second], remembered_too=True))
+    assert taken.status == "accepted"
+    assert (await other.store.request("r-remembered") or {})["assignment_id"] == offers[second]
+
+
+async def test_a_rating_is_recorded_under_its_resident_whichever_replica_takes_it(
+    intake: Service, start_matcher: StartMatcher, bus: Bus, settings: BusSettings  # noqa: F811
+) -> None:
+    matcher = await start_matcher()
+    made_it, another = await other_replica(matcher, settings), await other_replica(matcher, settings)
+    now = time.time()
+    request = {"_id": "r-rated", "district": "beibei", "grid": "g1", "service": "repair.plumbing",
+               "category": "repair", "urgency": "routine", "resident_ref": "res-9", "state": "completed",
+               "round": 1, "opened": now, "created": now}
+    await made_it.store.add_request(request)
+    made_it.note_resident(request)  # as when it stored the request, or completed it
+    # One remembers whose request it is; the other reads it.
+    await made_it.request_rated(RequestRated(request_id="r-rated", volunteer_id="v-a", stars=5))
+    await another.request_rated(RequestRated(request_id="r-rated", volunteer_id="v-b", stars=5))
+
+    rows = await made_it.store.served.find({}).to_list()
+    assert sorted((row["volunteer_id"], row["resident_ref"]) for row in rows) == [("v-a", "res-9"), ("v-b", "res-9")]

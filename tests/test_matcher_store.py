@@ -103,6 +103,7 @@ async def test_a_code_issued_before_assignments_carried_their_own_still_finds_it
 
 
 async def test_an_offer_is_counted_only_while_the_week_is_under_its_limits(store: MatcherStore) -> None:
+    await store.volunteers.insert_many([{"_id": "v-1"}, {"_id": "v-2"}])
     await store.note_week("v-1", "2026-W49", offers=2)
     assert (await store.count_offer("v-1", "2026-W49", 3, 15.0) or {}).get("offers") == 3
     assert await store.count_offer("v-1", "2026-W49", 3, 15.0) is None
@@ -113,12 +114,57 @@ async def test_an_offer_is_counted_only_while_the_week_is_under_its_limits(store
 
 
 async def test_replicas_counting_a_last_offer_at_once_count_it_once(store: MatcherStore) -> None:
+    await store.volunteers.insert_one({"_id": "v-1"})
     counted = await asyncio.gather(*(store.count_offer("v-1", "2026-W49", 1, None) for _ in range(5)))
     assert len([c for c in counted if c is not None]) == 1
     assert (await store.weeks_of(["v-1"], "2026-W49"))["v-1"]["offers"] == 1
 
 
 async def test_without_limits_every_offer_is_counted(store: MatcherStore) -> None:
+    await store.volunteers.insert_one({"_id": "v-1"})
     for _ in range(3):
         assert await store.count_offer("v-1", "2026-W49", None, None) is not None
     assert (await store.weeks_of(["v-1"], "2026-W49"))["v-1"]["offers"] == 3
+
+
+async def test_an_offer_counts_into_the_week_and_the_recent_work_in_one_write(store: MatcherStore) -> None:
+    now = round(time.time(), 3)
+    await store.volunteers.insert_one({"_id": "v-1", "recent_work": 0.0, "recent_at": now, "week": "2026-W49",
+                                       "week_offers": 0, "week_hours": 0.0})
+    counted = await store.count_offer("v-1", "2026-W49", 3, 15.0, work=0.5, half_life_days=HALF_LIFE_DAYS,
+                                      known=(0.0, now))
+    stored = await store.volunteers.find_one({"_id": "v-1"})
+    assert counted is not None and stored is not None
+    assert stored["week_offers"] == 1 and stored["recent_at"] == now
+    assert stored["recent_work"] == pytest.approx(0.5, rel=1e-3) == counted["recent_work"]
+
+
+async def test_replicas_counting_offers_and_work_at_once_count_all_of_both(store: MatcherStore) -> None:
+    an_hour_ago = round(time.time() - 3600, 3)
+    await store.volunteers.insert_one({"_id": "v-1", "recent_work": 1.0, "recent_at": an_hour_ago})
+    # One replica knows the stored time, the other a stale one; the week turns for both.
+    await asyncio.gather(
+        store.count_offer("v-1", "2026-W49", 5, None, work=0.5, half_life_days=HALF_LIFE_DAYS, known=(1.0, an_hour_ago)),
+        store.note_week("v-1", "2026-W49", hours=2.0, work=2.0, half_life_days=HALF_LIFE_DAYS,
+                        known=(0.0, an_hour_ago - 500)),
+    )
+    now = time.time()
+    stored = await store.volunteers.find_one({"_id": "v-1"})
+    assert stored is not None
+    assert (stored["week"], stored["week_offers"], stored["week_hours"]) == ("2026-W49", 1, 2.0)
+    assert recent(stored, now) == pytest.approx(decayed(1.0, an_hour_ago, now, HALF_LIFE_DAYS) + 2.5, rel=1e-6)
+
+
+async def test_a_new_week_starts_from_nothing(store: MatcherStore) -> None:
+    await store.volunteers.insert_one({"_id": "v-1", "recent_work": 1.0, "recent_at": round(time.time(), 3),
+                                       "week": "2026-W48", "week_offers": 3, "week_hours": 15.0})
+    assert (await store.count_offer("v-1", "2026-W49", 3, 15.0) or {}).get("offers") == 1
+    assert (await store.weeks_of(["v-1"], "2026-W49"))["v-1"]["hours"] == 0.0
+
+
+async def test_a_week_counted_before_profiles_held_their_weeks_still_limits(store: MatcherStore) -> None:
+    await store.volunteers.insert_one({"_id": "v-1", "recent_work": 1.0, "recent_at": round(time.time(), 3)})
+    await store.weeks.insert_one({"_id": "v-1:2026-W49", "offers": 2, "hours": 1.0})
+    assert (await store.weeks_of(["v-1"], "2026-W49"))["v-1"]["offers"] == 2
+    assert (await store.count_offer("v-1", "2026-W49", 3, 15.0) or {}).get("offers") == 3
+    assert await store.count_offer("v-1", "2026-W49", 3, 15.0) is None

@@ -106,8 +106,9 @@ def build(settings: MatcherSettings | None = None) -> Service:
     @on_call(broker, API.MATCHER_RESPOND, "matcher")
     @api_call(Respond, gate)
     async def respond(call: Respond, actor: Actor) -> AssignmentReply:
-        # Read once: the district it authorizes in, and the offer the answer is judged on.
-        assignment = await dispatch.assignment_of(call.assignment_id)
+        # Read once (or remembered, if this replica made the offer): the district it authorizes in, and the
+        # offer the answer is judged on.
+        assignment = await dispatch.assignment_of(call.assignment_id, remembered_too=True)
         auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, assignment.get("district") if assignment else None)
         return await dispatch.respond(call, assignment)
 

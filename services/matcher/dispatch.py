@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 from zoneinfo import ZoneInfo
 
-from contracts import ApiError, Envelope
+from contracts import ApiError, Envelope, event_subject
 from contracts.calls import (
     AssignmentReply,
     Assignments,
@@ -45,7 +45,10 @@ from services.matcher.store import MatcherStore
 
 log = logging.getLogger("linli.matcher")
 MAX_OFFERS_PER_ROUND = 10  # bounds what a dead replica's round can have reserved
-TIDY_GRACE = 3.0  # seconds a live acceptance has to see itself through before the sweep does it
+OFFERED_WORK = 0.5  # hours of recent work an offer counts for, so that offers spread before the work is done
+TIDY_GRACE = 3.0
+OFFERS_KEPT = 10_000  # offers this replica made that it remembers, the most recent
+RESIDENTS_KEPT = 10_000  # requests whose resident is remembered, the most recent  # seconds a live acceptance has to see itself through before the sweep does it
 Doc = dict[str, Any]
 
 
@@ -67,10 +70,58 @@ class Dispatch:
         self.rules = rules
         self.places = places
         self.clock = clock
+        # An offer and an acceptance are their own outbox entries (the assignment stored `announced: false`,
+        # the request `tidy: true`): their events are published straight away, and the flags are cleared
+        # afterwards, those of a whole pass of the sweep in one write each. A clear that a crash loses only
+        # makes a sweep publish the event again under its id, which JetStream and every consumer drop.
+        self.announced: list[str] = []  # offers published, still stored `announced: false`
+        self.told: list[str] = []  # completions published, still stored `announced: false`
+        self.tidied: list[tuple[str, str]] = []  # (request, assignment): acceptances seen through, still `tidy`
+        # Whose each recent request is (it never changes), so that a rating needs no read to be recorded.
+        self.residents: dict[str, str] = {}
+        # The offers this replica made lately, by id and by code, for an acceptance to be tried without reading
+        # its offer; only what never changes is trusted of them, the state is the compare-and-sets' to decide.
+        self.offers: dict[str, Doc] = {}
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
         await self.roster.load()  # before the first event is taken: ready means ready to rank
+
+    async def publish(self, events: list[Envelope[Any]]) -> None:
+        """Publish events whose stored document is their outbox entry: a sweep publishes them again if need be."""
+        for event in events:
+            await self.outbox.publish({"_id": event.id, "subject": event_subject(event.short_type, event.district),
+                                       "body": event.model_dump_json()})
+
+    async def clear_flags(self) -> None:
+        """The flags of the events published since the last call, cleared in one write per collection."""
+        announced, self.announced = self.announced, []
+        told, self.told = self.told, []
+        tidied, self.tidied = self.tidied, []
+        try:
+            await self.store.mark_all_announced(announced)
+            await self.store.mark_all_announced(told, completed=True)
+            await self.store.tidy_all(tidied)
+        except Exception:
+            self.announced, self.told, self.tidied = announced + self.announced, told + self.told, tidied + self.tidied
+            raise
+
+    def note_resident(self, request: Doc) -> None:
+        if request.get("resident_ref"):
+            self.residents[request["_id"]] = request["resident_ref"]
+            if len(self.residents) > RESIDENTS_KEPT:
+                del self.residents[next(iter(self.residents))]
+
+    def remember_offer(self, assignment: Doc) -> None:
+        for key in (assignment["_id"], assignment.get("code")):
+            if key:
+                self.offers[key] = assignment
+        while len(self.offers) > 2 * OFFERS_KEPT:
+            del self.offers[next(iter(self.offers))]
+
+    def forget_offer(self, assignment: Doc) -> None:
+        for key in (assignment["_id"], assignment.get("code")):
+            self.offers.pop(key or "", None)
 
     def zone(self, district: str) -> ZoneInfo:
         # Availability windows are read on the district's clock; an unlisted district uses the matcher's.
@@ -174,7 +225,8 @@ class Dispatch:
                     chosen.append((assignment_id, candidate.explanation(rank_, stage.name, len(ranked),
                                                                        self.rules.version), slot))
                 else:
-                    await self.note_week(candidate.volunteer_id, request["district"], offers=-1)  # not offered
+                    await self.note_week(candidate.volunteer_id, request["district"], offers=-1,
+                                         work=-OFFERED_WORK)  # not offered
             full = [v for v, why in out.items() if why == "at full capacity"]
             if chosen or not full or look == "database":
                 return chosen
@@ -183,18 +235,19 @@ class Dispatch:
         return chosen
 
     async def count_offer(self, volunteer_id: str, district: str) -> bool:
-        """Count the offer about to be made into the volunteer's week, unless a weekly limit is reached. The
-        limits are kept exactly: the memory's week, which other replicas' offers do not reach, ranks; the
-        stored one decides, in the write that counts. An offer counted but then not made is taken off again;
-        one a replica killed mid-placement counted stays counted, which errs on the side of rest."""
+        """Count the offer about to be made into the volunteer's week, unless a weekly limit is reached, and
+        half an hour into their recent work, in the same write. The limits are kept exactly: the memory's week,
+        which other replicas' offers do not reach, ranks; the stored one decides, in the write that counts. An
+        offer counted but then not made is taken off again; one a replica killed mid-placement counted stays
+        counted, which errs on the side of rest."""
         week = self.week(district)
         counts = await self.store.count_offer(volunteer_id, week, self.rules.max_offers_per_week,
-                                              self.rules.max_hours_per_week)
+                                              self.rules.max_hours_per_week, **self.work(volunteer_id, OFFERED_WORK))
         if counts is None:  # read only to hold the week that refused, so that ranking passes them by
             counts = (await self.store.weeks_of([volunteer_id], week)).get(volunteer_id)
             self.roster.memory.set_week(volunteer_id, week, counts)
             return False
-        self.roster.memory.set_week(volunteer_id, week, counts)
+        self.remember(volunteer_id, week, counts)
         return True
 
     async def ranked(self, request: Doc, paired: list[str] | None, grids: list[str] | None,
@@ -246,15 +299,16 @@ class Dispatch:
             for assignment in assignments:
                 await store.move_assignment(assignment["_id"], assignment["state"], "withdrawn")
                 await self.roster.release(assignment["_id"], assignment["slot"])
-                await self.note_week(assignment["volunteer_id"], request["district"], offers=-1)
+                await self.note_week(assignment["volunteer_id"], request["district"], offers=-1, work=-OFFERED_WORK)
             return str(assignments[0]["code"])
         for assignment in assignments:
-            events = [handlers.offered(request, assignment)]
-            if accepted:
-                events.append(handlers.accepted(request, assignment))
-            await self.outbox.send(events)
-            await store.mark_announced(assignment["_id"])
-            await self.note_work(assignment["volunteer_id"], 0.5)  # its week counted it when it was chosen
+            if accepted:  # an operator's confirmed choice: both events in the outbox, together
+                await self.outbox.send([handlers.offered(request, assignment), handlers.accepted(request, assignment)])
+                await store.mark_announced(assignment["_id"])
+            else:
+                await self.publish([handlers.offered(request, assignment)])
+                self.announced.append(assignment["_id"])
+                self.remember_offer(assignment)
         return str(assignments[0]["code"])
 
     async def withdraw(self, assignment: Doc, reason: str, by: str, request: Doc | None = None) -> None:
@@ -288,14 +342,21 @@ class Dispatch:
         ):
             await self.place(request["_id"])
 
-    async def note_week(self, volunteer_id: str, district: str, offers: int = 0, hours: float = 0.0) -> None:
+    async def note_week(self, volunteer_id: str, district: str, offers: int = 0, hours: float = 0.0,
+                        work: float = 0.0) -> None:
+        """Offers and hours into the volunteer's week, and work into their recent work: one write."""
         week = self.week(district)
-        self.roster.memory.set_week(volunteer_id, week, await self.store.note_week(volunteer_id, week, offers, hours))
+        counts = await self.store.note_week(volunteer_id, week, offers, hours, **self.work(volunteer_id, work))
+        self.remember(volunteer_id, week, counts)
 
-    async def note_work(self, volunteer_id: str, amount: float) -> None:
-        known = self.roster.memory.work_of(volunteer_id)
-        if noted := await self.store.note_work(volunteer_id, amount, self.rules.half_life_days, known):
-            self.roster.memory.note_work(volunteer_id, *noted)
+    def work(self, volunteer_id: str, amount: float) -> dict[str, Any]:
+        return {"work": amount, "half_life_days": self.rules.half_life_days,
+                "known": self.roster.memory.work_of(volunteer_id)}
+
+    def remember(self, volunteer_id: str, week: str, counts: Doc) -> None:
+        self.roster.memory.set_week(volunteer_id, week, counts)
+        if counts.get("recent_at") is not None:
+            self.roster.memory.note_work(volunteer_id, counts["recent_work"], counts["recent_at"])
 
     # --- what other services tell us -----------------------------------------------------------------
 
@@ -303,7 +364,11 @@ class Dispatch:
         known = await self.store.volunteers_by_id([data.volunteer_id])
         if known and known[0].get("left") and at <= known[0].get("left_at", 0.0):
             return  # a registration from before the volunteer left must not bring them back; a later one does
-        kept = {k: known[0][k] for k in ("recent_work", "recent_at", "stars_sum", "stars_n") if known and k in known[0]}
+        kept: Doc = {k: known[0][k] for k in ("recent_work", "recent_at", "stars_sum", "stars_n", "week", "week_offers",
+                                         "week_hours") if known and k in known[0]}
+        if not known:  # the week and recent work it starts with, so that its first offer is counted in one write
+            kept = {"recent_work": 0.0, "recent_at": round(self.clock(), 3), "week": self.week(data.district),
+                    "week_offers": 0, "week_hours": 0.0}
         await self.store.save_volunteer(
             {"_id": data.volunteer_id, "district": data.district, "grids": data.grids,
              "skills": data.skills, "capacity": data.capacity, "team": data.team,
@@ -329,6 +394,7 @@ class Dispatch:
         if not await self.store.add_request(request):
             await self.place(data.request_id)
             return
+        self.note_resident(request)
         async with self.holding(request):
             await self.choose_and_offer(request)
 
@@ -349,11 +415,14 @@ class Dispatch:
                 await self.withdraw(assignment, "the request was cancelled", "resident")
 
     async def request_rated(self, data: RequestRated) -> None:
-        request = await self.store.request(data.request_id) or {}
-        if await self.store.note_rating(data.request_id, request.get("resident_ref", ""), data.volunteer_id,
-                                        data.stars):
+        reopens = handlers.reopens(data.stars, data.done)
+        resident_ref = self.residents.get(data.request_id)
+        # Read only to reopen it, or to learn whose it is when this replica did not see it made or completed.
+        request = await self.store.request(data.request_id) or {} if reopens or resident_ref is None else {}
+        if await self.store.note_rating(data.request_id, request.get("resident_ref", resident_ref or ""),
+                                        data.volunteer_id, data.stars):
             self.roster.memory.note_rating(data.volunteer_id, data.stars)
-        if request.get("state") == "completed" and handlers.reopens(data.stars, data.done):
+        if request.get("state") == "completed" and reopens:
             # Setting the same marks again is a no-op, so a redelivered rating changes nothing.
             against = sorted({*request.get("reopened_against", []), data.volunteer_id})
             await self.store.move_request(request["_id"], {"state": "completed", "round": request["round"]},
@@ -396,14 +465,25 @@ class Dispatch:
 
     # --- a volunteer's answers -----------------------------------------------------------------------
 
-    async def assignment_of(self, ref: str) -> Doc | None:
+    async def assignment_of(self, ref: str, remembered_too: bool = False) -> Doc | None:
+        """The assignment, read; or, `remembered_too`, an offer this replica made and has not seen answered
+        (marked `remembered`): what never changes of it is true, its state may not be."""
+        if remembered_too and (offer := self.offers.get(ref)) is not None:
+            return {**offer, "remembered": True}
         return await self.store.assignment_by_ref(ref)
 
     async def respond(self, call: Respond, found: Doc | None) -> AssignmentReply:
-        """The answer to the offer `found` (read by the caller, for the authorization): the compare-and-sets decide."""
+        """The answer to the offer `found` (read by the caller, for the authorization, or remembered since it
+        was made): the compare-and-sets decide."""
         store = self.store
         assignment = handlers.check_responder(found, call.volunteer_id)
         now = self.clock()
+        if assignment.pop("remembered", False):
+            self.forget_offer(assignment)
+            if call.accept and assignment["expires"] > now and (accepted := await self.accept(assignment, True)):
+                return accepted
+            # Not taken unread (a decline, a lapse, or a request changed since): judged on the offer as it is.
+            assignment = handlers.check_responder(await store.assignment(assignment["_id"]), call.volunteer_id)
         if assignment["state"] == "offered" and assignment["expires"] > now:
             if call.accept:
                 return await self.accept(assignment)
@@ -418,14 +498,27 @@ class Dispatch:
             await self.outbox.send([handlers.accepted(await store.request(assignment["request_id"]) or {}, assignment)])
         return reply(assignment, assignment["state"])
 
-    async def accept(self, assignment: Doc) -> AssignmentReply:
+    @overload
+    async def accept(self, assignment: Doc) -> AssignmentReply: ...
+    @overload
+    async def accept(self, assignment: Doc, unread: bool) -> AssignmentReply | None: ...
+
+    async def accept(self, assignment: Doc, unread: bool = False) -> AssignmentReply | None:
+        """`unread`: the offer as this replica made it, its state unknown; None, having changed nothing, when
+        the request does not take it unread."""
         store = self.store
         # The request is the arbiter: of several offers in one round, exactly one can take it.
         # `tidy` stays set until the acceptance is seen through, so the sweep finishes what a crash cut short.
+        expect: Doc = {"state": "offered", "round": assignment["round"]}
+        if unread:
+            # Whatever ended the offer (a decline, a lapse, the volunteer leaving) noted why on the request.
+            expect[f"why.{assignment['volunteer_id']}"] = {"$exists": False}
         request = await store.settle_request(
-            assignment["request_id"], {"state": "offered", "round": assignment["round"]},
+            assignment["request_id"], expect,
             state="assigned", assignment_id=assignment["_id"], tidy=True, tidy_at=self.clock(),
         )
+        if request is None and unread:
+            return None
         if request is None:  # read only to tell a repeat from a lost race
             request = await store.request(assignment["request_id"]) or {}
             if request.get("assignment_id") != assignment["_id"]:
@@ -456,15 +549,16 @@ class Dispatch:
             for sibling in await self.store.round_offers(assignment["request_id"], assignment["round"]):
                 if sibling["_id"] != assignment["_id"] and sibling["state"] == "offered":
                     await self.withdraw(sibling, handlers.TAKEN, "matcher", request)
-        await self.outbox.send([handlers.accepted(request, assignment)])
-        await self.store.move_request(request["_id"], {"assignment_id": assignment["_id"], "tidy": True}, tidy=False)
+        await self.publish([handlers.accepted(request, assignment)])  # the request, still `tidy`, is its outbox
+        self.tidied.append((request["_id"], assignment["_id"]))
 
     async def complete(self, call: Complete, found: Doc | None = None) -> AssignmentReply:
         """The work done on the assignment: `found` as the caller read it for the authorization, or None when
         it had no need to. Unread, the completion's compare-and-set goes first, by the id and the volunteer;
         the assignment is read only when that did not match: a code, a repeat or a refusal."""
         store = self.store
-        changes: Doc = {"hours": str(call.hours), "note": call.note, "completed_at": self.clock()}
+        # The completed assignment is the outbox entry of its events: `announced` until they are published.
+        changes: Doc = {"hours": str(call.hours), "note": call.note, "completed_at": self.clock(), "announced": False}
         done = None
         if found is None:
             done = await store.settle_assignment(call.assignment_id, "accepted", "completed", call.volunteer_id,
@@ -482,10 +576,12 @@ class Dispatch:
         await self.roster.release(assignment["_id"], assignment.get("slot"))
         request = (await store.settle_request(assignment["request_id"], {"state": "assigned"}, state="completed")
                    or await store.request(assignment["request_id"]) or {"_id": assignment["request_id"]})
-        await self.outbox.send(handlers.completed(request, assignment))
+        await self.publish(handlers.completed(request, assignment))
+        self.told.append(assignment["_id"])
+        self.note_resident(request)
         if first:
-            await self.note_work(assignment["volunteer_id"], float(call.hours))
-            await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours))
+            await self.note_week(assignment["volunteer_id"], assignment["district"], hours=float(call.hours),
+                                 work=float(call.hours))
         return reply(assignment, "completed")
 
     # --- what people ask -----------------------------------------------------------------------------
@@ -581,7 +677,8 @@ class Dispatch:
                                      state="open", opened=self.clock())
             raise ApiError("at_capacity", "this volunteer has no free capacity; the request is matched again",
                            {"volunteer_id": volunteer_id})
-        await self.note_week(volunteer_id, request["district"], offers=1)  # an operator's choice is not limited
+        # An operator's choice is not limited.
+        await self.note_week(volunteer_id, request["district"], offers=1, work=OFFERED_WORK)
         stage = scoring.Stage("operator", scoring.TIERS)
         named = await store.volunteers_by_id([volunteer_id])
         tier = self.places.tier(request["district"], request["grid"], named[0]["grids"] if named else [])
@@ -659,6 +756,7 @@ class Dispatch:
     async def sweep(self) -> None:
         """Every replica sweeps, and compare-and-set lets one act."""
         store = self.store
+        await self.clear_flags()  # first: what this replica published is not published again
         for assignment in await store.lapsed_offers():
             if await store.move_assignment(assignment["_id"], "offered", "expired"):
                 log.info("offer %s to %s lapsed", assignment["_id"], assignment["volunteer_id"])
@@ -693,7 +791,11 @@ class Dispatch:
             request = await store.request(assignment["request_id"]) or {}
             if request.get("state") == "placing" and request.get("round") == assignment["round"]:
                 continue  # its placer may still be alive; if not, the lease repair above withdraws it
-            if request.get("round") == assignment["round"] and assignment["state"] in ("offered", "accepted"):
+            if assignment["state"] == "completed":  # a completion a crash cut short of its events
+                if assignment.get("completed_at", 0.0) > self.clock() - 5.0:
+                    continue  # its completer may still be publishing them
+                await self.publish(handlers.completed(request, assignment))
+            elif request.get("round") == assignment["round"] and assignment["state"] in ("offered", "accepted"):
                 await self.outbox.send([handlers.offered(request, assignment)])
             await store.mark_announced(assignment["_id"])
 

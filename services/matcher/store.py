@@ -13,6 +13,16 @@ FREE = ""  # a slot's holder when it holds no assignment
 REBASE_AFTER = 20  # half-lives: older recent work is decayed and stored afresh, so the growth factor stays small
 
 
+# A volunteer's week and recent work, kept on the profile so that one write counts an offer or a completion.
+WEEK_FIELDS = {"week": 1, "week_offers": 1, "week_hours": 1, "recent_work": 1, "recent_at": 1}
+
+
+def stood(doc: dict[str, Any]) -> dict[str, Any]:
+    """The week and recent work a profile (or the changes written to it) holds."""
+    return {"offers": int(doc.get("week_offers", 0)), "hours": float(doc.get("week_hours", 0.0)),
+            "recent_work": float(doc.get("recent_work", 0.0)), "recent_at": doc.get("recent_at")}
+
+
 def member_key(kind: str, district: str, value: str) -> str:
     return f"{kind}:{district}|{value}"
 
@@ -39,7 +49,8 @@ class MatcherStore:
         # Assignment codes issued before each assignment carried its own under a unique index: one document
         # per code, the code its _id. Read only for a code the assignments do not know; nothing is added.
         self.codes = db["assignment_codes"]
-        # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week.
+        # One document per volunteer and ISO week ("v-1:2026-W49"): offers made and hours done that week, as
+        # counted before each profile held its own week; only read, for a volunteer not counted since.
         self.weeks = db["weeks"]
         # Which volunteers' profiles changed, numbered, so every replica's in-memory roster reads only those:
         # {"_id": 17, "volunteer_id": "v-1"}, and the last number under {"_id": "head", "seq": 17}.
@@ -194,38 +205,74 @@ class MatcherStore:
 
     async def note_work(self, volunteer_id: str, amount: float, half_life_days: float,
                         known: tuple[float, float] | None = None) -> tuple[float, float] | None:
-        """Adds to the volunteer's recent work, decayed over time; a heuristic for spreading work fairly.
-        Returns the (recent_work, recent_at) now stored, as far as `known` (this replica's last view) goes.
+        """Adds to the volunteer's recent work alone; see note()."""
+        noted = await self.note(volunteer_id, None, work=amount, half_life_days=half_life_days, known=known)
+        return (noted["recent_work"], noted["recent_at"]) if noted else None
 
-        The stored work is as of `recent_at` and decays from there: work done later is added grown by the
-        decay since, so that an $inc on the value this replica knows is exact whatever other replicas add
-        meanwhile, and needs no read. A volunteer without work yet is set in one conditional write too;
-        the read is left for when `recent_at` moved on under us, or lies too far back to grow from."""
+    async def note(self, volunteer_id: str, week: str | None, offers: int = 0, hours: float = 0.0, work: float = 0.0,
+                   half_life_days: float = 30.0, known: tuple[float, float] | None = None,
+                   max_offers: int | None = None, max_hours: float | None = None) -> dict[str, Any] | None:
+        """Adds offers and hours to the volunteer's week (none when `week` is None) and work to their recent
+        work, in one write on their profile, and returns {offers, hours, recent_work, recent_at} as now stored.
+        With a limit, counts only while the week is under it: None, counting nothing, when a limit is reached,
+        and None for a volunteer the matcher does not know. Replicas counting at once never pass a limit
+        together: the write that counts is conditional on the week, or on every field it read.
+
+        The recent work is a heuristic for spreading work fairly, stored as of `recent_at` and decaying from
+        there: work done later is added grown by the decay since, so that an $inc on the time this replica
+        knows (`known`: its last view of (recent_work, recent_at)) is exact whatever other replicas add
+        meanwhile. The profile is read only when that time moved on under us, lies too far back to grow from,
+        the week turned, or a limit refused."""
         from services.matcher.scoring import decayed
 
         # To the millisecond: what is stored reads back equal, so this replica's `known` time matches it
         # (nx-27017 keeps fifteen significant digits of a double).
         now = round(time.time(), 3)
         half_life = half_life_days * 86400
+        weekly = {"week": week} if week is not None else {}
+        under: dict[str, Any] = {}
+        if max_offers is not None:
+            under["week_offers"] = {"$lt": max_offers}
+        if max_hours is not None:
+            under["week_hours"] = {"$lt": max_hours}
         if known is not None and 0 <= now - known[1] <= REBASE_AFTER * half_life:
-            grown = amount * 2 ** ((now - known[1]) / half_life)
-            counted = await self.volunteers.update_one(
-                {"_id": volunteer_id, "recent_at": known[1]}, {"$inc": {"recent_work": grown}})
-            if counted.matched_count == 1:
-                return known[0] + grown, known[1]
-        elif known is None:
-            first = await self.volunteers.update_one(
-                {"_id": volunteer_id, "recent_at": None}, {"$set": {"recent_work": amount, "recent_at": now}})
-            if first.matched_count == 1:
-                return amount, now
-        volunteer = await self.volunteers.find_one({"_id": volunteer_id}, {"recent_work": 1, "recent_at": 1})
-        if volunteer is None:
-            return None
-        recent = decayed(volunteer.get("recent_work", 0.0), volunteer.get("recent_at", now), now, half_life_days)
-        await self.volunteers.update_one(
-            {"_id": volunteer_id}, {"$set": {"recent_work": recent + amount, "recent_at": now}}
-        )
-        return recent + amount, now
+            grown = work * 2 ** ((now - known[1]) / half_life)
+            added = {"week_offers": offers, "week_hours": hours} if week is not None else {}
+            counted = await self.volunteers.find_one_and_update(
+                {"_id": volunteer_id, "recent_at": known[1], **weekly, **under},
+                {"$inc": {**added, "recent_work": grown}}, projection=WEEK_FIELDS, return_document=ReturnDocument.AFTER)
+            if counted is not None:
+                return stood(counted)
+        for _ in range(10):  # each pass loses only to another replica's write to this volunteer
+            volunteer = await self.volunteers.find_one({"_id": volunteer_id}, WEEK_FIELDS)
+            if volunteer is None:
+                return None
+            expect = {k: volunteer.get(k) for k in WEEK_FIELDS}  # None matches a field not stored yet
+            changes: dict[str, Any] = {}
+            at = volunteer.get("recent_at")
+            if week is not None:
+                if volunteer.get("week") == week:
+                    was = stood(volunteer)
+                elif "week" not in volunteer and at is not None:  # worked before profiles held their weeks
+                    was = (await self.weeks_before([volunteer_id], week))[volunteer_id]
+                else:
+                    was = {"offers": 0, "hours": 0.0}
+                if ((max_offers is not None and was["offers"] >= max_offers)
+                        or (max_hours is not None and was["hours"] >= max_hours)):
+                    return None
+                changes.update(week=week, week_offers=was["offers"] + offers, week_hours=was["hours"] + hours)
+            changes.update(recent_at=now, recent_work=work + (
+                decayed(volunteer.get("recent_work", 0.0), at, now, half_life_days) if at is not None else 0.0))
+            if (await self.volunteers.update_one({"_id": volunteer_id, **expect}, {"$set": changes})).matched_count:
+                return stood(changes)
+        raise RuntimeError(f"volunteer {volunteer_id}'s week kept changing under us; try again")
+
+    async def weeks_before(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
+        """Weeks of volunteers whose profiles do not hold weeks yet: what the weeks collection, where they were
+        kept before, counted."""
+        rows = {row["_id"]: row async for row in self.weeks.find({"_id": {"$in": [f"{v}:{week}" for v in volunteer_ids]}})}
+        return {v: {"offers": int(rows.get(f"{v}:{week}", {}).get("offers", 0)),
+                    "hours": float(rows.get(f"{v}:{week}", {}).get("hours", 0.0))} for v in volunteer_ids}
 
     async def note_rating(self, request_id: str, resident_ref: str, volunteer_id: str, stars: int) -> bool:
         try:
@@ -285,39 +332,24 @@ class MatcherStore:
                 page.append(volunteer)
         return page, False
 
-    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0) -> dict[str, Any]:
-        """Adds to the volunteer's week, and returns the week as it now stands."""
-        return await self.weeks.find_one_and_update(
-            {"_id": f"{volunteer_id}:{week}"}, {"$inc": {"offers": offers, "hours": hours}}, upsert=True,
-            return_document=ReturnDocument.AFTER,
-        ) or {}
+    async def note_week(self, volunteer_id: str, week: str, offers: int = 0, hours: float = 0.0,
+                        **work: Any) -> dict[str, Any]:
+        """Adds to the volunteer's week (and, given `work`, to their recent work: see note()), and returns the
+        week as it now stands."""
+        return await self.note(volunteer_id, week, offers, hours, **work) or {}
 
     async def count_offer(self, volunteer_id: str, week: str, max_offers: int | None,
-                          max_hours: float | None) -> dict[str, Any] | None:
+                          max_hours: float | None, **work: Any) -> dict[str, Any] | None:
         """Counts an offer into the volunteer's week if the week is under both limits, and returns the week
         as it now stands; None, counting nothing, when a limit is reached. One write decides and counts, so
         replicas offering the same volunteer at once never pass a limit together."""
-        under: dict[str, Any] = {}
-        if max_offers is not None:
-            under["offers"] = {"$lt": max_offers}
-        if max_hours is not None:
-            under["hours"] = {"$lt": max_hours}
-        for _ in range(2):  # a second try when another replica created the week in the same instant
-            try:
-                return await self.weeks.find_one_and_update(
-                    {"_id": f"{volunteer_id}:{week}", **under}, {"$inc": {"offers": 1, "hours": 0.0}}, upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                # The week exists and is at a limit (MongoDB tries to insert it anew), or was just created.
-                continue
-        return None
+        return await self.note(volunteer_id, week, offers=1, max_offers=max_offers, max_hours=max_hours, **work)
 
     async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
-        if not volunteer_ids:
-            return {}
-        rows = self.weeks.find({"_id": {"$in": [f"{v}:{week}" for v in volunteer_ids]}})
-        return {row["_id"].rsplit(":", 1)[0]: row async for row in rows}
+        volunteers = await self.volunteers_by_id(volunteer_ids) if volunteer_ids else []
+        weeks = {v["_id"]: stood(v) for v in volunteers if v.get("week") == week}
+        older = [v["_id"] for v in volunteers if "week" not in v and v.get("recent_at") is not None]
+        return {**(await self.weeks_before(older, week) if older else {}), **weeks}
 
     # pairings
 
@@ -449,6 +481,16 @@ class MatcherStore:
         result = await self.requests.update_one({"_id": request_id, **expect}, {"$set": changes})
         return result.modified_count == 1
 
+    async def tidy_all(self, seen_through: list[tuple[str, str]]) -> None:
+        """Clears `tidy` on requests whose acceptance, (request, assignment), was seen through; a request
+        accepted since by another assignment keeps its mark."""
+        if seen_through:
+            await self.requests.update_many(
+                {"_id": {"$in": [r for r, _ in seen_through]}, "tidy": True,
+                 "assignment_id": {"$in": [a for _, a in seen_through]}},
+                {"$set": {"tidy": False}},
+            )
+
     # The sweeps below send the server equality on a state or flag only a request in flight has, and judge
     # times here: a range on a time field would be answered from its index and read the whole history.
 
@@ -531,6 +573,14 @@ class MatcherStore:
 
     async def mark_announced(self, assignment_id: str) -> None:
         await self.assignments.update_one({"_id": assignment_id}, {"$set": {"announced": True}})
+
+    async def mark_all_announced(self, assignment_ids: list[str], completed: bool = False) -> None:
+        """Marks offers published (or, `completed`, completions): an offer's mark never clears the flag of a
+        completion stored since, whose events may not be published yet."""
+        if assignment_ids:  # found by _id, which nx-27017 answers from its index even for update_many
+            state = "completed" if completed else {"$ne": "completed"}
+            await self.assignments.update_many({"_id": {"$in": assignment_ids}, "state": state},
+                                               {"$set": {"announced": True}})
 
     async def round_offers(self, request_id: str, round_: int) -> list[dict[str, Any]]:
         return await self.assignments.find({"request_id": request_id, "round": round_}).to_list()
