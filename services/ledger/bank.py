@@ -537,14 +537,27 @@ class Bank:
                 log.warning("gave back what a late step took for refused redemption %s", red["_id"])
             await self.store.mark_redemption(red["_id"], recheck=False)
 
+    async def swept(self, since: float | None) -> float:
+        """Sweeps the entries posted after `since` (None: every entry), and stores how far back the next sweep, of
+        this replica or of any after a restart, needs to look: that mark is returned."""
+        started = time.time()
+        await self.sweep(since)
+        # An append still running when this sweep read the entries was posted at most this long before: what was
+        # posted earlier has been seen.
+        through = started - 60 - 10 * self.settings.sweep_interval
+        await self.store.note_swept(through)
+        return through
+
     async def sweep_forever(self) -> None:
-        since: float | None = None  # the first sweep after a start looks at every chain
+        since: float | None = None
+        resumed = False
         while True:
-            started = time.time()
             try:
-                await self.sweep(since)
-                # Later sweeps look back far enough to see any append that was still running meanwhile.
-                since = started - 60 - 10 * self.settings.sweep_interval
+                if not resumed:
+                    # A start looks back only as far as the last sweep left off, whichever replica ran it: its cost
+                    # does not grow with the history. A database from before the mark is swept whole, once.
+                    since, resumed = await self.store.swept_through(), True
+                since = await self.swept(since)
             except Exception as exc:
                 log.warning("ledger sweep failed, will retry: %r", exc)
             await asyncio.sleep(self.settings.sweep_interval)
