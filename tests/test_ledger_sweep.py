@@ -34,10 +34,13 @@ class Reads(monitoring.CommandListener):
     def __init__(self) -> None:
         self.sent: Counter[str] = Counter()
         self.documents: Counter[str] = Counter()
+        self.filters: list[tuple[str, Doc]] = []  # of each find: the collection and the filter
 
     def started(self, event: Any) -> None:
         target = event.command.get(event.command_name)
         self.sent[f"{event.command_name} {target}" if isinstance(target, str) else event.command_name] += 1
+        if event.command_name == "find":
+            self.filters.append((str(target), dict(event.command.get("filter", {}))))
 
     def succeeded(self, event: Any) -> None:
         cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
@@ -51,6 +54,7 @@ class Reads(monitoring.CommandListener):
     def clear(self) -> None:
         self.sent.clear()
         self.documents.clear()
+        self.filters.clear()
 
 
 def a_bank(db: AsyncDatabase[Doc], settings: BusSettings, **overrides: Any) -> Bank:

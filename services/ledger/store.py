@@ -456,9 +456,8 @@ class LedgerStore:
         except DuplicateKeyError:
             pass  # the same heads, signed by another replica or an earlier attempt
 
-    async def last_checkpoint(self) -> Doc | None:
-        found = await self.checkpoints.find({}).sort("at", -1).limit(1).to_list()
-        return found[0] if found else None
+    async def checkpoint(self, checkpoint_id: str) -> Doc | None:
+        return await self.checkpoints.find_one({"_id": checkpoint_id})
 
     async def all_checkpoints(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.checkpoints.find({})}
