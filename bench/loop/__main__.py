@@ -48,10 +48,11 @@ from linli.embedded import start_mongo, start_nats
 from linli.system import System
 
 DISTRICT, GRID = "beibei", "quanwai-01"
-# The repair loops (outbox relays, sweeps) run once a minute here, so what is counted is the loop's own work;
+# The repair loops (outbox relays, sweeps, intake's look for unannounced requests, care's watchdog) run once a minute here, so what is counted is the loop's own work;
 # the idle rate printed is theirs at this setting. With the defaults they add about a dozen commands a second
 # between them, whatever the load (measured with --default-intervals).
-QUIET = {"MATCHER_SWEEP_INTERVAL": "60", "LEDGER_SWEEP_INTERVAL": "60", "LINLI_OUTBOX_RELAY_INTERVAL": "60"}
+QUIET = {"MATCHER_SWEEP_INTERVAL": "60", "LEDGER_SWEEP_INTERVAL": "60", "LINLI_OUTBOX_RELAY_INTERVAL": "60",
+         "INTAKE_ANNOUNCE_AFTER": "60", "CARE_WATCH_INTERVAL": "60"}
 
 
 def start(data_dir: Path, nats_url: str, mongo_url: str, env: dict[str, str]) -> System:

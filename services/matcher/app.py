@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from contracts import API, Envelope
 from contracts.calls import (
     AssignmentReply,
@@ -22,9 +24,10 @@ from contracts.events import (
     VolunteerLeft,
     VolunteerRegistered,
 )
+from contracts.subjects import STREAM
 from services.common import auth
 from services.common.auth import Actor, signed_by
-from services.common.bus import api_call, on_call, on_event
+from services.common.bus import api_call, consumer_name, on_call, on_event
 from services.common.places import Places
 from services.common.runtime import Service
 from services.matcher import scoring
@@ -54,13 +57,24 @@ def build(settings: MatcherSettings | None = None) -> Service:
     service.loops.append(roster.settle)
     service.loops.append(dispatch.sweep_forever)
 
+    async def hand_over_sooner() -> None:
+        # The server keeps the ack wait a consumer was created with: one made with another (an older version
+        # made it with LINLI_ACK_WAIT) is edited to this one.
+        js = service.broker.connection.jetstream()
+        info = await js.consumer_info(STREAM, consumer_name("matcher", "request.created"))
+        if info.config.ack_wait != settings.ack_wait:
+            await js.add_consumer(STREAM, info.config.evolve(ack_wait=settings.ack_wait))
+
+    service.loops.append(hand_over_sooner)
+
     @on_event(broker, settings.bus, "matcher", "volunteer.registered")
     async def volunteer_registered(event: Envelope[VolunteerRegistered]) -> None:
         async with inbox.once("matcher-volunteer-registered", event) as first:  # repeats: by event id
             if first:
                 await dispatch.volunteer_registered(event.data, event.time.timestamp())
 
-    @on_event(broker, settings.bus, "matcher", "request.created", workers=settings.workers)
+    @on_event(broker, replace(settings.bus, ack_wait=settings.ack_wait), "matcher", "request.created",
+              workers=settings.workers)
     async def request_created(event: Envelope[RequestCreated]) -> None:
         await dispatch.request_created(event)  # repeats: the request id is the key, and placing is a CAS
 

@@ -13,8 +13,12 @@ class MatcherSettings:
     # How often each replica looks for lapsed offers and work a crashed replica left behind.
     sweep_interval: float = field(default_factory=lambda: env_float("MATCHER_SWEEP_INTERVAL", 1.0))
     # A replica placing a request holds it this long and renews it every third of it while it works, so
-    # a dead replica's requests are taken over within seconds.
-    lease: float = field(default_factory=lambda: env_float("MATCHER_LEASE", 5))
+    # a dead replica's requests are taken over within seconds: a lease and a sweep within 5 s of the kill.
+    lease: float = field(default_factory=lambda: env_float("MATCHER_LEASE", 3))
+    # How long a request.created a replica took stays with it unacknowledged before JetStream hands it to
+    # another: a replica killed before it stored the request would otherwise hold it for LINLI_ACK_WAIT.
+    # A handler still working after this is only repeated, and the repeat finds the request taken.
+    ack_wait: float = field(default_factory=lambda: env_float("MATCHER_ACK_WAIT", 3))
     # Requests handled at once by one replica.
     workers: int = field(default_factory=lambda: env_int("MATCHER_WORKERS", 4))
     rules_path: Path = field(

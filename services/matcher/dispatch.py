@@ -687,7 +687,9 @@ class Dispatch:
             await self.place(request["_id"])
         for request in await store.unannounced_unmatched(older_than=5.0):
             await self.announce_unmatched(request["_id"])
-        for assignment in await store.unannounced_offers(older_than=5.0):
+        # Soon enough that an offer a placer stored but died before sending goes out within 5 s of the kill;
+        # one sent twice has the same event id, and JetStream drops the repeat.
+        for assignment in await store.unannounced_offers(older_than=3.0):
             request = await store.request(assignment["request_id"]) or {}
             if request.get("state") == "placing" and request.get("round") == assignment["round"]:
                 continue  # its placer may still be alive; if not, the lease repair above withdraws it
