@@ -97,10 +97,11 @@ async def linli(settings: BusSettings, bus: Bus, tmp_path: Path) -> AsyncIterato
 
 
 async def contents(service: Service) -> dict[str, list[dict[str, Any]]]:
-    """Every document of the service's collections but the audit trail, which records refusals too, once
-    the events of what came before are published (the outbox drops published entries a moment later)."""
+    """Every document of the service's collections but the audit trail, which records refusals too, and the
+    ledger sweep's mark, which every sweep moves on, once the events of what came before are published (the
+    outbox drops published entries a moment later)."""
     await eventually(lambda: outbox_is_empty(service))
-    names = sorted(n for n in await service.db.list_collection_names() if n != "audit")
+    names = sorted(n for n in await service.db.list_collection_names() if n not in ("audit", "sweeps"))
     return {n: sorted(await service.db[n].find({}).to_list(), key=lambda d: str(d["_id"])) for n in names}
 
 

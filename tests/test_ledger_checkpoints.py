@@ -8,16 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from linli.cli import main as cli
 from linli.ledger_cli import published_checkpoints
+from services.common.bus import Outbox
 from services.common.config import BusSettings
+from services.common.runtime import Service
 from services.ledger import chain, checkpoints, signing
+from services.ledger.bank import Bank
+from services.ledger.store import LedgerStore
 from services.ledger.verify import run as verify
 from tests.conftest import Bus
-from tests.test_ledger_service import adjust, ledger_settings, open_account, started
+from tests.test_ledger_service import adjust, ledger, ledger_settings, open_account, started
+from tests.test_ledger_sweep import Reads
+
+__all__ = ["ledger"]
 
 Doc = dict[str, Any]
 
@@ -92,6 +100,35 @@ async def test_a_chain_rewritten_and_rehashed_after_a_checkpoint_fails_verify_na
     assert not resigned_anchored.ok
     assert any("published" in p.problem for p in resigned_anchored.problems)
     assert anchor["checkpoint_id"] in {c["checkpoint_id"] for c in from_bus} and not resigned_from_bus.ok
+
+
+@pytest.mark.service
+async def test_heads_already_signed_are_not_signed_again_and_no_earlier_checkpoint_is_read(
+        ledger: Service, settings: BusSettings, bus: Bus) -> None:
+    # The running ledger made the stream; this bank, with checkpoints of its own, is the one counted.
+    reads = Reads()
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
+    db = client[ledger.db.name]
+    broker = NatsBroker(settings.nats_url)
+    await broker.connect()
+    bank = Bank(LedgerStore(db), Outbox(db, broker), ledger_settings(settings))
+    try:
+        await bank.start()
+        await open_account(bus, ledger, "v-anchored")
+        signed = []
+        for points in ("10", "20", "30"):
+            assert "error" not in await adjust(bus, "v-anchored", points=points)
+            signed.append(await bank.checkpoint())
+        reads.clear()
+
+        again = await bank.checkpoint()
+
+        assert again is None and all(signed) and len({doc["_id"] for doc in signed if doc}) == 3
+        assert [(collection, list(query)) for collection, query in reads.filters if collection == "checkpoints"] == [
+            ("checkpoints", ["_id"])]
+    finally:
+        await broker.stop()
+        await client.close()
 
 
 @pytest.mark.domain

@@ -34,8 +34,9 @@ def signed(key: Any, district: str, volunteer_id: str, amount: str, **changes: A
 
 
 async def snapshot(ledger: Service, bus: Bus) -> tuple[dict[str, list[dict[str, Any]]], int]:
-    """Every document of every collection of the ledger, and the LINLI stream's last sequence."""
-    names = sorted(await ledger.db.list_collection_names())
+    """Every document of every collection of the ledger but the sweep's mark (moved on by every repair sweep,
+    whatever the calls), and the LINLI stream's last sequence."""
+    names = sorted(n for n in await ledger.db.list_collection_names() if n != "sweeps")
     docs = {name: sorted(await ledger.db[name].find({}).to_list(), key=lambda d: str(d["_id"])) for name in names}
     return docs, (await bus.nc.jetstream().stream_info("LINLI")).state.last_seq
 

@@ -330,6 +330,9 @@ async def test_ledger_queries_cost_the_same_with_a_long_history(counted: Counted
             "credits_by_category": lambda: store.credits_by_category(volunteer, 10),
             "confirmed_hours": lambda: store.confirmed_hours(volunteer),
             "chain_heads": lambda: store.chain_heads(since=time.time() - 60),
+            "note_swept": lambda: store.note_swept(time.time() - 60),
+            "swept_through": lambda: store.swept_through(),
+            "checkpoint": lambda: store.checkpoint(f"cp-{tag}"),
             "unfinished_redemptions": lambda: store.unfinished_redemptions(time.time()),
             "redemptions_to_recheck": lambda: store.redemptions_to_recheck(time.time()),
             "stock_on_hand": lambda: store.stock_on_hand(f"item-{tag}"),
@@ -347,6 +350,8 @@ async def test_ledger_queries_cost_the_same_with_a_long_history(counted: Counted
                                          "stars": 4})
     await seed(db, "redemptions", lambda i: {"_id": f"red{i}", "state": "done", "announced": True, "undone": False,
                                              "recheck": False, "created": 0.0})
+    await seed(db, "checkpoints", lambda i: {"_id": f"cp{i}", "at": f"2026-01-01T00:00:{i}", "root": f"r{i}",
+                                             "heads": {f"v{i}": [i, "h"]}})
     await seed(db, "stock_moves", lambda i: {"_id": f"sm{i}", "item_id": f"item{i % 100}", "seq": i // 100 + 1,
                                              "stock_after": 3})
     assert_flat(fresh, await costs(counted, probes("b")))

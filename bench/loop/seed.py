@@ -50,6 +50,19 @@ def history(n: int, district: str, grid: str) -> Iterator[tuple[str, str, Callab
     yield "ledger", "processed", lambda i: {"_id": f"ledger-hours:hist-e{i}", "at": now, "type": "t"}
 
 
+def settled(n: int) -> Iterator[tuple[str, str, list[Doc]]]:
+    """What the history leaves besides its requests' documents: each volunteer's ledger account at the head of
+    their chain, and the mark of the ledger's last sweep (it had seen every entry of the history)."""
+    now = time.time() - 86400
+    volunteers = min(n, 2000)
+    yield "ledger", "accounts", [
+        {"_id": f"hist-v{v}", "seq": (n - 1 - v) // 2000 + 1, "head": "", "district": "", "team": "",
+         "hours_cents": 100 * ((n - 1 - v) // 2000 + 1), "points_cents": 100 * ((n - 1 - v) // 2000 + 1),
+         "services": (n - 1 - v) // 2000 + 1, "first_seen": now}
+        for v in range(volunteers)]
+    yield "ledger", "sweeps", [{"_id": "projections", "through": now + 60, "at": now + 120}]
+
+
 def seed(mongo_url: str, db_prefix: str, n: int, district: str, grid: str) -> None:
     client: MongoClient[Doc] = MongoClient(mongo_url)
     try:
@@ -57,5 +70,8 @@ def seed(mongo_url: str, db_prefix: str, n: int, district: str, grid: str) -> No
             target = client[f"{db_prefix}_{service}"][collection]
             for start in range(0, n, BATCH):
                 target.insert_many([make(i) for i in range(start, min(n, start + BATCH))], ordered=False)
+        for service, collection, docs in settled(n):
+            for start in range(0, len(docs), BATCH):
+                client[f"{db_prefix}_{service}"][collection].insert_many(docs[start:start + BATCH], ordered=False)
     finally:
         client.close()

@@ -501,8 +501,9 @@ class Bank:
         """Signs every chain head and publishes it; nothing when no chain moved since the last checkpoint."""
         assert self.key is not None
         heads = checkpoints.heads_of((await self.store.all_accounts()).values())
-        last = await self.store.last_checkpoint()
-        if not heads or (last and last["root"] == checkpoints.root_of(heads)):
+        # Heads only move forward, so heads signed before are the last ones signed: looked up by their root
+        # rather than by reading every checkpoint (one an hour, each holding every head) for the latest.
+        if not heads or await self.store.checkpoint(checkpoints.checkpoint_id(checkpoints.root_of(heads))):
             return None
         doc = checkpoints.new_checkpoint(self.key, self.settings.district or "all", datetime.now(UTC), heads)
         await self.store.add_checkpoint(doc)
@@ -537,14 +538,27 @@ class Bank:
                 log.warning("gave back what a late step took for refused redemption %s", red["_id"])
             await self.store.mark_redemption(red["_id"], recheck=False)
 
+    async def swept(self, since: float | None) -> float:
+        """Sweeps the entries posted after `since` (None: every entry), and stores how far back the next sweep, of
+        this replica or of any after a restart, needs to look: that mark is returned."""
+        started = time.time()
+        await self.sweep(since)
+        # An append still running when this sweep read the entries was posted at most this long before: what was
+        # posted earlier has been seen.
+        through = started - 60 - 10 * self.settings.sweep_interval
+        await self.store.note_swept(through)
+        return through
+
     async def sweep_forever(self) -> None:
-        since: float | None = None  # the first sweep after a start looks at every chain
+        since: float | None = None
+        resumed = False
         while True:
-            started = time.time()
             try:
-                await self.sweep(since)
-                # Later sweeps look back far enough to see any append that was still running meanwhile.
-                since = started - 60 - 10 * self.settings.sweep_interval
+                if not resumed:
+                    # A start looks back only as far as the last sweep left off, whichever replica ran it: its cost
+                    # does not grow with the history. A database from before the mark is swept whole, once.
+                    since, resumed = await self.store.swept_through(), True
+                since = await self.swept(since)
             except Exception as exc:
                 log.warning("ledger sweep failed, will retry: %r", exc)
             await asyncio.sleep(self.settings.sweep_interval)

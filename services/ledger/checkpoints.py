@@ -33,12 +33,16 @@ def signed_part(doc: Mapping[str, Any]) -> dict[str, Any]:
     return part
 
 
+def checkpoint_id(root: str) -> str:
+    return f"cp-{root[:32]}"
+
+
 def new_checkpoint(key: Ed25519PrivateKey, district: str, at: datetime, heads: Heads) -> dict[str, Any]:
     root = root_of(heads)
     doc: dict[str, Any] = {"district": district, "at": at.isoformat(), "volunteers": len(heads),
                            "entries": sum(seq for seq, _ in heads.values()), "root": root}
     public = signing.public_pem(key)
-    return {"_id": f"cp-{root[:32]}", **doc, "heads": heads, "signature": signing.sign(key, signed_part(doc)),
+    return {"_id": checkpoint_id(root), **doc, "heads": heads, "signature": signing.sign(key, signed_part(doc)),
             "key_id": signing.key_id(public)}
 
 

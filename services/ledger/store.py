@@ -37,6 +37,8 @@ class LedgerStore:
         self.rule_sets = db["rule_sets"]
         # Signed chain heads, each also published as ledger.checkpoint for others to keep.
         self.checkpoints = db["checkpoints"]
+        # One document: how far back the repair sweep has looked at every entry, so a start looks only after it.
+        self.sweeps = db["sweeps"]
         # Where the bus's inbox recorded the hours.logged events handled before their proofs recorded the
         # points.earned they announced: read only for a repeat whose proof does not say.
         self.processed = db["processed"]
@@ -179,6 +181,21 @@ class LedgerStore:
         async for row in self.entries.find(match, {"volunteer_id": 1, "seq": 1}):
             heads[row["volunteer_id"]] = max(heads.get(row["volunteer_id"], 0), int(row["seq"] or 0))
         return heads
+
+    async def swept_through(self) -> float | None:
+        """Every entry posted up to this time was seen by a sweep; None before any sweep stored it."""
+        found = await self.sweeps.find_one({"_id": "projections"})
+        return float(found["through"]) if found else None
+
+    async def note_swept(self, through: float) -> None:
+        # Only ever forward: replicas sweep at their own pace, and each one's mark is one it has covered.
+        moved = await self.sweeps.update_one(
+            {"_id": "projections", "through": {"$lt": through}}, {"$set": {"through": through, "at": time.time()}})
+        if moved.matched_count == 0:
+            try:
+                await self.sweeps.insert_one({"_id": "projections", "through": through, "at": time.time()})
+            except DuplicateKeyError:
+                pass  # stored already, at this mark or later
 
     async def all_accounts(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.accounts.find({})}
@@ -439,9 +456,8 @@ class LedgerStore:
         except DuplicateKeyError:
             pass  # the same heads, signed by another replica or an earlier attempt
 
-    async def last_checkpoint(self) -> Doc | None:
-        found = await self.checkpoints.find({}).sort("at", -1).limit(1).to_list()
-        return found[0] if found else None
+    async def checkpoint(self, checkpoint_id: str) -> Doc | None:
+        return await self.checkpoints.find_one({"_id": checkpoint_id})
 
     async def all_checkpoints(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.checkpoints.find({})}
