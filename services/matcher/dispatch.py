@@ -46,9 +46,9 @@ from services.matcher.store import MatcherStore
 log = logging.getLogger("linli.matcher")
 MAX_OFFERS_PER_ROUND = 10  # bounds what a dead replica's round can have reserved
 OFFERED_WORK = 0.5  # hours of recent work an offer counts for, so that offers spread before the work is done
-TIDY_GRACE = 3.0
+TIDY_GRACE = 3.0  # seconds a live acceptance has to see itself through before the sweep does it
 OFFERS_KEPT = 10_000  # offers this replica made that it remembers, the most recent
-RESIDENTS_KEPT = 10_000  # requests whose resident is remembered, the most recent  # seconds a live acceptance has to see itself through before the sweep does it
+RESIDENTS_KEPT = 10_000  # requests whose resident is remembered, the most recent
 Doc = dict[str, Any]
 
 
