@@ -14,7 +14,7 @@ from nats.js.errors import NotFoundError
 
 from contracts.subjects import STREAM
 from linli.permissions import ADMIN, load_credentials, url_with
-from services.common.bus import consumer_name
+from services.common.bus import consumer_name, settled
 from services.common.config import inbox_prefix_for, nats_user
 
 DEFAULT_DATA = Path(os.environ.get("LINLI_HOME", ".linli-data"))
@@ -162,7 +162,7 @@ class Client:
             await handle(json.loads(msg.data))
 
         await self.nc.subscribe(subject, cb=deliver)
-        await self.nc.flush()
+        await settled(self.nc)
 
     async def close(self) -> None:
         await self.nc.drain()

@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from linli.embedded import Server, start_mongo, start_nats
 from linli.permissions import authorization, ensure_credentials, url_with
 from linli.system import System
+from services.common.bus import settled
 from services.common.config import BusSettings, inbox_prefix_for
 
 # The places tests name, for services in this process and the processes a System starts alike.
@@ -113,7 +114,7 @@ class Bus:
                 self._changed.notify_all()
 
         await self.nc.subscribe("linli.evt.>", cb=collect)
-        await self.nc.flush()
+        await settled(self.nc)
 
     async def call(self, subject: str, payload: dict[str, Any] | bytes, timeout: float = 10.0) -> dict[str, Any]:
         data = payload if isinstance(payload, bytes) else json.dumps(payload, default=str).encode()
@@ -216,7 +217,7 @@ class Signed:
     async def was_refused(self, what: str, subject: str) -> str:
         """Waits for the server's permissions violation for `what` ("publish", "subscription") to `subject`."""
         wanted = f'permissions violation for {what} to "{subject}"'.lower()  # as nats-py reports it
-        await self.nc.flush()
+        await settled(self.nc)
         try:
             found = await eventually(lambda: next((r for r in self.refused if wanted in r.lower()), None), timeout=5)
             return str(found)

@@ -30,7 +30,7 @@ from linli.permissions import (
     password_variable,
 )
 from linli.system import SERVICES, System
-from services.common.bus import consumer_name, envelope_json
+from services.common.bus import consumer_name, envelope_json, settled
 from services.common.config import BusSettings, nats_user
 from services.common.runtime import Service
 from services.ledger.app import build as build_ledger
@@ -62,7 +62,7 @@ async def answering(bus: SecureBus, service: str, heard: list[str]) -> Signed:
         await msg.respond(f'{{"answered_by": "{service}"}}'.encode())
 
     await signed.nc.subscribe(f"linli.api.{service}.>", queue=service, cb=answer)
-    await signed.nc.flush()
+    await settled(signed.nc)
     return signed
 
 

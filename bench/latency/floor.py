@@ -34,6 +34,7 @@ from bench.latency.plan import (
 )
 from bench.latency.services import measured_run
 from bench.latency.tracking import Result, Tracker, drive
+from services.common.bus import settled
 
 
 # ---------------------------------------------------------------- floor: bare nats-py + PyMongo
@@ -134,7 +135,7 @@ async def floor_intake(nats_url: str, mongo_url: str, concurrency: int, ready: A
 
     # By default one message at a time, as FastStream's core subscriber (nats-py cb, no max_workers) runs intake.
     await nc.subscribe(FLOOR_SUBMIT, queue="floor-intake", cb=submit if concurrency <= 1 else dispatch)
-    await nc.flush()
+    await settled(nc)
     ready.set()
     try:
         await _child_wait(stop)
@@ -309,7 +310,7 @@ async def floor_phase(nats_url: str, mongo_url: str, args: argparse.Namespace, w
     tracker = Tracker("floor")
     try:
         await observer.subscribe(f"{FLOOR_EVT}.>", cb=tracker.on_msg)
-        await observer.flush()
+        await settled(observer)
 
         async def call(req: Req) -> dict[str, Any]:
             reply = await nc.request(FLOOR_SUBMIT, json.dumps(req.payload).encode(), timeout=args.timeout)

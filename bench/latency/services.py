@@ -16,6 +16,7 @@ from bench.latency.tracking import CallFn, Result, Tracker, drive, summarize
 from contracts import API
 from linli.client import Client
 from linli.system import System
+from services.common.bus import settled
 
 
 # ---------------------------------------------------------------- services phase
@@ -41,7 +42,7 @@ async def services_phase(system: System, args: argparse.Namespace, vols: list[Vo
     tracker = Tracker("services")
     try:
         await observer.subscribe("linli.evt.>", cb=tracker.on_msg)
-        await observer.flush()
+        await settled(observer)
 
         # Volunteers: a few calls at a time, then their events, then the matcher's capacity slots.
         t0 = time.perf_counter()

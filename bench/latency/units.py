@@ -14,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from pymongo import AsyncMongoClient
 
 from bench.latency.plan import CATEGORIES, DISTRICT, FLOOR_ECHO, FLOOR_MATCHER_DB, FLOOR_STREAM, FLOOR_UNITS_DB, FREE
+from services.common.bus import settled
 
 
 # ---------------------------------------------------------------- unit costs: each bare operation, serially
@@ -46,7 +47,7 @@ async def unit_costs(nats_url: str, mongo_url: str, samples: int) -> dict[str, l
 
     try:
         await responder.subscribe(FLOOR_ECHO, cb=echo)
-        await responder.flush()
+        await settled(responder)
         await cas.create_index([("volunteer_id", 1), ("holder", 1)])
         await cas.insert_many([{"_id": i, "volunteer_id": f"v{i % 50}", "holder": FREE} for i in range(samples)])
         await js.add_consumer(FLOOR_STREAM, ConsumerConfig(durable_name="floor-unit", filter_subject="benchfloor.unit.hop",

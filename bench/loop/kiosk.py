@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 
 from contracts import API
 from linli.client import caught_up
+from services.common.bus import settled
 from services.notifier.handlers import notification_id
 
 # Every consumer a loop's events pass through, to wait for before counting.
@@ -41,7 +42,7 @@ class Kiosk:
             self.changed.set()
 
         await self.nc.subscribe("linli.evt.>", cb=collect)
-        await self.nc.flush()
+        await settled(self.nc)
 
     async def call(self, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
         reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=30)

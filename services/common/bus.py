@@ -13,6 +13,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, StorageType
 from pydantic import BaseModel, ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
@@ -130,6 +131,19 @@ def make_broker(settings: BusSettings, service: str) -> NatsBroker:
 def consumer_name(service: str, event_type: str) -> str:
     """The durable JetStream consumer through which every replica of `service` reads `event_type`."""
     return f"{service}-{event_type.replace('.', '-')}"
+
+
+async def settled(connection: NatsClient) -> None:
+    """Returns once the server has read everything this connection sent before the call, so a
+    subscription just made is one that any client's next message finds.
+
+    `flush()` alone does not promise that: nats-py (2.16) writes its PING straight to the socket, ahead of
+    commands such as a SUB still queued for its flusher task, and the PONG can come back before the
+    server has the SUB (about 1 start in 300 here, and then a call made right after answers "no
+    responders"). Handing the queue to the flusher first, and waiting until it is written, restores
+    the order."""
+    await connection._flush_pending(force_flush=True)  # noqa: SLF001 - the queued commands, written
+    await connection.flush()
 
 
 def on_event(

@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common import deadletters
 from services.common.auth import Actor
-from services.common.bus import Inbox, Outbox, api_call, make_broker, on_call
+from services.common.bus import Inbox, Outbox, api_call, make_broker, on_call, settled
 from services.common.config import BusSettings
 from services.common.gate import AuditQuery, Gate
 
@@ -122,9 +122,9 @@ class Service:
             await step()
         await self.broker.start()
         await self._answer_health_calls()
-        # The subscriptions are sent but perhaps not yet read by the server; once it has answered a ping
-        # sent after them, it has them all, and a call made from anywhere finds its responder.
-        await self.broker.connection.flush()
+        # The subscriptions are sent but perhaps not yet read by the server; once it has read them, a
+        # call made from anywhere finds its responder.
+        await settled(self.broker.connection)
         self._tasks = [asyncio.create_task(self._guard(loop)) for loop in self.loops]
         log.info("%s started (pid %d)", self.name, os.getpid())
         if ready := os.environ.get("LINLI_READY_FILE"):

@@ -12,6 +12,7 @@ import nats.errors
 
 from linli.client import CallFailed, Client
 from linli.permissions import WEB_FOLLOWS as LIVE_SUBJECTS
+from services.common.bus import settled
 
 log = logging.getLogger("linli.web")
 
@@ -39,7 +40,7 @@ class Gateway:
         self._client = await Client.connect(self.url, reconnect=True, token="")
         for subject in LIVE_SUBJECTS:
             await self._client.nc.subscribe(subject, cb=self._deliver)
-        await self._client.nc.flush()
+        await settled(self._client.nc)
 
     @property
     def client(self) -> Client:
