@@ -16,7 +16,7 @@ from contracts.calls import AdjustBalance
 from services.common.bus import Outbox
 from services.common.config import BusSettings
 from services.common.runtime import cancel_and_wait
-from services.ledger.bank import Bank
+from services.ledger.bank import MARK_EVERY, Bank
 from services.ledger.chain import link
 from services.ledger.store import LedgerStore
 from tests.conftest import Bus, eventually
@@ -171,13 +171,32 @@ async def test_a_database_without_a_mark_is_swept_whole_once_and_then_from_its_m
         account = await db["accounts"].find_one({"_id": "v-old"})
         assert account is not None and (account["seq"], account["hours_cents"]) == (2, 150)
         assert reads.documents["entries"] >= 1000  # every entry, this once
-        assert await bank.store.swept_through() == mark
+        assert await bank.store.swept_through() == pytest.approx(mark, rel=0, abs=0.001)  # stored as a double
 
         reads.clear()
         again = a_bank(db, settings)
         await again.start()
         await again.swept(await again.store.swept_through())
         assert reads.documents["entries"] <= 2, reads.documents
+    finally:
+        await client.close()
+
+
+async def test_sweeps_a_minute_apart_store_the_mark_and_those_between_do_not(settings: BusSettings) -> None:
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url)
+    db = client[settings.database("ledger")]
+    try:
+        bank = a_bank(db, settings)
+        await bank.start()
+        first = await bank.swept(None)
+        between = await bank.swept(first)
+        stored_between = await bank.store.swept_through()
+        bank.mark_stored = first - MARK_EVERY  # as if the first had been a minute ago
+        later = await bank.swept(between)
+
+        assert first < between < later
+        assert stored_between == pytest.approx(first, rel=0, abs=0.001)
+        assert await bank.store.swept_through() == pytest.approx(later, rel=0, abs=0.001)
     finally:
         await client.close()
 

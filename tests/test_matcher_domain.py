@@ -291,3 +291,13 @@ def test_an_operator_may_name_only_an_active_volunteer_of_the_district_with_room
             handlers.check_named_volunteer(who, district, free)
         assert err.value.code == code
     handlers.check_named_volunteer(volunteer("x"), "d1", 1)
+
+
+def test_an_operator_refused_for_a_passing_state_is_told_to_try_again_and_for_an_ended_one_is_not() -> None:
+    placing = handlers.not_changeable("placing", redispatch=False)
+    just_completed = handlers.not_changeable("completed", redispatch=True)
+    completed = handlers.not_changeable("completed", redispatch=False)
+    closed = handlers.not_changeable("closed", redispatch=True)
+
+    assert "try again in a moment" in placing and "try again in a moment" in just_completed
+    assert completed == "a completed request cannot be changed" and closed == "a closed request cannot be changed"

@@ -112,6 +112,7 @@ async def test_a_reopened_request_is_redispatched_without_the_volunteer_it_was_r
     again = {"request_id": request_id, "operator": "社区工作者老王", "reason": "居民说没修好"}
     not_yet = await bus.call(API.MATCHER_REASSIGN, again)
     assert not_yet["error"]["code"] == "not_changeable"  # completed and not reopened
+    assert "once the resident reopens it" in not_yet["error"]["message"]
 
     await publish(bus, RequestRated(request_id=request_id, volunteer_id=first, stars=2, done=False), request_id)
     await eventually(lambda: _explained(bus, request_id, reopened=True))
@@ -138,7 +139,8 @@ async def test_a_reopened_request_is_redispatched_without_the_volunteer_it_was_r
     await publish(bus, RequestClosed(request_id=request_id, operator="社区工作者老王", reason="已上门核实"), request_id)
     await eventually(lambda: _explained(bus, request_id, state="closed"))
     ended = await bus.call(API.MATCHER_REASSIGN, again)
-    assert ended["error"]["code"] == "not_changeable"
+    assert ended["error"] == {"code": "not_changeable", "message": "a closed request cannot be changed",
+                              "details": {"state": "closed"}}
 
 
 async def _equals(got: Any, expected: Any) -> bool:

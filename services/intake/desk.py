@@ -49,6 +49,7 @@ from contracts.events import (
     VolunteerAssigned,
 )
 from services.common.bus import Outbox
+from services.common.memory import Recent
 from services.common.places import Places
 from services.intake import handlers
 from services.intake.config import IntakeSettings
@@ -73,8 +74,8 @@ class Desk:
         self.places = places
         self.clock = clock
         self.keys: dict[str, bytes] = {}
-        # Volunteers' names for the history lines, until a monotonic time: they rarely change and decide nothing.
-        self.names: dict[str, tuple[float, str]] = {}
+        # Volunteers' names for the history lines: they rarely change and decide nothing.
+        self.names: Recent[str, str] = Recent(settings.name_ttl)
 
     async def start(self) -> None:
         await self.upgrade_pseudonyms()
@@ -335,8 +336,8 @@ class Desk:
         return VolunteerFound(volunteer_id=doc["_id"], district=doc["district"])
 
     async def volunteer_name(self, volunteer_id: str) -> str:
-        if (kept := self.names.get(volunteer_id)) and kept[0] > time.monotonic():
-            return kept[1]
+        if (kept := self.names.fresh(volunteer_id)) is not None:
+            return kept
         doc = await self.store.volunteer(volunteer_id)
         if doc is None:
             return ""
@@ -344,10 +345,7 @@ class Desk:
         return str(doc["name"])
 
     def remember(self, volunteer: Doc) -> None:
-        now = time.monotonic()
-        if len(self.names) >= 10000:
-            self.names = {k: kept for k, kept in self.names.items() if kept[0] > now}
-        self.names[volunteer["_id"]] = (now + self.settings.name_ttl, volunteer["name"])
+        self.names.put(volunteer["_id"], volunteer["name"])
 
     async def update_volunteer(self, call: UpdateVolunteer) -> VolunteerProfile:
         return await self.revise(call.volunteer_id, lambda stored, now: handlers.updated_volunteer(

@@ -30,12 +30,15 @@ from contracts.calls import (
 from contracts.envelope import derived_id
 from contracts.events import HoursLogged, RequestRated, VolunteerRegistered
 from services.common.bus import Outbox
+from services.common.memory import Recent
 from services.ledger import chain, checkpoints, handlers, signing
 from services.ledger.config import LedgerSettings
 from services.ledger.rules import price
 from services.ledger.store import Doc, LedgerStore
 
 log = logging.getLogger("linli.ledger")
+
+MARK_EVERY = 60.0  # seconds of sweeps between two writes of the sweep mark
 
 
 def not_found(what: str, **details: Any) -> ApiError:
@@ -53,7 +56,8 @@ class Bank:
         self.recheck_window = max(300.0, 10 * settings.redeem_timeout)
         # Accounts as this replica last saw them: a guess at the chain's head that the append checks (an entry
         # under a seq already taken collides, and the head is read), and a profile at most account_memory old.
-        self.recent: dict[str, tuple[float, Doc]] = {}
+        self.recent: Recent[str, Doc] = Recent(settings.account_memory)
+        self.mark_stored: float | None = None  # the sweep mark this replica stored last
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
@@ -107,15 +111,12 @@ class Bank:
         return await self.store.project(stored)
 
     def remember(self, account: Doc) -> Doc:
-        if len(self.recent) > 10_000:
-            self.recent.clear()
-        self.recent[account["_id"]] = (time.monotonic(), account)
-        return account
+        return self.recent.put(account["_id"], account)
 
     async def head_of(self, volunteer_id: str) -> Doc:
         """The volunteer's account, from memory when this replica saw it lately."""
-        if (recent := self.recent.get(volunteer_id)) and time.monotonic() - recent[0] < self.settings.account_memory:
-            return recent[1]
+        if (recent := self.recent.fresh(volunteer_id)) is not None:
+            return recent
         return self.remember(await self.store.ensure_account(volunteer_id))
 
     async def roll_forward(self, volunteer_id: str, account: Doc | None = None) -> Doc:
@@ -539,14 +540,17 @@ class Bank:
             await self.store.mark_redemption(red["_id"], recheck=False)
 
     async def swept(self, since: float | None) -> float:
-        """Sweeps the entries posted after `since` (None: every entry), and stores how far back the next sweep, of
-        this replica or of any after a restart, needs to look: that mark is returned."""
+        """Sweeps the entries posted after `since` (None: every entry), and returns how far back the next sweep
+        needs to look. That mark is stored for every replica and the next start, at most once a minute: a start
+        then reads at most a minute more of the history, and an idle ledger writes once a minute, not every sweep."""
         started = time.time()
         await self.sweep(since)
         # An append still running when this sweep read the entries was posted at most this long before: what was
         # posted earlier has been seen.
         through = started - 60 - 10 * self.settings.sweep_interval
-        await self.store.note_swept(through)
+        if self.mark_stored is None or through - self.mark_stored >= MARK_EVERY:
+            await self.store.note_swept(through)
+            self.mark_stored = through
         return through
 
     async def sweep_forever(self) -> None:

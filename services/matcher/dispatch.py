@@ -641,7 +641,7 @@ class Dispatch:
         if reopened_too and request["state"] == "completed" and request.get("reopened"):
             return request
         if request["state"] in ("completed", "cancelled", "closed", "placing"):
-            raise ApiError("not_changeable", f"a {request['state']} request cannot be changed now",
+            raise ApiError("not_changeable", handlers.not_changeable(request["state"], reopened_too),
                            {"state": request["state"]})
         return request
 

@@ -71,6 +71,16 @@ def refuse_completion(assignment: dict[str, Any], hours: Decimal) -> None:
     raise ApiError("not_accepted", f"only an accepted assignment can be completed (it is {state})", {"state": state})
 
 
+def not_changeable(state: str, redispatch: bool) -> str:
+    """Why an operator may not change a request in `state`; two of these states pass within moments."""
+    if state == "placing":
+        return "the matcher is placing this request right now; try again in a moment"
+    if state == "completed" and redispatch:
+        return ("a completed request can be dispatched again once the resident reopens it; "
+                "if they just did, try again in a moment")
+    return f"a {state} request cannot be changed"
+
+
 TAKEN = "another volunteer accepted first"
 
 

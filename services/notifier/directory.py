@@ -6,6 +6,7 @@ from typing import Any
 
 from contracts import API
 from contracts.calls import Catalog
+from services.common.memory import Recent
 from services.notifier.config import NotifierSettings
 from services.notifier.handlers import Contact, ContactKind
 from services.notifier.store import NotifierStore
@@ -24,19 +25,19 @@ class Directory:
         self.labels: dict[str, dict[str, str]] = {}
         # Contacts just used, kept in memory a short while: one offer round asks for the same people again; after
         # that they tell whether what intake answers has changed since it was stored.
-        self.recent: dict[str, tuple[float, Contact]] = {}
+        self.recent: Recent[str, Contact] = Recent(settings.contact_memory, clock=clock)
 
     async def contact(self, kind: ContactKind, id: str) -> Contact | None:
         key = f"{kind}:{id}"
-        recent = self.recent.get(key)
-        if recent and self.clock() - recent[0] < self.settings.contact_memory:
-            return recent[1]
+        if (fresh := self.recent.fresh(key)) is not None:
+            return fresh
+        last = self.recent.last(key)
         # Intake is asked before the stored copy is read: most contacts not in memory are new (a request's
         # resident), and the stored copy is needed only while intake does not answer.
         try:
             reply = await self.ask(API.INTAKE_CONTACT, {"kind": kind, "id": id})
         except Exception as exc:
-            kept = recent[1] if recent else await self.store.contact(key)
+            kept = last if last is not None else await self.store.contact(key)
             if kept is None:
                 raise  # the event is redelivered later, when intake may answer
             log.warning("intake did not answer for %s, using the contact kept earlier: %r", key, exc)
@@ -46,15 +47,9 @@ class Directory:
                 return None
             raise RuntimeError(f"intake refused the contact lookup for {key}: {reply['error']}")
         found = {"name": reply["name"], "phone": reply["phone"], "address": reply.get("address", "")}
-        if recent is None or recent[1] != found:  # written only when new here, or changed
+        if last != found:  # written only when new here, or changed
             await self.store.save_contact(key, found, self.clock())
-        return self.remember(key, found)
-
-    def remember(self, key: str, contact: Contact) -> Contact:
-        if len(self.recent) > 10_000:
-            self.recent.clear()
-        self.recent[key] = (self.clock(), contact)
-        return contact
+        return self.recent.put(key, found)
 
     async def sign_in_code(self, code_ref: str) -> str:
         """The code's text, which identity hands out once; "" when it was taken already (a redelivery after
