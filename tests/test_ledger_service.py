@@ -167,15 +167,22 @@ async def test_a_repeated_hours_event_is_announced_once_even_to_a_plain_subscrib
     assert await ledger.db["processed"].count_documents({}) == 0  # the proof says it, not an inbox
 
 
+async def first_entry_stored(ledger: Service, logged: Envelope[Any]) -> dict[str, Any]:
+    """The credit a ledger appends for the volunteer's first `hours.logged`, stored and nothing else done."""
+    data = logged.data
+    pricing = price(RULES, data.hours, data.category, data.urgency, NOON)
+    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
+    stored = link(credit, None)
+    await ledger.db["entries"].insert_one(stored)
+    return stored
+
+
 async def test_hours_an_earlier_ledger_recorded_in_its_inbox_are_not_announced_again(
     ledger: Service, bus: Bus
 ) -> None:
     logged = hours("v-inbox", "2")
-    pricing = price(RULES, Decimal("2"), "repair", "routine", NOON)
-    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
     # What a ledger that kept an inbox left: the entry, its proof without the announcement, the inbox record.
-    stored = link(credit, None)
-    await ledger.db["entries"].insert_one(stored)
+    stored = await first_entry_stored(ledger, logged)
     await ledger.db["proofs"].insert_one({"_id": f"{logged.data.request_id}/v-inbox", **handlers.proof_facts(stored)})
     await ledger.db["processed"].insert_one({"_id": f"ledger-hours:{logged.id}", "at": time.time()})
 
@@ -190,10 +197,7 @@ async def test_a_rating_of_hours_whose_proof_predates_the_copied_facts_reads_the
     ledger: Service, bus: Bus
 ) -> None:
     logged = hours("v-older", "2", "elderly")
-    pricing = price(RULES, Decimal("2"), "elderly", "routine", NOON)
-    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
-    stored = link(credit, None)
-    await ledger.db["entries"].insert_one(stored)
+    stored = await first_entry_stored(ledger, logged)
     # A proof as an earlier ledger wrote it: the credit's id and hours, not its category.
     facts = {k: v for k, v in handlers.proof_facts(stored).items() if k not in ("category", "service", "grid")}
     request_id = logged.data.request_id
@@ -239,10 +243,8 @@ async def test_an_entry_appended_before_a_crash_is_not_credited_again_but_is_ann
     ledger: Service, bus: Bus
 ) -> None:
     logged = hours("v-crash", "2")
-    pricing = price(RULES, Decimal("2"), "repair", "routine", NOON)
-    [credit] = handlers.credit_entries(logged, pricing, RULES, {}, time.time())
     # What a process killed right after the append leaves: no projection, no inbox record, nothing published.
-    await ledger.db["entries"].insert_one(link(credit, None))
+    await first_entry_stored(ledger, logged)
 
     await publish(bus, logged)
 

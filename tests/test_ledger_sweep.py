@@ -4,6 +4,7 @@ posted since the last sweep of any run, however long the history (the mark store
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +58,17 @@ class Reads(monitoring.CommandListener):
         self.filters.clear()
 
 
+@pytest.fixture
+async def counted(settings: BusSettings) -> AsyncIterator[tuple[AsyncDatabase[Doc], Reads]]:
+    """The ledger's database, through a client that counts what it sends and reads."""
+    reads = Reads()
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
+    try:
+        yield client[settings.database("ledger")], reads
+    finally:
+        await client.close()
+
+
 def a_bank(db: AsyncDatabase[Doc], settings: BusSettings, **overrides: Any) -> Bank:
     return Bank(LedgerStore(db), Outbox(db, NatsBroker()), ledger_settings(settings, **overrides))
 
@@ -87,9 +99,19 @@ async def a_long_settled_history(db: AsyncDatabase[Doc], volunteers: int, each: 
         for v in range(volunteers)])
 
 
+async def a_bank_after_a_long_history(db: AsyncDatabase[Doc], settings: BusSettings, volunteer_id: str) -> Bank:
+    """A started bank over 1,000 entries of 250 volunteers settled a day ago, and one account opened now."""
+    bank = a_bank(db, settings)
+    await bank.start()
+    await a_long_settled_history(db, volunteers=250, each=4)
+    await opened(bank, volunteer_id)
+    return bank
+
+
 async def test_a_projection_a_crash_left_behind_is_rolled_forward_after_a_restart(
-    settings: BusSettings, bus: Bus,
+    settings: BusSettings, bus: Bus, counted: tuple[AsyncDatabase[Doc], Reads],
 ) -> None:
+    db, _ = counted
     ledger = await started(ledger_settings(settings))
     try:
         await open_account(bus, ledger, "v-restart")
@@ -98,117 +120,91 @@ async def test_a_projection_a_crash_left_behind_is_rolled_forward_after_a_restar
         await eventually(lambda: ledger.db["sweeps"].find_one({"_id": "projections"}), timeout=15)
     finally:
         await ledger.stop()
-    reads = Reads()
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
-    db = client[settings.database("ledger")]
+    await left_behind(db, "v-restart", time.time())
+    assert (await db["accounts"].find_one({"_id": "v-restart"}) or {}).get("seq") == 1  # nothing running
+
+    again = await started(ledger_settings(settings))
     try:
-        await left_behind(db, "v-restart", time.time())
-        assert (await db["accounts"].find_one({"_id": "v-restart"}) or {}).get("seq") == 1  # nothing running
-
-        again = await started(ledger_settings(settings))
-        try:
-            account = await eventually(lambda: db["accounts"].find_one({"_id": "v-restart", "seq": 2}), timeout=15)
-        finally:
-            await again.stop()
-
-        assert (account["hours_cents"], account["points_cents"]) == (150, 500)
-        assert await verified_db(settings, db.name) == []
+        account = await eventually(lambda: db["accounts"].find_one({"_id": "v-restart", "seq": 2}), timeout=15)
     finally:
-        await client.close()
+        await again.stop()
+
+    assert (account["hours_cents"], account["points_cents"]) == (150, 500)
+    assert await verified_db(settings, db.name) == []
 
 
 async def test_a_start_after_a_long_history_reads_only_the_entries_posted_since_the_last_sweep(
-    settings: BusSettings,
+    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], Reads],
 ) -> None:
-    reads = Reads()
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
-    db = client[settings.database("ledger")]
+    db, reads = counted
+    first = await a_bank_after_a_long_history(db, settings, "v-recent")
+    await first.swept(await first.store.swept_through())  # the last sweep before the ledger stopped
+    await left_behind(db, "v-recent", time.time())  # and a crash in its last moments
+
+    mark = await db["sweeps"].find_one({"_id": "projections"})
+    assert mark is not None and mark["through"] > time.time() - DAY
+
+    # The start: its first sweep, and no second one within the test.
+    again = a_bank(db, settings, sweep_interval=60)
+    await again.start()
+    reads.clear()
+    sweeping = asyncio.create_task(again.sweep_forever())
     try:
-        first = a_bank(db, settings)
-        await first.start()
-        await a_long_settled_history(db, volunteers=250, each=4)
-        await opened(first, "v-recent")
-        await first.swept(await first.store.swept_through())  # the last sweep before the ledger stopped
-        await left_behind(db, "v-recent", time.time())  # and a crash in its last moments
-
-        mark = await db["sweeps"].find_one({"_id": "projections"})
-        assert mark is not None and mark["through"] > time.time() - DAY
-
-        # The start: its first sweep, and no second one within the test.
-        again = a_bank(db, settings, sweep_interval=60)
-        await again.start()
-        reads.clear()
-        sweeping = asyncio.create_task(again.sweep_forever())
-        try:
-            account = await eventually(lambda: db["accounts"].find_one({"_id": "v-recent", "seq": 2}))
-        finally:
-            await cancel_and_wait([sweeping])
-
-        assert account["hours_cents"] == 150
-        # The two entries of v-recent, and the one rolled forward again: none of the 1,000 older ones.
-        assert reads.documents["entries"] <= 5, reads.documents
-        assert reads.sent["getMore"] == 0 and reads.sent["find accounts"] <= 5, reads.sent  # not 251
+        account = await eventually(lambda: db["accounts"].find_one({"_id": "v-recent", "seq": 2}))
     finally:
-        await client.close()
+        await cancel_and_wait([sweeping])
+
+    assert account["hours_cents"] == 150
+    # The two entries of v-recent, and the one rolled forward again: none of the 1,000 older ones.
+    assert reads.documents["entries"] <= 5, reads.documents
+    assert reads.sent["getMore"] == 0 and reads.sent["find accounts"] <= 5, reads.sent  # not 251
 
 
-async def test_a_database_without_a_mark_is_swept_whole_once_and_then_from_its_mark(settings: BusSettings) -> None:
-    reads = Reads()
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
-    db = client[settings.database("ledger")]
-    try:
-        bank = a_bank(db, settings)
-        await bank.start()
-        await a_long_settled_history(db, volunteers=250, each=4)
-        await opened(bank, "v-old")
-        # Left behind a day ago by a ledger from before the mark was stored.
-        await left_behind(db, "v-old", time.time() - DAY)
-        assert await bank.store.swept_through() is None
-        reads.clear()
+async def test_a_database_without_a_mark_is_swept_whole_once_and_then_from_its_mark(
+    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], Reads],
+) -> None:
+    db, reads = counted
+    bank = await a_bank_after_a_long_history(db, settings, "v-old")
+    # Left behind a day ago by a ledger from before the mark was stored.
+    await left_behind(db, "v-old", time.time() - DAY)
+    assert await bank.store.swept_through() is None
+    reads.clear()
 
-        mark = await bank.swept(None)
+    mark = await bank.swept(None)
 
-        account = await db["accounts"].find_one({"_id": "v-old"})
-        assert account is not None and (account["seq"], account["hours_cents"]) == (2, 150)
-        assert reads.documents["entries"] >= 1000  # every entry, this once
-        assert await bank.store.swept_through() == pytest.approx(mark, rel=0, abs=0.001)  # stored as a double
+    account = await db["accounts"].find_one({"_id": "v-old"})
+    assert account is not None and (account["seq"], account["hours_cents"]) == (2, 150)
+    assert reads.documents["entries"] >= 1000  # every entry, this once
+    assert await bank.store.swept_through() == pytest.approx(mark, rel=0, abs=0.001)  # stored as a double
 
-        reads.clear()
-        again = a_bank(db, settings)
-        await again.start()
-        await again.swept(await again.store.swept_through())
-        assert reads.documents["entries"] <= 2, reads.documents
-    finally:
-        await client.close()
+    reads.clear()
+    again = a_bank(db, settings)
+    await again.start()
+    await again.swept(await again.store.swept_through())
+    assert reads.documents["entries"] <= 2, reads.documents
 
 
-async def test_sweeps_a_minute_apart_store_the_mark_and_those_between_do_not(settings: BusSettings) -> None:
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url)
-    db = client[settings.database("ledger")]
-    try:
-        bank = a_bank(db, settings)
-        await bank.start()
-        first = await bank.swept(None)
-        between = await bank.swept(first)
-        stored_between = await bank.store.swept_through()
-        bank.mark_stored = first - MARK_EVERY  # as if the first had been a minute ago
-        later = await bank.swept(between)
+async def test_sweeps_a_minute_apart_store_the_mark_and_those_between_do_not(
+    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], Reads],
+) -> None:
+    db, _ = counted
+    bank = a_bank(db, settings)
+    await bank.start()
+    first = await bank.swept(None)
+    between = await bank.swept(first)
+    stored_between = await bank.store.swept_through()
+    bank.mark_stored = first - MARK_EVERY  # as if the first had been a minute ago
+    later = await bank.swept(between)
 
-        assert first < between < later
-        assert stored_between == pytest.approx(first, rel=0, abs=0.001)
-        assert await bank.store.swept_through() == pytest.approx(later, rel=0, abs=0.001)
-    finally:
-        await client.close()
+    assert first < between < later
+    assert stored_between == pytest.approx(first, rel=0, abs=0.001)
+    assert await bank.store.swept_through() == pytest.approx(later, rel=0, abs=0.001)
 
 
-async def test_the_mark_only_moves_forward(settings: BusSettings) -> None:
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url)
-    store = LedgerStore(client[settings.database("ledger")])
-    try:
-        await store.note_swept(1000.0)
-        await store.note_swept(900.0)  # a replica whose sweep began earlier, finishing later
-        assert await store.swept_through() == 1000.0
-        await store.note_swept(1100.0)
-        assert await store.swept_through() == 1100.0
-    finally:
-        await client.close()
+async def test_the_mark_only_moves_forward(counted: tuple[AsyncDatabase[Doc], Reads]) -> None:
+    store = LedgerStore(counted[0])
+    await store.note_swept(1000.0)
+    await store.note_swept(900.0)  # a replica whose sweep began earlier, finishing later
+    assert await store.swept_through() == 1000.0
+    await store.note_swept(1100.0)
+    assert await store.swept_through() == 1100.0
