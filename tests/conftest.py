@@ -181,21 +181,26 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
         await asyncio.sleep(interval)
 
 
-async def stored_events(nc: NATS, event_type: str) -> list[dict[str, Any]]:
-    """The events JetStream actually kept (after de-duplication), oldest first."""
+async def stored_messages(nc: NATS, stream: str = "LINLI") -> list[Any]:
+    """The messages a stream keeps, oldest first; none while it is empty (its first_seq is 0 then, and
+    asking for message 0 is a bad request)."""
     from nats.js.errors import NotFoundError
 
     js = nc.jetstream()
-    info = await js.stream_info("LINLI")
+    info = await js.stream_info(stream)
     found = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
         try:
-            msg = await js.get_msg("LINLI", seq)
-        except NotFoundError:
+            found.append(await js.get_msg(stream, seq))
+        except NotFoundError:  # deleted, or gone past the stream's limits
             continue
-        if msg.subject.startswith(f"linli.evt.{event_type}."):
-            found.append(json.loads(msg.data or b"{}"))
     return found
+
+
+async def stored_events(nc: NATS, event_type: str) -> list[dict[str, Any]]:
+    """The events JetStream actually kept (after de-duplication), oldest first."""
+    return [json.loads(msg.data or b"{}") for msg in await stored_messages(nc)
+            if msg.subject.startswith(f"linli.evt.{event_type}.")]
 
 
 class Signed:

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ import nats.errors
 import pytest
 import yaml
 from nats.aio.client import Client as NATS
-from nats.js.errors import NotFoundError
 
 from contracts import API
 from linli.client import caught_up
@@ -32,6 +30,7 @@ from linli.system import FRONTS, System
 from services.common.runtime import health_subject
 from services.matcher import config as matcher_config
 from services.ledger.verify import run as verify_ledger
+from tests.conftest import stored_messages
 
 pytestmark = pytest.mark.system
 
@@ -186,14 +185,8 @@ async def chaos(system: System, kiosk: Kiosk, plan: list[str], figures: Figures)
 
 async def stored_events(nc: NATS) -> dict[str, list[dict[str, Any]]]:
     """Every event the stream kept, by type; one per event id."""
-    js = nc.jetstream()
-    info = await js.stream_info("LINLI")
     by_type: dict[str, dict[str, dict[str, Any]]] = {}
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            msg = await js.get_msg("LINLI", seq)
-        except NotFoundError:
-            continue
+    for msg in await stored_messages(nc):
         event = json.loads(msg.data or b"{}")
         by_type.setdefault(event["type"].removeprefix("linli."), {})[event["id"]] = event
     return {kind: list(events.values()) for kind, events in by_type.items()}

@@ -10,12 +10,11 @@ from typing import Any
 import jsonschema
 import pytest
 from cloudevents.core.formats.json import JSONFormat
-from nats.js.errors import NotFoundError
 
 from contracts import API
 from linli.client import caught_up
 from linli.system import System
-from tests.conftest import Bus, eventually
+from tests.conftest import Bus, eventually, stored_messages
 
 pytestmark = pytest.mark.system
 SCHEMAS = Path(__file__).resolve().parent.parent / "contracts" / "jsonschema" / "events"
@@ -68,15 +67,7 @@ async def status_is(client: Bus, request_id: str, status: str) -> bool:
 
 
 async def kept_events(client: Bus) -> list[bytes]:
-    js = client.nc.jetstream()
-    info = await js.stream_info("LINLI")
-    kept = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            kept.append((await js.get_msg("LINLI", seq)).data or b"")
-        except NotFoundError:
-            continue
-    return kept
+    return [msg.data or b"" for msg in await stored_messages(client.nc)]
 
 
 def schema_of(event_type: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from nats.js.errors import NotFoundError
 from pymongo import AsyncMongoClient
 
 from contracts import API, Envelope, new_event
@@ -32,7 +31,7 @@ from services.intake.config import IntakeSettings
 from services.ledger.app import build as build_ledger
 from services.matcher.app import build as build_matcher
 from services.matcher.config import MatcherSettings
-from tests.conftest import Bus, eventually
+from tests.conftest import Bus, eventually, stored_messages
 from tests.test_ledger_service import ledger_settings
 
 RESIDENT = {"name": "王秀英", "phone": "138 0013 8000", "address": "泉外园小区3栋2单元401"}
@@ -62,16 +61,8 @@ async def services(settings: BusSettings) -> AsyncIterator[dict[str, Service]]:
 
 async def public_events(bus: Bus) -> list[dict[str, Any]]:
     """What LINLI_PUBLIC kept, as a district system replaying it from the start would read it."""
-    js = bus.nc.jetstream()
-    info = await js.stream_info(PUBLIC_STREAM)
-    found = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            msg = await js.get_msg(PUBLIC_STREAM, seq)
-        except NotFoundError:
-            continue
-        found.append({"subject": msg.subject, "event": json.loads(msg.data or b"{}")})
-    return found
+    return [{"subject": msg.subject, "event": json.loads(msg.data or b"{}")}
+            for msg in await stored_messages(bus.nc, PUBLIC_STREAM)]
 
 
 def with_and_without_spaces(text: str) -> set[str]:
