@@ -65,6 +65,11 @@ def start(data_dir: Path, nats_url: str, mongo_url: str, env: dict[str, str]) ->
         return System.start(data_dir, nats_url=nats_url, mongo_url=mongo_url, env=env)
 
 
+def progress(history: int, step: str) -> None:
+    """A line on stderr per step: a run takes minutes per history size, and prints its figures at the end."""
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {history:,} stored requests: {step}", file=sys.stderr, flush=True)
+
+
 async def run(history: int, loops: int, volunteers: int, load: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="linli-loop-"))
     counted = work / "counts"
@@ -76,12 +81,15 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
     try:
         started = time.monotonic()
         if history:
+            progress(history, "storing the history")
             seed(mongo.url, "linli", history, DISTRICT, GRID)
+        progress(history, f"the floor, {load.floor_loops} loops")
         seeded = time.monotonic() - started
         # The floor on the same servers, holding the same history, before any service starts.
         measured_floor = await floor.measure(nats_server.url, mongo.url, mongo.process.pid, nats_server.process.pid,
                                              load.floor_loops)
         # Tokens off: the loop's own commands are counted, as before the services checked them.
+        progress(history, f"the services, {loops} whole loops one at a time")
         system = start(work / "system", nats_server.url, mongo.url,
                        {"LINLI_COMMAND_COUNTS": str(counted), "MATCHER_OFFER_TTL": "600", "LINLI_AUTH": "off", **QUIET})
         nc = await nats.connect(nats_server.url)
@@ -118,13 +126,17 @@ async def run(history: int, loops: int, volunteers: int, load: argparse.Namespac
         cpu = cpu_seconds(mongo.process.pid) - cpu_before
         measured: dict[str, Any] = {}
         if load.rate_requests:
+            progress(history, f"the services again: {load.rate_requests} requests at {load.rate:g}/s, "
+                              f"a burst of {load.burst}, {load.loop_burst} whole loops 16 at a time")
             # The services again on the same servers, with the repair loops at their defaults: under load a
             # request a placement could not take at once is placed again by the matcher's sweep.
             system.stop()
             system = start(work / "system", nats_server.url, mongo.url,
                            {"MATCHER_OFFER_TTL": "600", "LINLI_AUTH": "off"})
-            # Enough slots and weekly offers for every request below to be offered without waiting for one.
-            await kiosk.register(40, capacity=5, first=volunteers)
+            # Enough slots and weekly offers for every request below to be offered without waiting for one: the
+            # requests sent at a rate and in the burst keep their offers' slots; the loops give theirs back.
+            held = load.rate_requests + load.burst + load.loop_burst
+            await kiosk.register(max(40, -(-held // 5)), capacity=5, first=volunteers)
             await asyncio.sleep(1.0)
             at, cpu_at = time.monotonic(), cpu_seconds(mongo.process.pid)
             await asyncio.sleep(3.0)

@@ -60,7 +60,10 @@ class Kiosk:
                 self.changed.clear()
                 await self.changed.wait()
 
-        return await asyncio.wait_for(seen(), timeout)
+        try:
+            return await asyncio.wait_for(seen(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no {event_type} with {data} within {timeout:.0f} s") from None
 
     async def quiet(self) -> None:
         for service, event_type in CONSUMERS:
@@ -73,7 +76,10 @@ class Kiosk:
                 await self.changed.wait()
             return self.arrived[(event_type, request_id)]
 
-        return await asyncio.wait_for(seen(), timeout)
+        try:
+            return await asyncio.wait_for(seen(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no {event_type} for {request_id} within {timeout:.0f} s") from None
 
     async def register(self, n: int, capacity: int = 1, first: int = 0) -> list[str]:
         ids = []
