@@ -15,40 +15,23 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
-from pymongo import AsyncMongoClient, MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient
 
 from bench.loop.floor import cpu_seconds
 from bench.loop.seed import BATCH, history, settled
 from linli.embedded import start_mongo
 from services.common.bus import Outbox
 from services.common.config import BusSettings
+from services.common.runtime import CommandCounter
 from services.ledger.bank import Bank
 from services.ledger.config import LedgerSettings
 from services.ledger.store import LedgerStore
 
 Doc = dict[str, Any]
-
-
-class Reads(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.sent: Counter[str] = Counter()
-        self.documents: Counter[str] = Counter()
-
-    def started(self, event: Any) -> None:
-        self.sent[event.command_name] += 1
-
-    def succeeded(self, event: Any) -> None:
-        if cursor := (event.reply.get("cursor") if isinstance(event.reply, dict) else None):
-            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
-            self.documents[str(cursor.get("ns", "")).rpartition(".")[2]] += len(batch)
-
-    def failed(self, event: Any) -> None:
-        pass
 
 
 def store_history(mongo_url: str, n: int) -> None:
@@ -68,23 +51,22 @@ def store_history(mongo_url: str, n: int) -> None:
 
 
 async def first_sweep(mongo_url: str, pid: int) -> dict[str, Any]:
-    reads = Reads()
+    reads = CommandCounter()
     client: AsyncMongoClient[Doc] = AsyncMongoClient(mongo_url, event_listeners=[reads])
     try:
         db = client["linli_ledger"]
         settings = LedgerSettings(bus=BusSettings(mongo_url=mongo_url), signing_key_path="", trusted_keys={})
         bank = Bank(LedgerStore(db), Outbox(db, NatsBroker()), settings)
         await bank.store.ensure_indexes()  # built by the first start only: not what is counted
-        reads.sent.clear()
+        reads.counts.clear()
         cpu = cpu_seconds(pid)
         await bank.start()
-        start_ms, start_commands = 1000 * (cpu_seconds(pid) - cpu), sum(reads.sent.values())
+        start_ms, start_commands = 1000 * (cpu_seconds(pid) - cpu), sum(reads.counts.values())
         mark = await bank.store.swept_through()
-        reads.sent.clear()
-        reads.documents.clear()
+        reads.clear()
         cpu, at = cpu_seconds(pid), time.monotonic()
         await bank.swept(mark)
-        return {"mark": mark, "start_ms": start_ms, "start_commands": start_commands, "commands": sum(reads.sent.values()), "getMore": reads.sent["getMore"],
+        return {"mark": mark, "start_ms": start_ms, "start_commands": start_commands, "commands": sum(reads.counts.values()), "getMore": reads.counts["getMore"],
                 "entries": reads.documents["entries"], "accounts": reads.documents["accounts"],
                 "cpu_ms": 1000 * (cpu_seconds(pid) - cpu), "wall_s": time.monotonic() - at}
     finally:

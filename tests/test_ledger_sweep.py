@@ -3,20 +3,19 @@ posted since the last sweep of any run, however long the history (the mark store
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from faststream.nats import NatsBroker
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.calls import AdjustBalance
 from services.common.bus import Outbox
 from services.common.config import BusSettings
-from services.common.runtime import cancel_and_wait
+from services.common.runtime import CommandCounter, cancel_and_wait
 from services.ledger.bank import MARK_EVERY, Bank
 from services.ledger.chain import link
 from services.ledger.store import LedgerStore
@@ -29,39 +28,10 @@ Doc = dict[str, Any]
 DAY = 24 * 3600
 
 
-class Reads(monitoring.CommandListener):
-    """The commands a client sends, and the documents each collection's cursors hand back."""
-
-    def __init__(self) -> None:
-        self.sent: Counter[str] = Counter()
-        self.documents: Counter[str] = Counter()
-        self.filters: list[tuple[str, Doc]] = []  # of each find: the collection and the filter
-
-    def started(self, event: Any) -> None:
-        target = event.command.get(event.command_name)
-        self.sent[f"{event.command_name} {target}" if isinstance(target, str) else event.command_name] += 1
-        if event.command_name == "find":
-            self.filters.append((str(target), dict(event.command.get("filter", {}))))
-
-    def succeeded(self, event: Any) -> None:
-        cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
-        if cursor:
-            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
-            self.documents[str(cursor.get("ns", "")).rpartition(".")[2]] += len(batch)
-
-    def failed(self, event: Any) -> None:
-        pass
-
-    def clear(self) -> None:
-        self.sent.clear()
-        self.documents.clear()
-        self.filters.clear()
-
-
 @pytest.fixture
-async def counted(settings: BusSettings) -> AsyncIterator[tuple[AsyncDatabase[Doc], Reads]]:
+async def counted(settings: BusSettings) -> AsyncIterator[tuple[AsyncDatabase[Doc], CommandCounter]]:
     """The ledger's database, through a client that counts what it sends and reads."""
-    reads = Reads()
+    reads = CommandCounter()
     client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
     try:
         yield client[settings.database("ledger")], reads
@@ -109,7 +79,7 @@ async def a_bank_after_a_long_history(db: AsyncDatabase[Doc], settings: BusSetti
 
 
 async def test_a_projection_a_crash_left_behind_is_rolled_forward_after_a_restart(
-    settings: BusSettings, bus: Bus, counted: tuple[AsyncDatabase[Doc], Reads],
+    settings: BusSettings, bus: Bus, counted: tuple[AsyncDatabase[Doc], CommandCounter],
 ) -> None:
     db, _ = counted
     ledger = await started(ledger_settings(settings))
@@ -134,7 +104,7 @@ async def test_a_projection_a_crash_left_behind_is_rolled_forward_after_a_restar
 
 
 async def test_a_start_after_a_long_history_reads_only_the_entries_posted_since_the_last_sweep(
-    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], Reads],
+    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], CommandCounter],
 ) -> None:
     db, reads = counted
     first = await a_bank_after_a_long_history(db, settings, "v-recent")
@@ -157,11 +127,11 @@ async def test_a_start_after_a_long_history_reads_only_the_entries_posted_since_
     assert account["hours_cents"] == 150
     # The two entries of v-recent, and the one rolled forward again: none of the 1,000 older ones.
     assert reads.documents["entries"] <= 5, reads.documents
-    assert reads.sent["getMore"] == 0 and reads.sent["find accounts"] <= 5, reads.sent  # not 251
+    assert reads.counts["getMore"] == 0 and reads.counts["find accounts"] <= 5, reads.counts  # not 251
 
 
 async def test_a_database_without_a_mark_is_swept_whole_once_and_then_from_its_mark(
-    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], Reads],
+    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], CommandCounter],
 ) -> None:
     db, reads = counted
     bank = await a_bank_after_a_long_history(db, settings, "v-old")
@@ -185,7 +155,7 @@ async def test_a_database_without_a_mark_is_swept_whole_once_and_then_from_its_m
 
 
 async def test_sweeps_a_minute_apart_store_the_mark_and_those_between_do_not(
-    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], Reads],
+    settings: BusSettings, counted: tuple[AsyncDatabase[Doc], CommandCounter],
 ) -> None:
     db, _ = counted
     bank = a_bank(db, settings)
@@ -201,7 +171,7 @@ async def test_sweeps_a_minute_apart_store_the_mark_and_those_between_do_not(
     assert await bank.store.swept_through() == pytest.approx(later, rel=0, abs=0.001)
 
 
-async def test_the_mark_only_moves_forward(counted: tuple[AsyncDatabase[Doc], Reads]) -> None:
+async def test_the_mark_only_moves_forward(counted: tuple[AsyncDatabase[Doc], CommandCounter]) -> None:
     store = LedgerStore(counted[0])
     await store.note_swept(1000.0)
     await store.note_swept(900.0)  # a replica whose sweep began earlier, finishing later

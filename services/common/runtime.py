@@ -37,23 +37,31 @@ def instance_name() -> str:
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts the database commands this process sends, by command and collection ("find requests").
+    """Counts the database commands a client sends, by command and collection ("find requests"), and the
+    documents its cursors hand back, by collection.
 
-    Installed when LINLI_COMMAND_COUNTS names a directory: the counts are written there as
-    <service>-<pid>.json twice a second and when the service stops, for the benchmark to read."""
+    Installed in a service when LINLI_COMMAND_COUNTS names a directory: the command counts are written
+    there as <service>-<pid>.json twice a second and when the service stops, for the benchmark to read."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.documents: Counter[str] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
         self.counts[f"{event.command_name} {target}" if isinstance(target, str) else event.command_name] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        if cursor := (event.reply.get("cursor") if isinstance(event.reply, dict) else None):
+            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
+            self.documents[str(cursor.get("ns", "")).rpartition(".")[2]] += len(batch)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+    def clear(self) -> None:
+        self.counts.clear()
+        self.documents.clear()
 
     def write(self, path: Path) -> None:
         temporary = path.with_suffix(".tmp")
