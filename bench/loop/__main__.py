@@ -14,7 +14,7 @@ notified, accept, complete -> hours -> points, rate. After each phase it waits u
 path has caught up, then reads the counts. The outbox relays and the sweeps run once a minute meanwhile
 (QUIET below), so the counts are the loop's own work; --default-intervals counts them too. nx-27017's CPU
 is read from /proc for the same span. Then the services are started again on the same servers with their
-defaults and 40 more volunteers, for: submit -> volunteer.assigned latency for --rate-requests sent
+defaults and more volunteers (at least 40, enough slots for the load), for: submit -> volunteer.assigned latency for --rate-requests sent
 open-loop at --rate/s, placements/s for --burst requests submitted at once, and whole loops/s for
 --loop-burst loops run 16 at a time (bench/loop/rate.py).
 
@@ -48,8 +48,8 @@ from linli.embedded import start_mongo, start_nats
 from linli.system import System
 
 DISTRICT, GRID = "beibei", "quanwai-01"
-# The repair loops (outbox relays, sweeps, intake's look for unannounced requests, care's watchdog) run once a minute here, so what is counted is the loop's own work;
-# the idle rate printed is theirs at this setting. With the defaults they add about a dozen commands a second
+# The repair loops (outbox relays, sweeps, intake's look for unannounced requests, care's watchdog) run once a
+# minute here, so what is counted is the loop's own work; the idle rate printed is theirs at this setting. With the defaults they add about a dozen commands a second
 # between them, whatever the load (measured with --default-intervals).
 QUIET = {"MATCHER_SWEEP_INTERVAL": "60", "LEDGER_SWEEP_INTERVAL": "60", "LINLI_OUTBOX_RELAY_INTERVAL": "60",
          "INTAKE_ANNOUNCE_AFTER": "60", "CARE_WATCH_INTERVAL": "60"}
