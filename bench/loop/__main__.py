@@ -14,9 +14,9 @@ notified, accept, complete -> hours -> points, rate. After each phase it waits u
 path has caught up, then reads the counts. The outbox relays and the sweeps run once a minute meanwhile
 (QUIET below), so the counts are the loop's own work; --default-intervals counts them too. nx-27017's CPU
 is read from /proc for the same span. Then the services are started again on the same servers with their
-defaults and more volunteers (at least 40, enough slots for the load), for: submit -> volunteer.assigned latency for --rate-requests sent
-open-loop at --rate/s, placements/s for --burst requests submitted at once, and whole loops/s for
---loop-burst loops run 16 at a time (bench/loop/rate.py).
+defaults and more volunteers (at least 40, with slots enough for the load), for: submit ->
+volunteer.assigned latency for --rate-requests sent open-loop at --rate/s, placements/s for --burst
+requests submitted at once, and whole loops/s for --loop-burst loops run 16 at a time (bench/loop/rate.py).
 
 Prints the figures of each history size, the cost per loop at each size relative to the first, and at the
 end one markdown table (a column per history size) with the date, the machine's cores and load average at
@@ -49,8 +49,8 @@ from linli.system import System
 
 DISTRICT, GRID = "beibei", "quanwai-01"
 # The repair loops (outbox relays, sweeps, intake's look for unannounced requests, care's watchdog) run once a
-# minute here, so what is counted is the loop's own work; the idle rate printed is theirs at this setting. With the defaults they add about a dozen commands a second
-# between them, whatever the load (measured with --default-intervals).
+# minute here, so what is counted is the loop's own work; the idle rate printed is theirs at this setting. With
+# the defaults they add about a dozen commands a second between them, whatever the load (--default-intervals).
 QUIET = {"MATCHER_SWEEP_INTERVAL": "60", "LEDGER_SWEEP_INTERVAL": "60", "LINLI_OUTBOX_RELAY_INTERVAL": "60",
          "INTAKE_ANNOUNCE_AFTER": "60", "CARE_WATCH_INTERVAL": "60"}
 
