@@ -16,14 +16,13 @@ from linli.cli import main as cli
 from linli.ledger_cli import published_checkpoints
 from services.common.bus import Outbox
 from services.common.config import BusSettings
-from services.common.runtime import Service
+from services.common.runtime import CommandCounter, Service
 from services.ledger import chain, checkpoints, signing
 from services.ledger.bank import Bank
 from services.ledger.store import LedgerStore
 from services.ledger.verify import run as verify
 from tests.conftest import Bus
 from tests.test_ledger_service import adjust, ledger, ledger_settings, open_account, started
-from tests.test_ledger_sweep import Reads
 
 __all__ = ["ledger"]
 
@@ -102,11 +101,28 @@ async def test_a_chain_rewritten_and_rehashed_after_a_checkpoint_fails_verify_na
     assert anchor["checkpoint_id"] in {c["checkpoint_id"] for c in from_bus} and not resigned_from_bus.ok
 
 
+class Finds(CommandCounter):
+    """The commands counted, and the collection and filter of each find."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filters: list[tuple[str, Doc]] = []
+
+    def started(self, event: Any) -> None:
+        super().started(event)
+        if event.command_name == "find":
+            self.filters.append((str(event.command.get("find")), dict(event.command.get("filter", {}))))
+
+    def clear(self) -> None:
+        super().clear()
+        self.filters.clear()
+
+
 @pytest.mark.service
 async def test_heads_already_signed_are_not_signed_again_and_no_earlier_checkpoint_is_read(
         ledger: Service, settings: BusSettings, bus: Bus) -> None:
     # The running ledger made the stream; this bank, with checkpoints of its own, is the one counted.
-    reads = Reads()
+    reads = Finds()
     client: AsyncMongoClient[Doc] = AsyncMongoClient(settings.mongo_url, event_listeners=[reads])
     db = client[ledger.db.name]
     broker = NatsBroker(settings.nats_url)

@@ -332,7 +332,7 @@ async def test_ledger_queries_cost_the_same_with_a_long_history(counted: Counted
             "chain_heads": lambda: store.chain_heads(since=time.time() - 60),
             "note_swept": lambda: store.note_swept(time.time() - 60),
             "swept_through": lambda: store.swept_through(),
-            "checkpoint": lambda: store.checkpoint(f"cp-{tag}"),
+            "has_checkpoint": lambda: store.has_checkpoint(f"cp-{tag}"),
             "unfinished_redemptions": lambda: store.unfinished_redemptions(time.time()),
             "redemptions_to_recheck": lambda: store.redemptions_to_recheck(time.time()),
             "stock_on_hand": lambda: store.stock_on_hand(f"item-{tag}"),

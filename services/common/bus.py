@@ -215,6 +215,12 @@ def api_call(
     return decorate
 
 
+def outbox_entry(event: Envelope[Any], created: float = 0.0) -> dict[str, Any]:
+    """An event as the outbox keeps it: published under its id, which JetStream de-duplicates."""
+    return {"_id": event.id, "subject": event_subject(event.short_type, event.district),
+            "body": event.model_dump_json(), "created": created}
+
+
 class Outbox:
     """Persist, then publish. What a crash leaves unpublished is re-sent by the relay.
 
@@ -233,15 +239,7 @@ class Outbox:
 
     async def store(self, events: Sequence[Envelope[Any]]) -> list[dict[str, Any]]:
         now = time.time()
-        entries = [
-            {
-                "_id": event.id,
-                "subject": event_subject(event.short_type, event.district),
-                "body": event.model_dump_json(),
-                "created": now + offset * 1e-6,
-            }
-            for offset, event in enumerate(events)
-        ]
+        entries = [outbox_entry(event, now + offset * 1e-6) for offset, event in enumerate(events)]
         if len(entries) > 1:
             try:
                 await self.entries.insert_many(entries, ordered=False)
@@ -260,13 +258,23 @@ class Outbox:
             await self.publish(entry)
 
     async def publish(self, entry: dict[str, Any]) -> None:
+        """Publishes a stored entry; the relay deletes it afterwards."""
+        await self._send(entry)
+        self.published.append(entry["_id"])
+
+    async def publish_own(self, events: Sequence[Envelope[Any]]) -> None:
+        """Publishes events whose own stored document stands for their outbox entry (the service clears its
+        flag, and its sweep publishes again what a crash left flagged): nothing here for the relay to delete."""
+        for event in events:
+            await self._send(outbox_entry(event))
+
+    async def _send(self, entry: dict[str, Any]) -> None:
         await self.broker.publish(
             entry["body"].encode(),
             entry["subject"],
             headers={"Nats-Msg-Id": entry["_id"], "content-type": "application/json"},
             stream=STREAM,
         )
-        self.published.append(entry["_id"])
 
     async def forget_published(self) -> None:
         """Deletes the entries published since the last call, in one command."""

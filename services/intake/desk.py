@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
-from contracts import ApiError, Envelope, event_subject
+from contracts import ApiError, Envelope
 from contracts.calls import (
     AssignmentDetails,
     CancelRequest,
@@ -145,10 +145,7 @@ class Desk:
     async def announce(self, doc: Doc) -> None:
         """The request itself is the outbox of its request.created: stored with `announced: false`, published
         under an id derived from it, then marked; what a crash leaves unmarked the sweep publishes again."""
-        event = handlers.created_event(doc)
-        # Published as an outbox entry is (the relay's later delete of its id finds nothing stored).
-        await self.outbox.publish({"_id": event.id, "subject": event_subject(event.short_type, event.district),
-                                   "body": event.model_dump_json()})
+        await self.outbox.publish_own([handlers.created_event(doc)])
         await self.store.mark_announced(doc["_id"])
 
     async def announce_forgotten(self) -> None:

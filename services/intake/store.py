@@ -73,10 +73,7 @@ class IntakeStore:
 
     async def change(self, doc: Doc, fields: Doc) -> Doc | None:
         """Compare-and-set on the version read: the request as changed, or None when another change came first."""
-        return await self.requests.find_one_and_update(
-            {"_id": doc["_id"], "version": doc.get("version")}, {"$set": fields, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
+        return await self.change_unread(doc["_id"], {"version": doc.get("version")}, fields)
 
     async def change_unread(self, request_id: str, expect: Doc, fields: Doc) -> Doc | None:
         """The change, made only if the request matches `expect`, without reading it first: the request as

@@ -504,7 +504,7 @@ class Bank:
         heads = checkpoints.heads_of((await self.store.all_accounts()).values())
         # Heads only move forward, so heads signed before are the last ones signed: looked up by their root
         # rather than by reading every checkpoint (one an hour, each holding every head) for the latest.
-        if not heads or await self.store.checkpoint(checkpoints.checkpoint_id(checkpoints.root_of(heads))):
+        if not heads or await self.store.has_checkpoint(checkpoints.checkpoint_id(checkpoints.root_of(heads))):
             return None
         doc = checkpoints.new_checkpoint(self.key, self.settings.district or "all", datetime.now(UTC), heads)
         await self.store.add_checkpoint(doc)

@@ -456,8 +456,8 @@ class LedgerStore:
         except DuplicateKeyError:
             pass  # the same heads, signed by another replica or an earlier attempt
 
-    async def checkpoint(self, checkpoint_id: str) -> Doc | None:
-        return await self.checkpoints.find_one({"_id": checkpoint_id})
+    async def has_checkpoint(self, checkpoint_id: str) -> bool:
+        return await self.checkpoints.find_one({"_id": checkpoint_id}, {"_id": 1}) is not None
 
     async def all_checkpoints(self) -> dict[str, Doc]:
         return {doc["_id"]: doc async for doc in self.checkpoints.find({})}

@@ -40,11 +40,6 @@ from services.matcher.store import MatcherStore
 DISPATCHERS = ["dispatcher"]  # and administrators, who hold every operator role
 
 
-def as_themself(actor: Actor, volunteer_id: str) -> bool:
-    """Whether auth.allow_self_or lets the actor act for this volunteer whatever the district."""
-    return actor.open or (actor.role == "volunteer" and actor.sub == volunteer_id)
-
-
 def build(settings: MatcherSettings | None = None) -> Service:
     settings = settings or MatcherSettings()
     service = Service.create("matcher", settings.bus)
@@ -117,7 +112,7 @@ def build(settings: MatcherSettings | None = None) -> Service:
     async def complete(call: Complete, actor: Actor) -> AssignmentReply:
         # The volunteer themself needs no district to be allowed: the completion's compare-and-set, which
         # names them, then goes first, and the assignment is read only to explain a refusal.
-        assignment = None if as_themself(actor, call.volunteer_id) else await dispatch.assignment_of(call.assignment_id)
+        assignment = None if auth.is_self(actor, call.volunteer_id) else await dispatch.assignment_of(call.assignment_id)
         auth.allow_self_or(actor, call.volunteer_id, DISPATCHERS, assignment.get("district") if assignment else None)
         return await dispatch.complete(call, assignment)
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, overload
 from zoneinfo import ZoneInfo
 
-from contracts import ApiError, Envelope, event_subject
+from contracts import ApiError, Envelope
 from contracts.calls import (
     AssignmentReply,
     Assignments,
@@ -89,9 +89,7 @@ class Dispatch:
 
     async def publish(self, events: list[Envelope[Any]]) -> None:
         """Publish events whose stored document is their outbox entry: a sweep publishes them again if need be."""
-        for event in events:
-            await self.outbox.publish({"_id": event.id, "subject": event_subject(event.short_type, event.district),
-                                       "body": event.model_dump_json()})
+        await self.outbox.publish_own(events)
 
     async def clear_flags(self) -> None:
         """The flags of the events published since the last call, cleared in one write per collection."""
@@ -455,10 +453,6 @@ class Dispatch:
 
     # --- whose district a call acts in, for the authorization checked before it ---------------------
 
-    async def assignment_district(self, ref: str) -> str | None:
-        assignment = await self.store.assignment_by_ref(ref)
-        return assignment.get("district") if assignment else None
-
     async def request_district(self, ref: str) -> str | None:
         request = await self.store.request_by_ref(ref)
         return request.get("district") if request else None
@@ -608,7 +602,7 @@ class Dispatch:
     async def volunteers(self, call: VolunteersQuery) -> VolunteerList:
         page, more = await self.store.listed(call.district, call.grid, call.skill, call.team, call.cursor, call.limit)
         loads = await self.store.loads(page)
-        weeks = await self.store.weeks_of([v["_id"] for v in page], self.week(call.district))
+        weeks = await self.store.weeks_in(page, self.week(call.district))
         return VolunteerList(
             items=[handlers.volunteer_load(v, loads[v["_id"]], weeks.get(v["_id"], {})) for v in page],
             next_cursor=page[-1]["_id"] if more and page else "",

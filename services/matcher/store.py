@@ -346,7 +346,10 @@ class MatcherStore:
         return await self.note(volunteer_id, week, offers=1, max_offers=max_offers, max_hours=max_hours, **work)
 
     async def weeks_of(self, volunteer_ids: list[str], week: str) -> dict[str, dict[str, Any]]:
-        volunteers = await self.volunteers_by_id(volunteer_ids) if volunteer_ids else []
+        return await self.weeks_in(await self.volunteers_by_id(volunteer_ids) if volunteer_ids else [], week)
+
+    async def weeks_in(self, volunteers: list[dict[str, Any]], week: str) -> dict[str, dict[str, Any]]:
+        """The week's counts of profiles already read; read only for a profile from before they were kept on it."""
         weeks = {v["_id"]: stood(v) for v in volunteers if v.get("week") == week}
         older = [v["_id"] for v in volunteers if "week" not in v and v.get("recent_at") is not None]
         return {**(await self.weeks_before(older, week) if older else {}), **weeks}
